@@ -1,0 +1,64 @@
+//! Counting what a role drops, with rate-limited logging.
+//!
+//! Every bound socket faces the network, so garbage is expected: a port
+//! scanner, a peer of another version, a classic-mode role on a default-mode
+//! port. Each dropped message is counted by reason; the first of each reason is
+//! logged, and after that at most one summary line every few seconds, so a
+//! flood cannot flood the log.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How often a repeated reason may be logged again.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Dropped messages by reason.
+#[derive(Debug, Default)]
+pub struct Drops {
+    counts: BTreeMap<&'static str, u64>,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Drops {
+    /// Counts one dropped message; `socket` names where it arrived.
+    pub fn note(&mut self, socket: &str, reason: &'static str, detail: impl std::fmt::Display) {
+        let count = self.counts.entry(reason).or_insert(0);
+        *count += 1;
+        let first = *count == 1;
+        let due = self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+        if first || due {
+            let more = if self.unlogged > 0 { format!(" ({} more dropped since the last report)", self.unlogged) } else { String::new() };
+            log::warn!("dropped a message on the {socket} socket: {detail}{more}");
+            self.last_log = Some(Instant::now());
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    /// Total dropped.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Counts by reason, for reports.
+    pub fn by_reason(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_by_reason() {
+        let mut d = super::Drops::default();
+        for _ in 0..1000 {
+            d.note("results", "garbage", "x");
+        }
+        d.note("results", "version", "v2");
+        assert_eq!(d.total(), 1001);
+        assert_eq!(d.by_reason()["garbage"], 1000);
+        assert_eq!(d.unlogged, 0, "a new reason is logged at once");
+    }
+}

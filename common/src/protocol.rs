@@ -1,0 +1,482 @@
+//! zpipe's wire protocol, version 1: the one place it is written down.
+//!
+//! Every message is multipart: a fixed 24-byte **header frame**, then at most one
+//! **payload frame**. Integers are little-endian.
+//!
+//! ```text
+//! header frame (24 bytes)
+//!   0  2  magic    "ZP"
+//!   2  1  version  1
+//!   3  1  kind     see below
+//!   4  4  attempt  u32, 1 for the first delivery of a task
+//!   8  8  batch    u64, chosen at random by the ventilator for each batch
+//!  16  8  task     u64, the task's index in the batch (0-based, input order)
+//! ```
+//!
+//! | kind | name | direction | socket pair | payload |
+//! |---|---|---|---|---|
+//! | 1 | TASK | ventilator → worker | PUSH → PULL | task body (below) |
+//! | 2 | RESULT | worker → sink | PUSH → PULL | result body (below) |
+//! | 3 | HELLO | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
+//! | 4 | HEARTBEAT | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
+//! | 5 | CREDIT | worker → ventilator | DEALER → ROUTER | u32 tasks it can take (credit dispatch) |
+//! | 6 | START | ventilator → sink | DEALER → ROUTER | JSON [`BatchInfo`] |
+//! | 7 | STATUS | sink → ventilator | ROUTER → DEALER | JSON [`SinkStatus`] |
+//! | 8 | GO | ventilator → sink | DEALER → ROUTER | none: the first task is about to leave |
+//! | 9 | ACK | sink → ventilator | ROUTER → DEALER | pairs of u64 `[from, to)`: task ids received |
+//! | 10 | DONE | sink → ventilator | ROUTER → DEALER | JSON [`BatchDone`] |
+//! | 11 | END | sink → workers | PUB → SUB | none: the batch is complete, exit |
+//! | 12 | KILL | anyone → workers | PUB → SUB | none: stop now |
+//! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
+//! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving |
+//!
+//! **Task body**: `sent_us u64` (ventilator's clock, µs since the Unix epoch),
+//! `tag u8`, then per tag: 0 noop (nothing), 1 sleep (`ms u64`), 2 primes
+//! (`from u64`, `to u64`), 3 exec (`timeout_ms u64`, `u64::MAX` for the worker's
+//! default, then the command as UTF-8), 4 data (the JSON value as UTF-8).
+//!
+//! **Result body** (36 bytes then data): `worker u64`, `thread u16`,
+//! `status u8` (0 ok, 1 failed, 2 timed out, 3 panicked, 4 rejected),
+//! `has_exit_code u8`, `exit_code i32`, `sent_us u64` (echoed from the task),
+//! `duration_us u64`, `output_len u32`, then `output_len` bytes of output and
+//! the rest as the error text.
+//!
+//! A receiver drops and counts (never crashes on) a message that is empty,
+//! lacks the magic, carries another version, has an unknown kind, the wrong
+//! number of frames, or a payload too short for its kind. A peer of another
+//! version is named in the log, so old and new roles refuse each other in words.
+//! Classic mode (`--classic`) speaks the guide's format instead: see the README.
+
+use serde::{Deserialize, Serialize};
+
+use crate::work::{Outcome, Status, Work};
+
+/// The first two bytes of every header.
+pub const MAGIC: [u8; 2] = *b"ZP";
+/// This protocol's version.
+pub const VERSION: u8 = 1;
+/// Length of the header frame.
+pub const HEADER_LEN: usize = 24;
+/// Length of the fixed part of a result body.
+pub const RESULT_FIXED_LEN: usize = 36;
+
+/// Message kinds (byte 3 of the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    Task = 1,
+    Result = 2,
+    Hello = 3,
+    Heartbeat = 4,
+    Credit = 5,
+    Start = 6,
+    Status = 7,
+    Go = 8,
+    Ack = 9,
+    Done = 10,
+    End = 11,
+    Kill = 12,
+    WorkerLost = 13,
+    Bye = 14,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match b {
+            1 => Task,
+            2 => Result,
+            3 => Hello,
+            4 => Heartbeat,
+            5 => Credit,
+            6 => Start,
+            7 => Status,
+            8 => Go,
+            9 => Ack,
+            10 => Done,
+            11 => End,
+            12 => Kill,
+            13 => WorkerLost,
+            14 => Bye,
+            _ => return None,
+        })
+    }
+
+    /// Whether messages of this kind carry a payload frame.
+    pub fn has_payload(self) -> bool {
+        !matches!(self, Kind::Go | Kind::End | Kind::Kill)
+    }
+}
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty message")]
+    Empty,
+    #[error("not a zpipe message (no \"ZP\" magic; a classic-mode peer?)")]
+    NotZpipe,
+    #[error("protocol version {0} from the peer, this build speaks version {VERSION}: upgrade the older side")]
+    Version(u8),
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("{kind:?} message with {got} frames, expected {expected}")]
+    Frames { kind: Kind, expected: usize, got: usize },
+    #[error("{0} is truncated")]
+    Truncated(&'static str),
+    #[error("malformed {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// A short stable label, for counting drops by reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::NotZpipe => "not zpipe",
+            DecodeError::Version(_) => "wrong version",
+            DecodeError::UnknownKind(_) => "unknown kind",
+            DecodeError::Frames { .. } => "wrong frame count",
+            DecodeError::Truncated(_) => "truncated",
+            DecodeError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// The header frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub attempt: u32,
+    pub batch: u64,
+    pub task: u64,
+}
+
+impl Header {
+    /// A header for a message that concerns no task.
+    pub fn bare(kind: Kind, batch: u64) -> Self {
+        Header { kind, attempt: 0, batch, task: 0 }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..2].copy_from_slice(&MAGIC);
+        out[2] = VERSION;
+        out[3] = self.kind as u8;
+        out[4..8].copy_from_slice(&self.attempt.to_le_bytes());
+        out[8..16].copy_from_slice(&self.batch.to_le_bytes());
+        out[16..24].copy_from_slice(&self.task.to_le_bytes());
+        out
+    }
+
+    pub fn decode(frame: &[u8]) -> Result<Header, DecodeError> {
+        if frame.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        if frame.len() < 3 || frame[0..2] != MAGIC {
+            return Err(DecodeError::NotZpipe);
+        }
+        if frame[2] != VERSION {
+            return Err(DecodeError::Version(frame[2]));
+        }
+        if frame.len() != HEADER_LEN {
+            return Err(DecodeError::Truncated("header"));
+        }
+        let kind = Kind::from_u8(frame[3]).ok_or(DecodeError::UnknownKind(frame[3]))?;
+        Ok(Header {
+            kind,
+            attempt: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
+            batch: u64::from_le_bytes(frame[8..16].try_into().unwrap()),
+            task: u64::from_le_bytes(frame[16..24].try_into().unwrap()),
+        })
+    }
+}
+
+/// Decodes a whole multipart message into its header and payload, checking
+/// the frame count for its kind.
+pub fn split<'a, F: AsRef<[u8]>>(frames: &'a [F]) -> Result<(Header, &'a [u8]), DecodeError> {
+    let first = frames.first().ok_or(DecodeError::Empty)?;
+    let header = Header::decode(first.as_ref())?;
+    let expected = if header.kind.has_payload() { 2 } else { 1 };
+    if frames.len() != expected {
+        return Err(DecodeError::Frames { kind: header.kind, expected, got: frames.len() });
+    }
+    let payload = frames.get(1).map(|f| f.as_ref()).unwrap_or(&[]);
+    Ok((header, payload))
+}
+
+/// Little-endian reader over a payload that reports truncation instead of
+/// panicking.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated(self.what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Appends a task body to `out`.
+pub fn encode_task(out: &mut Vec<u8>, sent_us: u64, work: &Work) {
+    out.extend_from_slice(&sent_us.to_le_bytes());
+    match work {
+        Work::Noop => out.push(0),
+        Work::Sleep { ms } => {
+            out.push(1);
+            out.extend_from_slice(&ms.to_le_bytes());
+        }
+        Work::Primes { from, to } => {
+            out.push(2);
+            out.extend_from_slice(&from.to_le_bytes());
+            out.extend_from_slice(&to.to_le_bytes());
+        }
+        Work::Exec { command, timeout_ms } => {
+            out.push(3);
+            out.extend_from_slice(&timeout_ms.unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(command.as_bytes());
+        }
+        Work::Data { data } => {
+            out.push(4);
+            // Writing a Value to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, data);
+        }
+    }
+}
+
+/// Reads a task body: the ventilator's send time and the work.
+pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
+    let mut r = Reader { buf: payload, what: "task body" };
+    let sent_us = r.u64()?;
+    let work = match r.u8()? {
+        0 => Work::Noop,
+        1 => Work::Sleep { ms: r.u64()? },
+        2 => Work::Primes { from: r.u64()?, to: r.u64()? },
+        3 => {
+            let timeout = r.u64()?;
+            let command = std::str::from_utf8(r.rest())
+                .map_err(|_| DecodeError::Malformed("exec command (not UTF-8)".into()))?;
+            Work::Exec {
+                command: command.to_string(),
+                timeout_ms: (timeout != u64::MAX).then_some(timeout),
+            }
+        }
+        4 => Work::Data {
+            data: serde_json::from_slice(r.rest())
+                .map_err(|e| DecodeError::Malformed(format!("data task: {e}")))?,
+        },
+        tag => return Err(DecodeError::Malformed(format!("task tag {tag}"))),
+    };
+    if !r.buf.is_empty() {
+        return Err(DecodeError::Malformed("task body has trailing bytes".into()));
+    }
+    Ok((sent_us, work))
+}
+
+/// A result as it travels from worker to sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultBody {
+    pub worker: u64,
+    pub thread: u16,
+    pub sent_us: u64,
+    pub duration_us: u64,
+    pub outcome: Outcome,
+}
+
+/// Appends a result body to `out`.
+pub fn encode_result(out: &mut Vec<u8>, r: &ResultBody) {
+    out.extend_from_slice(&r.worker.to_le_bytes());
+    out.extend_from_slice(&r.thread.to_le_bytes());
+    out.push(r.outcome.status as u8);
+    out.push(r.outcome.exit_code.is_some() as u8);
+    out.extend_from_slice(&r.outcome.exit_code.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&r.sent_us.to_le_bytes());
+    out.extend_from_slice(&r.duration_us.to_le_bytes());
+    out.extend_from_slice(&(r.outcome.output.len() as u32).to_le_bytes());
+    out.extend_from_slice(&r.outcome.output);
+    out.extend_from_slice(&r.outcome.error);
+}
+
+/// Reads a result body.
+pub fn decode_result(payload: &[u8]) -> Result<ResultBody, DecodeError> {
+    let mut r = Reader { buf: payload, what: "result body" };
+    let worker = r.u64()?;
+    let thread = r.u16()?;
+    let status = r.u8()?;
+    let status = Status::from_u8(status).ok_or_else(|| DecodeError::Malformed(format!("result status {status}")))?;
+    let has_exit = r.u8()?;
+    let exit = r.u32()? as i32;
+    let sent_us = r.u64()?;
+    let duration_us = r.u64()?;
+    let out_len = r.u32()? as usize;
+    let output = r.take(out_len)?.to_vec();
+    let error = r.rest().to_vec();
+    Ok(ResultBody {
+        worker,
+        thread,
+        sent_us,
+        duration_us,
+        outcome: Outcome { status, exit_code: (has_exit != 0).then_some(exit), output, error },
+    })
+}
+
+/// A worker's announcement (HELLO), repeated in every HEARTBEAT so that a
+/// restarted sink learns of the workers again, and in BYE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Random per process; results name their worker by it.
+    pub id: u64,
+    pub host: String,
+    pub pid: u32,
+    /// Tasks it runs at once.
+    pub threads: u32,
+}
+
+impl WorkerInfo {
+    /// `host:pid`, how reports name the worker.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.host, self.pid)
+    }
+}
+
+/// How tasks are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dispatch {
+    /// The guide's way: the ventilator's PUSH deals round-robin.
+    Push,
+}
+
+/// What the ventilator tells the sink about a batch (START).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    pub batch: u64,
+    pub tasks: u64,
+    /// Sum of the known costs (`sleep` workloads), in ms.
+    pub expected_ms: u64,
+    pub dispatch: Dispatch,
+}
+
+/// What the sink tells the ventilator while it waits (STATUS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    /// The batch the sink is collecting (it may be another ventilator's).
+    pub batch: Option<u64>,
+    /// Workers heard from recently.
+    pub ready: Vec<WorkerInfo>,
+    /// Results accepted so far.
+    pub received: u64,
+}
+
+/// The sink's word that a batch is complete (DONE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchDone {
+    pub batch: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed_ms: f64,
+}
+
+/// Encodes a message with a JSON payload as two frames.
+pub fn json_frames<T: Serialize>(header: Header, value: &T) -> [Vec<u8>; 2] {
+    [header.encode().to_vec(), serde_json::to_vec(value).unwrap_or_default()]
+}
+
+/// Decodes a JSON payload.
+pub fn from_json<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &'static str) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_refusals() {
+        let h = Header { kind: Kind::Result, attempt: 3, batch: 0xdead_beef, task: 42 };
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+        assert_eq!(Header::decode(b""), Err(DecodeError::Empty));
+        assert_eq!(Header::decode(b"0"), Err(DecodeError::NotZpipe));
+        let mut v2 = h.encode();
+        v2[2] = 2;
+        assert_eq!(Header::decode(&v2), Err(DecodeError::Version(2)));
+        let mut unknown = h.encode();
+        unknown[3] = 200;
+        assert_eq!(Header::decode(&unknown), Err(DecodeError::UnknownKind(200)));
+        assert_eq!(Header::decode(&h.encode()[..10]), Err(DecodeError::Truncated("header")));
+    }
+
+    #[test]
+    fn frame_counts_are_checked() {
+        let task = Header { kind: Kind::Task, attempt: 1, batch: 1, task: 1 }.encode();
+        assert!(matches!(split(&[&task[..]]), Err(DecodeError::Frames { .. })));
+        let end = Header::bare(Kind::End, 1).encode();
+        assert!(split(&[&end[..]]).is_ok());
+        assert!(matches!(split(&[&end[..], b"x"]), Err(DecodeError::Frames { .. })));
+    }
+
+    #[test]
+    fn task_bodies_round_trip() {
+        let works = [
+            Work::Noop,
+            Work::Sleep { ms: 17 },
+            Work::Primes { from: 10, to: 1000 },
+            Work::Exec { command: "echo hi".into(), timeout_ms: Some(5) },
+            Work::Exec { command: "true".into(), timeout_ms: None },
+            Work::Data { data: serde_json::json!({"a": [1, 2]}) },
+        ];
+        for w in works {
+            let mut buf = Vec::new();
+            encode_task(&mut buf, 99, &w);
+            assert_eq!(decode_task(&buf).unwrap(), (99, w.clone()));
+            for cut in 0..buf.len() {
+                // Every truncation is an error, never a panic (exec and data
+                // may decode from a shorter, still valid, command).
+                let _ = decode_task(&buf[..cut]);
+            }
+        }
+        assert!(decode_task(&[0; 8]).is_err());
+        assert!(decode_task(&[0, 0, 0, 0, 0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn result_bodies_round_trip() {
+        let r = ResultBody {
+            worker: 7,
+            thread: 2,
+            sent_us: 5,
+            duration_us: 1234,
+            outcome: Outcome { status: Status::Failed, exit_code: Some(-3), output: b"out".to_vec(), error: b"err".to_vec() },
+        };
+        let mut buf = Vec::new();
+        encode_result(&mut buf, &r);
+        assert_eq!(buf.len(), RESULT_FIXED_LEN + 6);
+        assert_eq!(decode_result(&buf).unwrap(), r);
+        for cut in 0..RESULT_FIXED_LEN + 3 {
+            assert!(decode_result(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = buf.clone();
+        bad[10] = 77;
+        assert!(decode_result(&bad).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Pieces of the end-of-run reports: latency percentiles and aligned tables.
+
+use serde::Serialize;
+
+/// Percentiles of a set of durations, recorded in microseconds.
+#[derive(Debug)]
+pub struct Latency(hdrhistogram::Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // Three significant figures from 1 µs up to about a day, auto-resizing.
+        let mut h = hdrhistogram::Histogram::new(3).expect("3 significant figures is valid");
+        h.auto(true);
+        Latency(h)
+    }
+}
+
+/// p50, p99 and max of a [`Latency`], in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn record_us(&mut self, us: u64) {
+        let _ = self.0.record(us.max(1));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        if self.0.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50_ms: ms(self.0.value_at_quantile(0.5)),
+            p99_ms: ms(self.0.value_at_quantile(0.99)),
+            max_ms: ms(self.0.max()),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", self.p50_ms, self.p99_ms, self.max_ms)
+    }
+}
+
+/// A plain-text table: the first row is the heading; columns after the first
+/// are right-aligned.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        out.push_str("  ");
+        for (c, cell) in row.iter().enumerate() {
+            if c == 0 {
+                out.push_str(&format!("{cell:<w$}", w = widths[c]));
+            } else {
+                out.push_str(&format!("  {cell:>w$}", w = widths[c]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_table() {
+        let mut l = Latency::default();
+        for us in 1..=1000 {
+            l.record_us(us * 1000);
+        }
+        let p = l.percentiles();
+        assert!((p.p50_ms - 500.0).abs() < 1.0, "{p:?}");
+        assert!((p.max_ms - 1000.0).abs() < 1.0, "{p:?}");
+        let t = table(&[vec!["worker".into(), "tasks".into()], vec!["a".into(), "1000".into()]]);
+        assert_eq!(t, "  worker  tasks\n  a        1000\n");
+    }
+}

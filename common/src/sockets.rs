@@ -1,0 +1,201 @@
+//! Socket set-up and the receive loop helpers every role uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// Settings applied to every socket a role makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How long a closed socket may keep trying to deliver (libzmq's default,
+    /// forever, would hang the exit when a peer is gone).
+    pub linger: Duration,
+    /// High-water mark, in messages, for both directions.
+    pub hwm: i32,
+    /// Largest message accepted from a peer; a larger one drops the peer's
+    /// connection instead of eating memory.
+    pub max_msg_size: i64,
+    /// ZMTP heartbeat interval on connection-oriented transports: a dead peer
+    /// is noticed even when no packet comes back. `None` leaves it off.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            linger: Duration::from_millis(1000),
+            hwm: 1000,
+            max_msg_size: 16 << 20,
+            heartbeat: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Makes a socket with `tuning` applied; `name` names it in errors.
+pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType, name: &str, tuning: &Tuning) -> Result<zmq::Socket, Error> {
+    let fail = |e| Error::zmq(format!("setting up the {name} socket"), e);
+    let s = ctx.socket(kind).map_err(fail)?;
+    s.set_linger(ms(tuning.linger)).map_err(fail)?;
+    s.set_sndhwm(tuning.hwm).map_err(fail)?;
+    s.set_rcvhwm(tuning.hwm).map_err(fail)?;
+    s.set_maxmsgsize(tuning.max_msg_size).map_err(fail)?;
+    if let Some(hb) = tuning.heartbeat {
+        s.set_heartbeat_ivl(ms(hb)).map_err(fail)?;
+        s.set_heartbeat_timeout(ms(hb * 3)).map_err(fail)?;
+        s.set_heartbeat_ttl(ms(hb * 3)).map_err(fail)?;
+    }
+    Ok(s)
+}
+
+/// What a receive with a timeout brought.
+#[derive(Debug)]
+pub enum Recv<T> {
+    Message(T),
+    /// Nothing arrived within the timeout.
+    Timeout,
+    /// The context is being terminated: a clean stop.
+    Stopped,
+}
+
+/// Receives one whole multipart message into `frames` (reusing its buffers),
+/// waiting at most `timeout`.
+pub fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>, timeout: Duration) -> Result<Recv<()>, Error> {
+    match socket.poll(zmq::POLLIN, ms(timeout) as i64) {
+        Ok(0) => return Ok(Recv::Timeout),
+        Ok(_) => {}
+        Err(zmq::Error::ETERM) => return Ok(Recv::Stopped),
+        Err(zmq::Error::EINTR) => return Ok(Recv::Timeout),
+        Err(e) => return Err(Error::zmq("polling", e)),
+    }
+    recv_frames_now(socket, frames)
+}
+
+/// Receives one whole multipart message if one is waiting, without blocking.
+pub fn recv_frames_now(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<Recv<()>, Error> {
+    let mut n = 0;
+    loop {
+        if frames.len() <= n {
+            frames.push(zmq::Message::new());
+        }
+        match socket.recv(&mut frames[n], zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if n == 0 => return Ok(Recv::Timeout),
+            Err(zmq::Error::EINTR) if n == 0 => return Ok(Recv::Timeout),
+            // Later frames of a multipart message are already here (ZeroMQ
+            // delivers messages whole), so only an interrupted call can land
+            // here: try again.
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+            Err(zmq::Error::ETERM) => return Ok(Recv::Stopped),
+            Err(e) => return Err(Error::zmq("receiving", e)),
+        }
+        let more = frames[n].get_more();
+        n += 1;
+        if !more {
+            break;
+        }
+    }
+    frames.truncate(n);
+    Ok(Recv::Message(()))
+}
+
+/// Sends frames as one multipart message, retrying while `keep_trying` says
+/// so when the peer is at its high-water mark. Returns `Ok(false)` when it
+/// gave up.
+pub fn send_frames<F: AsRef<[u8]>>(
+    socket: &zmq::Socket,
+    frames: &[F],
+    mut keep_trying: impl FnMut() -> bool,
+) -> Result<bool, Error> {
+    loop {
+        match socket.send_multipart(frames.iter().map(|f| f.as_ref()), zmq::DONTWAIT) {
+            Ok(()) => return Ok(true),
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                if !keep_trying() {
+                    return Ok(false);
+                }
+                // Wait until the socket can take a message again.
+                match socket.poll(zmq::POLLOUT, 100) {
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(zmq::Error::ETERM) => return Ok(false),
+                    Err(e) => return Err(Error::zmq("waiting to send", e)),
+                }
+            }
+            Err(zmq::Error::ETERM) => return Ok(false),
+            Err(e) => return Err(Error::zmq("sending", e)),
+        }
+    }
+}
+
+/// Watches a socket's handshakes through libzmq's socket monitor.
+pub struct Monitor {
+    /// PAIR, connected to the monitor's inproc endpoint.
+    pair: zmq::Socket,
+}
+
+static MONITORS: AtomicU64 = AtomicU64::new(0);
+
+impl Monitor {
+    /// Starts monitoring successful handshakes on `socket`. Call it before
+    /// `connect`, so no event is missed.
+    pub fn handshakes(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<Monitor, Error> {
+        let n = MONITORS.fetch_add(1, Ordering::Relaxed);
+        let addr = format!("inproc://zpipe-monitor-{}-{n}", std::process::id());
+        let fail = |e| Error::zmq("starting a socket monitor", e);
+        socket.monitor(&addr, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32).map_err(fail)?;
+        let pair = ctx.socket(zmq::PAIR).map_err(fail)?;
+        pair.set_linger(0).map_err(fail)?;
+        pair.connect(&addr).map_err(fail)?;
+        Ok(Monitor { pair })
+    }
+
+    /// Waits up to `timeout` for a ZMTP handshake to complete on any of the
+    /// socket's connections: only then does a PUSH deal to that peer.
+    pub fn wait_handshake(&self, timeout: Duration) -> Result<Recv<()>, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match recv_frames(&self.pair, &mut frames, left)? {
+                Recv::Message(()) => {
+                    let event = frames.first().filter(|f| f.len() >= 2).map(|f| u16::from_ne_bytes([f[0], f[1]]));
+                    if event == Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()) {
+                        return Ok(Recv::Message(()));
+                    }
+                }
+                Recv::Timeout if left.is_zero() => return Ok(Recv::Timeout),
+                Recv::Timeout => {}
+                Recv::Stopped => return Ok(Recv::Stopped),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Endpoints};
+
+    #[test]
+    fn monitor_sees_the_handshake_and_frames_round_trip() {
+        let ctx = zmq::Context::new();
+        let t = Tuning::default();
+        let pull = socket(&ctx, zmq::PULL, "pull", &t).unwrap();
+        let addr = Endpoints::single("tcp://127.0.0.1:*").attach(&pull, Action::Bind, "pull").unwrap();
+        let push = socket(&ctx, zmq::PUSH, "push", &t).unwrap();
+        let mon = Monitor::handshakes(&ctx, &push).unwrap();
+        assert!(matches!(mon.wait_handshake(Duration::from_millis(50)).unwrap(), Recv::Timeout));
+        push.connect(&addr[0]).unwrap();
+        assert!(matches!(mon.wait_handshake(Duration::from_secs(5)).unwrap(), Recv::Message(())));
+        assert!(send_frames(&push, &[b"a".as_slice(), b"bc"], || false).unwrap());
+        let mut frames = Vec::new();
+        assert!(matches!(recv_frames(&pull, &mut frames, Duration::from_secs(5)).unwrap(), Recv::Message(())));
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[1][..], b"bc");
+        assert!(matches!(recv_frames(&pull, &mut frames, Duration::from_millis(20)).unwrap(), Recv::Timeout));
+    }
+}

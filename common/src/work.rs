@@ -1,0 +1,117 @@
+//! What a task asks a worker to do, and what comes back.
+
+use serde::{Deserialize, Serialize};
+
+/// The body of one task.
+///
+/// Input files and stdin give one task per line: a plain line is an [`Work::Exec`]
+/// command; a JSON object names its kind (`{"kind":"sleep","ms":10}`, see
+/// [`Work`]'s serde form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Work {
+    /// Do nothing and reply at once (measures the pipeline itself).
+    Noop,
+    /// Sleep this many milliseconds: the guide's workload.
+    Sleep { ms: u64 },
+    /// Count the primes in `from..to` by trial division: CPU-bound work that
+    /// scales with cores.
+    Primes { from: u64, to: u64 },
+    /// Run a shell command (`sh -c`), capturing exit code, stdout and stderr.
+    Exec {
+        command: String,
+        /// Kill the command's whole process group after this long; the
+        /// worker's `--exec-timeout` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Opaque data for a user's own handler (see the `worker` crate).
+    Data { data: serde_json::Value },
+}
+
+impl Work {
+    /// The known cost in milliseconds, where the task tells it (`sleep`).
+    pub fn expected_ms(&self) -> Option<u64> {
+        match self {
+            Work::Sleep { ms } => Some(*ms),
+            _ => None,
+        }
+    }
+
+    /// A short name of the kind, for logs and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Noop => "noop",
+            Work::Sleep { .. } => "sleep",
+            Work::Primes { .. } => "primes",
+            Work::Exec { .. } => "exec",
+            Work::Data { .. } => "data",
+        }
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Status {
+    /// Done; for `exec`, the command exited 0.
+    Ok = 0,
+    /// The task ran and failed (non-zero exit, handler error).
+    Failed = 1,
+    /// The task ran past its time limit and was killed.
+    TimedOut = 2,
+    /// The handler panicked; the worker lives on.
+    Panicked = 3,
+    /// The worker could not read the task (malformed payload).
+    Rejected = 4,
+}
+
+impl Status {
+    /// From the wire byte.
+    pub fn from_u8(b: u8) -> Option<Status> {
+        Some(match b {
+            0 => Status::Ok,
+            1 => Status::Failed,
+            2 => Status::TimedOut,
+            3 => Status::Panicked,
+            4 => Status::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// The name used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Panicked => "panicked",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// What a task body produced: the part of a result the handler decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// The exit code of an `exec` command, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Standard output, or the handler's result.
+    pub output: Vec<u8>,
+    /// Standard error, or the reason of a failure.
+    pub error: Vec<u8>,
+}
+
+impl Outcome {
+    /// A success with this output.
+    pub fn ok(output: impl Into<Vec<u8>>) -> Self {
+        Outcome { status: Status::Ok, exit_code: None, output: output.into(), error: Vec::new() }
+    }
+
+    /// A failure with this reason.
+    pub fn failed(status: Status, reason: impl Into<String>) -> Self {
+        Outcome { status, exit_code: None, output: Vec::new(), error: reason.into().into_bytes() }
+    }
+}
