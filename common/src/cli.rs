@@ -38,3 +38,8 @@ impl Usage for crate::Error {
         crate::Error::is_usage(self)
     }
 }
+
+/// Parses a duration for clap: `250ms`, `5s`, `10m`, `1h 30m`.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 250ms, 5s, 10m)"))
+}

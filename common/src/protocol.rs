@@ -193,14 +193,14 @@ impl Header {
 
 /// Decodes a whole multipart message into its header and payload, checking
 /// the frame count for its kind.
-pub fn split<'a, F: AsRef<[u8]>>(frames: &'a [F]) -> Result<(Header, &'a [u8]), DecodeError> {
+pub fn split<'a, F: std::ops::Deref<Target = [u8]>>(frames: &'a [F]) -> Result<(Header, &'a [u8]), DecodeError> {
     let first = frames.first().ok_or(DecodeError::Empty)?;
-    let header = Header::decode(first.as_ref())?;
+    let header = Header::decode(first)?;
     let expected = if header.kind.has_payload() { 2 } else { 1 };
     if frames.len() != expected {
         return Err(DecodeError::Frames { kind: header.kind, expected, got: frames.len() });
     }
-    let payload = frames.get(1).map(|f| f.as_ref()).unwrap_or(&[]);
+    let payload = frames.get(1).map(|f| &f[..]).unwrap_or(&[]);
     Ok((header, payload))
 }
 

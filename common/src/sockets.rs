@@ -65,6 +65,11 @@ pub enum Recv<T> {
 /// Receives one whole multipart message into `frames` (reusing its buffers),
 /// waiting at most `timeout`.
 pub fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>, timeout: Duration) -> Result<Recv<()>, Error> {
+    // Try first: when messages are flowing this avoids a poll per message.
+    match recv_frames_now(socket, frames)? {
+        Recv::Timeout if !timeout.is_zero() => {}
+        done => return Ok(done),
+    }
     match socket.poll(zmq::POLLIN, ms(timeout) as i64) {
         Ok(0) => return Ok(Recv::Timeout),
         Ok(_) => {}

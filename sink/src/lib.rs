@@ -1,1 +1,552 @@
+//! zpipe's **sink**: the stable end of the parallel pipeline.
+//!
+//! ```text
+//!  worker PUSH ──▶ PULL  results   (binds tcp://*:5558)
+//!                  PUB   control   (binds tcp://*:5559) ──▶ SUB worker: END
+//!                  ROUTER feedback (binds tcp://*:5561) ◀─▶ DEALER ventilator
+//! ```
+//!
+//! The sink *binds* all three sockets: it is a stable part that workers and
+//! the ventilator find. It hears the workers (HELLO and HEARTBEAT arrive with
+//! the results), so it tells the ventilator who is ready; it counts results by
+//! task id, so it decides when the batch is complete. Then it publishes END,
+//! which every worker obeys, and tells the ventilator DONE.
+//!
+//! A result that arrives twice is dropped (the first one wins); a message that
+//! cannot be read is counted and dropped; neither stops the sink.
+//!
+//! **High-water marks and linger.** The result PULL queues up to `--hwm`
+//! messages per worker connection; the PUB drops END for a subscriber that is
+//! not connected, so the sink repeats END until every worker said BYE (or a
+//! second has passed). Every socket lingers at most a second on close.
+//!
+//! **Shutdown.** The [`Shutdown`] flag (SIGINT, SIGTERM) ends the loop within
+//! 100 ms; [`run`] then returns the report so far, marked incomplete, after
+//! writing every result it accepted.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: flags ([`Config`]) and the loop ([`run`]).
+//! - `output.rs`: JSON Lines, in completion or input order.
+//! - [`report`]: the end-of-batch report.
+//! - `classic.rs`: the guide's tasksink / tasksink2 for `--classic`.
+#![forbid(unsafe_code)]
 
+mod classic;
+mod output;
+pub mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::drops::Drops;
+use common::protocol::{self, BatchDone, BatchInfo, Header, Kind, SinkStatus, WorkerInfo};
+use common::report::Latency;
+use common::sockets::{self, Recv, Tuning};
+use common::work::Status;
+use common::{Action, Endpoints, Shutdown};
+
+pub use report::Report;
+
+/// The sink's flags; every one can also come from a `ZPIPE_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sink", version, about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)")]
+pub struct Config {
+    /// Where results arrive from workers (or a streamer). `@` binds, `>`
+    /// connects, bare binds; comma-separated list.
+    #[arg(long, env = "ZPIPE_RESULT_ENDPOINT", default_value = "tcp://*:5558")]
+    pub result_endpoint: Endpoints,
+    /// The control channel (PUB) on which END and KILL go to the workers.
+    #[arg(long, env = "ZPIPE_CONTROL_ENDPOINT", default_value = "tcp://*:5559")]
+    pub control_endpoint: Endpoints,
+    /// The feedback channel (ROUTER) the ventilator connects to: batch start,
+    /// ready workers, completion.
+    #[arg(long, env = "ZPIPE_FEEDBACK_ENDPOINT", default_value = "tcp://*:5561")]
+    pub feedback_endpoint: Endpoints,
+    /// Write results (JSON Lines) here; `-` is stdout.
+    #[arg(long, short, env = "ZPIPE_OUTPUT", default_value = "-")]
+    pub output: PathBuf,
+    /// Write results in input order (like Pool.map), holding early ones back.
+    #[arg(long, env = "ZPIPE_ORDERED")]
+    pub ordered: bool,
+    /// Print the report as one JSON object on stderr instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, env = "ZPIPE_REPORT")]
+    pub report: Option<PathBuf>,
+    /// A worker not heard from for this long is no longer counted as ready.
+    #[arg(long, env = "ZPIPE_WORKER_TIMEOUT", default_value = "3s", value_parser = common::cli::duration)]
+    pub worker_timeout: Duration,
+    /// High-water mark (messages queued per connection).
+    #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
+    pub hwm: i32,
+    /// Largest message accepted from the network, in bytes.
+    #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
+    pub max_msg_size: i64,
+    /// Speak the guide's wire format (tasksink2): the first message starts the
+    /// clock, then `--tasks` results are counted, then KILL is published.
+    #[arg(long, env = "ZPIPE_CLASSIC")]
+    pub classic: bool,
+    /// Classic mode only: how many results make a batch (the guide's 100).
+    #[arg(long, default_value_t = 100)]
+    pub tasks: u64,
+}
+
+/// The sink's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Setup(#[from] common::Error),
+    #[error("cannot open the output {path}: {source}")]
+    OpenOutput { path: PathBuf, source: std::io::Error },
+    #[error("cannot write results: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+impl common::cli::Usage for Error {
+    fn is_usage(&self) -> bool {
+        match self {
+            Error::Setup(e) => e.is_usage(),
+            Error::OpenOutput { .. } => true,
+            Error::Write(_) => false,
+        }
+    }
+}
+
+/// Opens `--output`.
+pub fn open_output(path: &std::path::Path) -> Result<Box<dyn Write + Send>, Error> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
+    }
+    let file = std::fs::File::create(path).map_err(|source| Error::OpenOutput { path: path.to_owned(), source })?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// What the sink knows of one worker.
+#[derive(Debug)]
+struct Seen {
+    info: WorkerInfo,
+    name: String,
+    last_seen: Instant,
+    gone: bool,
+    tasks: u64,
+    busy_us: u64,
+    /// Ready when the batch started, or did work in it.
+    counted: bool,
+}
+
+/// The batch being collected.
+#[derive(Debug)]
+struct Batch {
+    info: BatchInfo,
+    hex: String,
+    /// The ventilator's ROUTER identity, to answer it.
+    ventilator: Vec<u8>,
+    started: Option<Instant>,
+    last_result: Option<Instant>,
+    received: Vec<bool>,
+    count: u64,
+    ok: u64,
+    failed: u64,
+    duplicates: u64,
+}
+
+/// Everything the loop keeps.
+struct State<'a> {
+    config: &'a Config,
+    workers: HashMap<u64, Seen>,
+    batch: Option<Batch>,
+    out: output::Output,
+    drops: Drops,
+    latency: Latency,
+    run_time: Latency,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// Runs the sink for one batch: until its results are all in, or `shutdown`.
+/// Results go to `out`.
+pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+    let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
+    // PULL: results, HELLO, HEARTBEAT and BYE from the workers.
+    let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
+    config.result_endpoint.attach(&results, Action::Bind, "results")?;
+    // PUB: END and KILL to the workers.
+    let control = sockets::socket(ctx, zmq::PUB, "control", &tuning)?;
+    config.control_endpoint.attach(&control, Action::Bind, "control")?;
+    if config.classic {
+        return classic::run(config, &results, &control, shutdown, out);
+    }
+    // ROUTER: the ventilator's START and GO in; STATUS and DONE out.
+    let feedback = sockets::socket(ctx, zmq::ROUTER, "feedback", &tuning)?;
+    config.feedback_endpoint.attach(&feedback, Action::Bind, "feedback")?;
+    log::info!("sink listening: results {}, control {}, feedback {}", config.result_endpoint, config.control_endpoint, config.feedback_endpoint);
+
+    let mut st = State {
+        config,
+        workers: HashMap::new(),
+        batch: None,
+        out: output::Output::new(out, config.ordered),
+        drops: Drops::default(),
+        latency: Latency::default(),
+        run_time: Latency::default(),
+        progress: None,
+    };
+    let mut frames = Vec::new();
+    let mut next_status = Instant::now();
+    let mut next_flush = Instant::now();
+    while !shutdown.is_triggered() && !st.complete() {
+        {
+            let mut items = [results.as_poll_item(zmq::POLLIN), feedback.as_poll_item(zmq::POLLIN)];
+            match zmq::poll(&mut items, 100) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(zmq::Error::ETERM) => break,
+                Err(e) => return Err(common::Error::zmq("polling", e).into()),
+            }
+        }
+        // Drain results in a burst: no poll per message while they flow.
+        for _ in 0..10_000 {
+            match sockets::recv_frames_now(&results, &mut frames)? {
+                Recv::Message(()) => st.on_result_socket(&frames)?,
+                Recv::Timeout | Recv::Stopped => break,
+            }
+            if st.complete() {
+                break;
+            }
+        }
+        while let Recv::Message(()) = sockets::recv_frames_now(&feedback, &mut frames)? {
+            st.on_feedback(&feedback, &frames);
+        }
+        let now = Instant::now();
+        if now >= next_status {
+            st.send_status(&feedback);
+            next_status = now + Duration::from_millis(200);
+        }
+        if now >= next_flush {
+            st.out.flush()?;
+            next_flush = now + Duration::from_millis(200);
+        }
+    }
+    if st.complete() {
+        st.finish_batch(&control, &results, &feedback, &mut frames, shutdown)?;
+    }
+    st.out.finish()?;
+    if let Some(p) = &st.progress {
+        p.finish_and_clear();
+    }
+    Ok(st.report())
+}
+
+impl State<'_> {
+    fn complete(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| b.count == b.info.tasks)
+    }
+
+    fn on_result_socket(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
+        let (header, payload) = match protocol::split(frames) {
+            Ok(x) => x,
+            Err(e) => {
+                self.drops.note("results", e.label(), e);
+                return Ok(());
+            }
+        };
+        match header.kind {
+            Kind::Result => self.on_result(header, payload)?,
+            Kind::Hello | Kind::Heartbeat | Kind::Bye => match protocol::from_json::<WorkerInfo>(payload, "worker info") {
+                Ok(info) => self.on_worker(header.kind, info),
+                Err(e) => self.drops.note("results", e.label(), e),
+            },
+            other => self.drops.note("results", "unexpected kind", format!("{other:?} on the result socket")),
+        }
+        Ok(())
+    }
+
+    fn on_worker(&mut self, kind: Kind, info: WorkerInfo) {
+        let now = Instant::now();
+        let counted = self.batch.as_ref().is_some_and(|b| b.started.is_some());
+        let seen = self.workers.entry(info.id).or_insert_with(|| {
+            log::info!("worker {} joined ({} thread(s))", info.name(), info.threads);
+            Seen { name: info.name(), info: info.clone(), last_seen: now, gone: false, tasks: 0, busy_us: 0, counted }
+        });
+        seen.last_seen = now;
+        seen.gone = kind == Kind::Bye;
+        if seen.gone {
+            log::info!("worker {} left", seen.name);
+        }
+    }
+
+    fn on_result(&mut self, header: Header, payload: &[u8]) -> Result<(), Error> {
+        let Some(batch) = self.batch.as_mut() else {
+            self.drops.note("results", "no batch", "a result arrived before any ventilator announced a batch");
+            return Ok(());
+        };
+        if header.batch != batch.info.batch {
+            self.drops.note("results", "foreign batch", format!("result of batch {:016x}, collecting {}", header.batch, batch.hex));
+            return Ok(());
+        }
+        if header.task >= batch.info.tasks {
+            self.drops.note("results", "unknown task", format!("task {} of a {}-task batch", header.task, batch.info.tasks));
+            return Ok(());
+        }
+        let body = match protocol::decode_result(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.drops.note("results", e.label(), e);
+                return Ok(());
+            }
+        };
+        let slot = &mut batch.received[header.task as usize];
+        if *slot {
+            batch.duplicates += 1;
+            return Ok(());
+        }
+        *slot = true;
+        batch.count += 1;
+        if body.outcome.status == Status::Ok {
+            batch.ok += 1;
+        } else {
+            batch.failed += 1;
+        }
+        let now = Instant::now();
+        batch.last_result = Some(now);
+        let now_us = common::now_micros();
+        let latency_us = (body.sent_us != 0 && now_us >= body.sent_us).then(|| now_us - body.sent_us);
+        if let Some(us) = latency_us {
+            self.latency.record_us(us);
+        }
+        self.run_time.record_us(body.duration_us);
+        let fallback;
+        let worker_name = match self.workers.get_mut(&body.worker) {
+            Some(w) => {
+                w.tasks += 1;
+                w.busy_us += body.duration_us;
+                w.counted = true;
+                w.last_seen = now;
+                w.name.as_str()
+            }
+            None => {
+                fallback = format!("worker-{:016x}", body.worker);
+                fallback.as_str()
+            }
+        };
+        let line = output::Line {
+            task: header.task,
+            batch: &batch.hex,
+            attempt: header.attempt,
+            worker: worker_name,
+            status: body.outcome.status.as_str(),
+            exit_code: body.outcome.exit_code,
+            duration_ms: body.duration_us as f64 / 1000.0,
+            latency_ms: latency_us.map(|us| us as f64 / 1000.0),
+            output: String::from_utf8_lossy(&body.outcome.output),
+            error: String::from_utf8_lossy(&body.outcome.error),
+        };
+        self.out.write(&line)?;
+        if let Some(p) = &self.progress {
+            p.inc(1);
+        }
+        Ok(())
+    }
+
+    fn on_feedback(&mut self, feedback: &zmq::Socket, frames: &[zmq::Message]) {
+        // A ROUTER puts the peer's identity first.
+        let Some((identity, rest)) = frames.split_first() else { return };
+        let (header, payload) = match protocol::split(rest) {
+            Ok(x) => x,
+            Err(e) => {
+                self.drops.note("feedback", e.label(), e);
+                return;
+            }
+        };
+        match header.kind {
+            Kind::Start => {
+                let info: BatchInfo = match protocol::from_json(payload, "batch info") {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.drops.note("feedback", e.label(), e);
+                        return;
+                    }
+                };
+                self.on_start(identity.to_vec(), info);
+                self.send_status_to(feedback, identity);
+            }
+            Kind::Go => match self.batch.as_mut() {
+                Some(b) if b.info.batch == header.batch => {
+                    if b.started.is_none() {
+                        b.started = Some(Instant::now());
+                        log::info!("batch {} started: {} tasks", b.hex, b.info.tasks);
+                        if std::io::stderr().is_terminal() {
+                            let p = indicatif::ProgressBar::new(b.info.tasks);
+                            p.set_style(
+                                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks {per_sec} eta {eta}")
+                                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                            );
+                            p.set_position(b.count);
+                            self.progress = Some(p);
+                        }
+                        let cutoff = self.config.worker_timeout;
+                        for w in self.workers.values_mut() {
+                            w.counted |= !w.gone && w.last_seen.elapsed() < cutoff;
+                        }
+                    }
+                }
+                _ => self.drops.note("feedback", "foreign batch", format!("GO for batch {:016x}, which is not the current one", header.batch)),
+            },
+            other => self.drops.note("feedback", "unexpected kind", format!("{other:?} on the feedback socket")),
+        }
+    }
+
+    fn on_start(&mut self, identity: Vec<u8>, info: BatchInfo) {
+        match &mut self.batch {
+            Some(b) if b.info.batch == info.batch => b.ventilator = identity,
+            Some(b) => log::warn!("a ventilator announced batch {:016x} while batch {} is being collected; it is told so", info.batch, b.hex),
+            None => {
+                let hex = format!("{:016x}", info.batch);
+                log::info!("batch {hex} announced: {} tasks", info.tasks);
+                self.batch = Some(Batch {
+                    hex,
+                    ventilator: identity,
+                    started: None,
+                    last_result: None,
+                    received: vec![false; info.tasks as usize],
+                    count: 0,
+                    ok: 0,
+                    failed: 0,
+                    duplicates: 0,
+                    info,
+                });
+            }
+        }
+    }
+
+    fn status(&self) -> SinkStatus {
+        let cutoff = self.config.worker_timeout;
+        let mut ready: Vec<WorkerInfo> =
+            self.workers.values().filter(|w| !w.gone && w.last_seen.elapsed() < cutoff).map(|w| w.info.clone()).collect();
+        ready.sort_by_key(|w| w.id);
+        SinkStatus {
+            batch: self.batch.as_ref().map(|b| b.info.batch),
+            ready,
+            received: self.batch.as_ref().map_or(0, |b| b.count),
+        }
+    }
+
+    fn send_status(&self, feedback: &zmq::Socket) {
+        if let Some(b) = &self.batch {
+            self.send_status_to(feedback, &b.ventilator);
+        }
+    }
+
+    fn send_status_to(&self, feedback: &zmq::Socket, identity: &[u8]) {
+        let status = self.status();
+        let [h, p] = protocol::json_frames(Header::bare(Kind::Status, status.batch.unwrap_or(0)), &status);
+        // A ROUTER drops a message for a peer that is gone: fine, STATUS is
+        // repeated.
+        let _ = feedback.send_multipart([identity, &h[..], &p[..]], zmq::DONTWAIT);
+    }
+
+    /// END to the workers and DONE to the ventilator, repeated until every
+    /// worker said BYE or a second has passed: PUB drops what a subscriber
+    /// that is reconnecting would miss.
+    fn finish_batch(
+        &mut self,
+        control: &zmq::Socket,
+        results: &zmq::Socket,
+        feedback: &zmq::Socket,
+        frames: &mut Vec<zmq::Message>,
+        shutdown: &Shutdown,
+    ) -> Result<(), Error> {
+        let Some(b) = &self.batch else { return Ok(()) };
+        let elapsed = b.started.zip(b.last_result).map(|(s, e)| e - s).unwrap_or_default();
+        let done = BatchDone { batch: b.info.batch, ok: b.ok, failed: b.failed, elapsed_ms: elapsed.as_secs_f64() * 1000.0 };
+        let [dh, dp] = protocol::json_frames(Header::bare(Kind::Done, b.info.batch), &done);
+        let end = Header::bare(Kind::End, b.info.batch).encode();
+        let ventilator = b.ventilator.clone();
+        log::info!("batch {} complete: {} ok, {} failed; publishing END", b.hex, b.ok, b.failed);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let _ = control.send(&end[..], zmq::DONTWAIT);
+            let _ = feedback.send_multipart([&ventilator[..], &dh[..], &dp[..]], zmq::DONTWAIT);
+            let cutoff = self.config.worker_timeout;
+            let waiting = self.workers.values().filter(|w| !w.gone && w.last_seen.elapsed() < cutoff).count();
+            if waiting == 0 || Instant::now() >= deadline || shutdown.is_triggered() {
+                break;
+            }
+            let until = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < until {
+                match sockets::recv_frames(results, frames, until.saturating_duration_since(Instant::now()))? {
+                    Recv::Message(()) => self.on_result_socket(frames)?,
+                    Recv::Timeout | Recv::Stopped => break,
+                }
+            }
+            while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {}
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> Report {
+        let (tasks, ok, failed, duplicates, elapsed, expected) = match &self.batch {
+            Some(b) => {
+                let end = if self.complete() { b.last_result } else { Some(Instant::now()) };
+                let elapsed = b.started.zip(end).map(|(s, e)| e.saturating_duration_since(s)).unwrap_or_default();
+                (b.info.tasks, b.ok, b.failed, b.duplicates, elapsed, b.info.expected_ms)
+            }
+            None => (0, 0, 0, 0, Duration::ZERO, 0),
+        };
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+        let counted: Vec<&Seen> = self.workers.values().filter(|w| w.counted).collect();
+        let threads: u32 = counted.iter().map(|w| w.info.threads).sum();
+        let ideal_ms = (expected > 0 && threads > 0).then(|| expected as f64 / threads as f64);
+        let overhead_pct = ideal_ms.filter(|_| elapsed_ms > 0.0).map(|i| (elapsed_ms - i) / i * 100.0);
+        let received = (ok + failed).max(1) as f64;
+        let mut workers: Vec<report::WorkerRow> = counted
+            .iter()
+            .map(|w| report::WorkerRow {
+                worker: w.name.clone(),
+                threads: w.info.threads,
+                tasks: w.tasks,
+                busy_ms: w.busy_us as f64 / 1000.0,
+                share_pct: w.tasks as f64 / received * 100.0,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        let mut dropped: BTreeMap<String, u64> = self.drops.by_reason().iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        dropped.retain(|_, v| *v > 0);
+        Report {
+            batch: self.batch.as_ref().map(|b| b.hex.clone()),
+            complete: self.complete(),
+            tasks,
+            ok,
+            failed,
+            duplicates,
+            dropped,
+            elapsed_ms,
+            expected_ms: expected as f64,
+            threads,
+            ideal_ms,
+            overhead_pct,
+            tasks_per_s: if elapsed_ms > 0.0 { (ok + failed) as f64 / (elapsed_ms / 1000.0) } else { 0.0 },
+            latency: self.latency.percentiles(),
+            run_time: self.run_time.percentiles(),
+            workers,
+        }
+    }
+}
+
+/// Prints the report on stderr (a table, or JSON with `--json`) and writes
+/// `--report`.
+pub fn print_report(config: &Config, report: &Report) -> Result<(), Error> {
+    let json = serde_json::to_string(report).map_err(std::io::Error::other)?;
+    if config.json {
+        eprintln!("{json}");
+    } else if !config.classic {
+        eprint!("{}", report.table());
+    }
+    if let Some(path) = &config.report {
+        std::fs::write(path, format!("{json}\n")).map_err(|source| Error::OpenOutput { path: path.clone(), source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The task kinds every worker knows: `noop`, `sleep`, `primes` and `exec`.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Shutdown;
+use common::work::{Outcome, Status, Work};
+
+use crate::{Handler, TaskInfo};
+
+/// The built-in task kinds, with the limits for `exec`.
+#[derive(Debug, Clone)]
+pub struct Builtin {
+    /// Kill an `exec` command that runs longer than this (unless its task says
+    /// otherwise).
+    pub exec_timeout: Duration,
+    /// Keep at most this many bytes of each of stdout and stderr.
+    pub max_output: usize,
+}
+
+impl Default for Builtin {
+    fn default() -> Self {
+        Builtin { exec_timeout: Duration::from_secs(600), max_output: 64 * 1024 }
+    }
+}
+
+impl Handler for Builtin {
+    fn run(&self, task: &TaskInfo<'_>, work: &Work) -> Outcome {
+        match work {
+            Work::Noop => Outcome::ok(Vec::new()),
+            Work::Sleep { ms } => sleep(Duration::from_millis(*ms), task.stop),
+            Work::Primes { from, to } => primes(*from, *to, task.stop),
+            Work::Exec { command, timeout_ms } => {
+                let timeout = timeout_ms.map(Duration::from_millis).unwrap_or(self.exec_timeout);
+                exec(command, timeout, self.max_output, task.stop)
+            }
+            Work::Data { .. } => Outcome::failed(
+                Status::Failed,
+                "this worker has no handler for data tasks: run a worker built with your own handler (see the worker crate's docs)",
+            ),
+        }
+    }
+}
+
+/// Sleeps, waking early only when the worker is told to stop. Short sleeps
+/// (the guide's 1–100 ms) are one call, so they overshoot no more than a plain
+/// sleep does.
+fn sleep(total: Duration, stop: &Shutdown) -> Outcome {
+    let slice = Duration::from_millis(100);
+    let end = Instant::now() + total;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Outcome::ok(Vec::new());
+        }
+        if stop.is_triggered() {
+            return Outcome::failed(Status::Failed, "interrupted: the worker is stopping");
+        }
+        std::thread::sleep(if left > slice + slice { slice } else { left });
+    }
+}
+
+/// Counts primes in `from..to` by trial division.
+fn primes(from: u64, to: u64, stop: &Shutdown) -> Outcome {
+    let mut count = 0u64;
+    for n in from..to {
+        if n % 4096 == 0 && stop.is_triggered() {
+            return Outcome::failed(Status::Failed, "interrupted: the worker is stopping");
+        }
+        if is_prime(n) {
+            count += 1;
+        }
+    }
+    Outcome::ok(count.to_string())
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n % 2 == 0 || n % 3 == 0 {
+        return false;
+    }
+    let mut d = 5u64;
+    while d.saturating_mul(d) <= n {
+        if n % d == 0 || n % (d + 2) == 0 {
+            return false;
+        }
+        d += 6;
+    }
+    true
+}
+
+/// Reads a pipe to its end, keeping the first `max` bytes.
+fn read_bounded(mut pipe: impl Read, max: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (kept, truncated)
+}
+
+/// Runs `sh -c command` in its own process group, so a timeout or a stop kills
+/// the command and everything it started.
+pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown) -> Outcome {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::failed(Status::Failed, format!("cannot start sh: {e}")),
+    };
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (out_tx, out_rx) = mpsc::channel();
+    for (index, pipe) in [(0usize, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)), (1, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>))] {
+        let tx = out_tx.clone();
+        if let Some(pipe) = pipe {
+            std::thread::spawn(move || {
+                let _ = tx.send((index, read_bounded(pipe, max_output)));
+            });
+        }
+    }
+    // The waiter reaps the child, so no zombie is left whatever happens here.
+    let (wait_tx, wait_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = wait_tx.send(child.wait());
+    });
+    let started = Instant::now();
+    let mut killed: Option<&str> = None;
+    let status = loop {
+        match wait_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(status) => break status,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(std::io::Error::other("lost the waiter thread"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if killed.is_none() && (started.elapsed() >= timeout || stop.is_triggered()) {
+                    killed = Some(if stop.is_triggered() { "the worker is stopping" } else { "timed out" });
+                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    };
+    drop(out_tx);
+    let mut streams = [(Vec::new(), false), (Vec::new(), false)];
+    // A grandchild that left the process group may hold the pipes open: wait
+    // for the readers only a little.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Ok((i, data)) = out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        streams[i] = data;
+    }
+    let [(output, out_cut), (mut error, err_cut)] = streams;
+    for (cut, name) in [(out_cut, "stdout"), (err_cut, "stderr")] {
+        if cut {
+            error.extend_from_slice(format!("\n[zpipe: {name} truncated to {max_output} bytes]").as_bytes());
+        }
+    }
+    let (status, exit_code) = match (status, killed) {
+        (_, Some(why)) => {
+            error.extend_from_slice(format!("\n[zpipe: killed after {:.3}s: {why}]", started.elapsed().as_secs_f64()).as_bytes());
+            (Status::TimedOut, None)
+        }
+        (Ok(s), None) => match s.code() {
+            Some(0) => (Status::Ok, Some(0)),
+            Some(code) => (Status::Failed, Some(code)),
+            None => {
+                error.extend_from_slice(format!("\n[zpipe: killed by signal {}]", s.signal().unwrap_or(0)).as_bytes());
+                (Status::Failed, None)
+            }
+        },
+        (Err(e), None) => {
+            error.extend_from_slice(format!("\n[zpipe: waiting for the command failed: {e}]").as_bytes());
+            (Status::Failed, None)
+        }
+    };
+    Outcome { status, exit_code, output, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(work: Work) -> Outcome {
+        let stop = Shutdown::new();
+        let info = TaskInfo { batch: 1, task: 1, attempt: 1, stop: &stop };
+        Builtin { exec_timeout: Duration::from_secs(5), max_output: 16 }.run(&info, &work)
+    }
+
+    #[test]
+    fn sleep_sleeps() {
+        let t = Instant::now();
+        assert_eq!(run(Work::Sleep { ms: 30 }).status, Status::Ok);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn primes_counts() {
+        assert_eq!(run(Work::Primes { from: 0, to: 100 }).output, b"25");
+        assert_eq!(run(Work::Primes { from: 100, to: 1000 }).output, b"143");
+    }
+
+    #[test]
+    fn exec_captures_exit_code_and_bounded_output() {
+        let o = run(Work::Exec { command: "echo hello; echo oops >&2; exit 3".into(), timeout_ms: None });
+        assert_eq!(o.status, Status::Failed);
+        assert_eq!(o.exit_code, Some(3));
+        assert_eq!(o.output, b"hello\n");
+        assert!(o.error.starts_with(b"oops\n"));
+        let o = run(Work::Exec { command: "seq 1 1000".into(), timeout_ms: None });
+        assert_eq!(o.status, Status::Ok);
+        assert_eq!(o.output.len(), 16);
+        assert!(String::from_utf8_lossy(&o.error).contains("stdout truncated"));
+    }
+
+    #[test]
+    fn exec_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survivor");
+        // The grandchild would write the marker after 1 s if it survived.
+        let cmd = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let t = Instant::now();
+        let o = run(Work::Exec { command: cmd, timeout_ms: Some(200) });
+        assert_eq!(o.status, Status::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(!marker.exists(), "a grandchild outlived the timeout");
+    }
+}
