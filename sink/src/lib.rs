@@ -165,26 +165,81 @@ struct State<'a> {
     latency: Latency,
     run_time: Latency,
     progress: Option<indicatif::ProgressBar>,
+    /// A worker joined: tell the ventilator now rather than at the next tick.
+    status_due: bool,
 }
 
-/// Runs the sink for one batch: until its results are all in, or `shutdown`.
-/// Results go to `out`.
-pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
-    let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
-    // PULL: results, HELLO, HEARTBEAT and BYE from the workers.
-    let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
-    config.result_endpoint.attach(&results, Action::Bind, "results")?;
-    // PUB: END and KILL to the workers.
-    let control = sockets::socket(ctx, zmq::PUB, "control", &tuning)?;
-    config.control_endpoint.attach(&control, Action::Bind, "control")?;
-    if config.classic {
-        return classic::run(config, &results, &control, shutdown, out);
-    }
-    // ROUTER: the ventilator's START and GO in; STATUS and DONE out.
-    let feedback = sockets::socket(ctx, zmq::ROUTER, "feedback", &tuning)?;
-    config.feedback_endpoint.attach(&feedback, Action::Bind, "feedback")?;
-    log::info!("sink listening: results {}, control {}, feedback {}", config.result_endpoint, config.control_endpoint, config.feedback_endpoint);
+/// Where a bound sink listens, as libzmq resolved it (a `tcp://127.0.0.1:*`
+/// endpoint comes back with its real port).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub results: Vec<String>,
+    pub control: Vec<String>,
+    /// Empty in classic mode.
+    pub feedback: Vec<String>,
+}
 
+/// A sink whose sockets are bound: [`Sink::bind`] fails fast on a bad
+/// endpoint or a port in use, before any work; [`Sink::run`] collects.
+pub struct Sink {
+    config: Config,
+    /// PULL: results, HELLO, HEARTBEAT and BYE from the workers.
+    results: zmq::Socket,
+    /// PUB: END and KILL to the workers.
+    control: zmq::Socket,
+    /// ROUTER: the ventilator's START and GO in; STATUS and DONE out.
+    feedback: Option<zmq::Socket>,
+    bound: Bound,
+}
+
+impl Sink {
+    /// Makes and binds (or connects) the sink's sockets.
+    pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Sink, Error> {
+        let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
+        let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
+        let results_at = config.result_endpoint.attach(&results, Action::Bind, "results")?;
+        let control = sockets::socket(ctx, zmq::PUB, "control", &tuning)?;
+        let control_at = config.control_endpoint.attach(&control, Action::Bind, "control")?;
+        let (feedback, feedback_at) = if config.classic {
+            (None, Vec::new())
+        } else {
+            let feedback = sockets::socket(ctx, zmq::ROUTER, "feedback", &tuning)?;
+            let at = config.feedback_endpoint.attach(&feedback, Action::Bind, "feedback")?;
+            (Some(feedback), at)
+        };
+        let bound = Bound { results: results_at, control: control_at, feedback: feedback_at };
+        log::info!("sink listening: results {:?}, control {:?}, feedback {:?}", bound.results, bound.control, bound.feedback);
+        Ok(Sink { config: config.clone(), results, control, feedback, bound })
+    }
+
+    /// The endpoints as bound.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// Collects one batch: until its results are all in, or `shutdown`.
+    /// Results go to `out`.
+    pub fn run(self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+        let Some(feedback) = &self.feedback else {
+            return classic::run(&self.config, &self.results, &self.control, shutdown, out);
+        };
+        collect(&self.config, &self.results, &self.control, feedback, shutdown, out)
+    }
+}
+
+/// Binds and runs a sink for one batch (see [`Sink`]).
+pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+    Sink::bind(config, ctx)?.run(shutdown, out)
+}
+
+fn collect(
+    config: &Config,
+    results: &zmq::Socket,
+    control: &zmq::Socket,
+    feedback: &zmq::Socket,
+    shutdown: &Shutdown,
+    out: Box<dyn Write + Send>,
+) -> Result<Report, Error> {
     let mut st = State {
         config,
         workers: HashMap::new(),
@@ -194,6 +249,7 @@ pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dy
         latency: Latency::default(),
         run_time: Latency::default(),
         progress: None,
+        status_due: false,
     };
     let mut frames = Vec::new();
     let mut next_status = Instant::now();
@@ -209,7 +265,7 @@ pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dy
         }
         // Drain results in a burst: no poll per message while they flow.
         for _ in 0..10_000 {
-            match sockets::recv_frames_now(&results, &mut frames)? {
+            match sockets::recv_frames_now(results, &mut frames)? {
                 Recv::Message(()) => st.on_result_socket(&frames)?,
                 Recv::Timeout | Recv::Stopped => break,
             }
@@ -217,12 +273,13 @@ pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dy
                 break;
             }
         }
-        while let Recv::Message(()) = sockets::recv_frames_now(&feedback, &mut frames)? {
-            st.on_feedback(&feedback, &frames);
+        while let Recv::Message(()) = sockets::recv_frames_now(feedback, &mut frames)? {
+            st.on_feedback(feedback, &frames);
         }
         let now = Instant::now();
-        if now >= next_status {
-            st.send_status(&feedback);
+        if now >= next_status || st.status_due {
+            st.status_due = false;
+            st.send_status(feedback);
             next_status = now + Duration::from_millis(200);
         }
         if now >= next_flush {
@@ -231,7 +288,7 @@ pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dy
         }
     }
     if st.complete() {
-        st.finish_batch(&control, &results, &feedback, &mut frames, shutdown)?;
+        st.finish_batch(control, results, feedback, &mut frames, shutdown)?;
     }
     st.out.finish()?;
     if let Some(p) = &st.progress {
@@ -267,7 +324,9 @@ impl State<'_> {
     fn on_worker(&mut self, kind: Kind, info: WorkerInfo) {
         let now = Instant::now();
         let counted = self.batch.as_ref().is_some_and(|b| b.started.is_some());
+        let status_due = &mut self.status_due;
         let seen = self.workers.entry(info.id).or_insert_with(|| {
+            *status_due = true;
             log::info!("worker {} joined ({} thread(s))", info.name(), info.threads);
             Seen { name: info.name(), info: info.clone(), last_seen: now, gone: false, tasks: 0, busy_us: 0, counted }
         });

@@ -7,13 +7,13 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use common::sockets::{self, Tuning};
+use common::sockets;
 use common::work::Work;
-use common::{Action, Shutdown};
+use common::Shutdown;
 
 use crate::{Config, Error, Report};
 
-pub(crate) fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
+pub(crate) fn run(config: &Config, tasks: &[Work], sender: &zmq::Socket, sink: &zmq::Socket, shutdown: &Shutdown) -> Result<Report, Error> {
     let workloads: Vec<u64> = tasks
         .iter()
         .enumerate()
@@ -25,14 +25,6 @@ pub(crate) fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown:
             ))),
         })
         .collect::<Result<_, _>>()?;
-    let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, linger: config.linger, heartbeat: None };
-    // PUSH: workloads to the workers.
-    let sender = sockets::socket(ctx, zmq::PUSH, "tasks", &tuning)?;
-    config.task_endpoint.attach(&sender, Action::Bind, "tasks")?;
-    // PUSH: the batch-start signal to the sink.
-    let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
-    config.result_endpoint.attach(&sink, Action::Connect, "sink")?;
-
     let started = Instant::now();
     if std::io::stdin().is_terminal() {
         eprintln!("Press Enter when the workers are ready: ");
@@ -49,10 +41,10 @@ pub(crate) fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown:
     eprintln!("Sending tasks to workers...");
     let wait_ms = started.elapsed();
     // "The first message is "0" and signals start of batch".
-    sockets::send_frames(&sink, &[b"0"], || !shutdown.is_triggered())?;
+    sockets::send_frames(sink, &[b"0"], || !shutdown.is_triggered())?;
     let mut sent = 0;
     for ms in &workloads {
-        if !sockets::send_frames(&sender, &[ms.to_string().as_bytes()], || !shutdown.is_triggered())? {
+        if !sockets::send_frames(sender, &[ms.to_string().as_bytes()], || !shutdown.is_triggered())? {
             break;
         }
         sent += 1;

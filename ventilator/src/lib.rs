@@ -173,23 +173,66 @@ pub struct Report {
     pub done: Option<BatchDone>,
 }
 
-/// Runs one batch of `tasks`: waits for the sink and the workers, sends every
-/// task, and waits for the sink's DONE (or `shutdown`).
-pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
-    if tasks.is_empty() {
-        return Err(Error::Usage("the batch is empty".into()));
-    }
-    if config.classic {
-        return classic::run(config, tasks, ctx, shutdown);
-    }
-    let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
-    // PUSH: tasks out to the workers, round-robin.
-    let push = sockets::socket(ctx, zmq::PUSH, "tasks", &tuning)?;
-    config.task_endpoint.attach(&push, Action::Bind, "tasks")?;
-    // DEALER: START and GO to the sink; STATUS and DONE back.
-    let feedback = sockets::socket(ctx, zmq::DEALER, "feedback", &tuning)?;
-    config.feedback_endpoint.attach(&feedback, Action::Connect, "feedback")?;
+/// A ventilator whose sockets are ready: [`Ventilator::bind`] fails fast on a
+/// bad endpoint or a port in use, before any work; [`Ventilator::run`] sends a
+/// batch.
+pub struct Ventilator {
+    config: Config,
+    /// PUSH: tasks out to the workers, round-robin.
+    push: zmq::Socket,
+    /// DEALER: START and GO to the sink; STATUS and DONE back. (Classic mode:
+    /// a PUSH to the sink's result socket.)
+    feedback: zmq::Socket,
+    bound: Vec<String>,
+}
 
+impl Ventilator {
+    /// Makes the sockets, binds the task endpoint and connects to the sink.
+    pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Ventilator, Error> {
+        let mut tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
+        if config.classic {
+            tuning.linger = config.linger;
+            tuning.heartbeat = None;
+        }
+        let push = sockets::socket(ctx, zmq::PUSH, "tasks", &tuning)?;
+        let bound = config.task_endpoint.attach(&push, Action::Bind, "tasks")?;
+        let feedback = if config.classic {
+            let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
+            config.result_endpoint.attach(&sink, Action::Connect, "sink")?;
+            sink
+        } else {
+            let feedback = sockets::socket(ctx, zmq::DEALER, "feedback", &tuning)?;
+            config.feedback_endpoint.attach(&feedback, Action::Connect, "feedback")?;
+            feedback
+        };
+        Ok(Ventilator { config: config.clone(), push, feedback, bound })
+    }
+
+    /// The task endpoints as bound (a `tcp://127.0.0.1:*` comes back with its
+    /// real port).
+    pub fn bound(&self) -> &[String] {
+        &self.bound
+    }
+
+    /// Runs one batch of `tasks`: waits for the sink and the workers, sends
+    /// every task, and waits for the sink's DONE (or `shutdown`).
+    pub fn run(self, tasks: &[Work], shutdown: &Shutdown) -> Result<Report, Error> {
+        if tasks.is_empty() {
+            return Err(Error::Usage("the batch is empty".into()));
+        }
+        if self.config.classic {
+            return classic::run(&self.config, tasks, &self.push, &self.feedback, shutdown);
+        }
+        push_batch(&self.config, tasks, &self.push, &self.feedback, shutdown)
+    }
+}
+
+/// Binds and runs one batch (see [`Ventilator`]).
+pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
+    Ventilator::bind(config, ctx)?.run(tasks, shutdown)
+}
+
+fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zmq::Socket, shutdown: &Shutdown) -> Result<Report, Error> {
     let batch = loop {
         let b: u64 = rand::random();
         if b != 0 {
@@ -209,7 +252,7 @@ pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutd
     let mut drops = Drops::default();
     let mut frames = Vec::new();
     let started = Instant::now();
-    let Some(ready) = wait_ready(config, &feedback, &info, &mut drops, &mut frames, shutdown, started)? else {
+    let Some(ready) = wait_ready(config, feedback, &info, &mut drops, &mut frames, shutdown, started)? else {
         report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
         return Ok(report);
     };
@@ -217,14 +260,14 @@ pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutd
     report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     // GO first: the sink starts its clock as the first task leaves.
-    sockets::send_frames(&feedback, &[Header::bare(Kind::Go, batch).encode()], || !shutdown.is_triggered())?;
+    sockets::send_frames(feedback, &[Header::bare(Kind::Go, batch).encode()], || !shutdown.is_triggered())?;
     let send_started = Instant::now();
     let mut body = Vec::with_capacity(64);
     for (id, work) in tasks.iter().enumerate() {
         let head = Header { kind: Kind::Task, attempt: 1, batch, task: id as u64 }.encode();
         body.clear();
         protocol::encode_task(&mut body, common::now_micros(), work);
-        if !sockets::send_frames(&push, &[&head[..], &body[..]], || !shutdown.is_triggered())? {
+        if !sockets::send_frames(push, &[&head[..], &body[..]], || !shutdown.is_triggered())? {
             break;
         }
         report.sent += 1;
@@ -236,7 +279,7 @@ pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutd
 
     // Wait for DONE.
     while !shutdown.is_triggered() {
-        match sockets::recv_frames(&feedback, &mut frames, Duration::from_millis(100))? {
+        match sockets::recv_frames(feedback, &mut frames, Duration::from_millis(100))? {
             Recv::Message(()) => {}
             Recv::Timeout => continue,
             Recv::Stopped => break,
