@@ -62,3 +62,37 @@ pub fn now_micros() -> u64 {
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
+
+/// Helpers for the roles' integration tests that run the real binaries.
+#[doc(hidden)]
+pub mod testing {
+    use std::process::{Child, ExitStatus};
+    use std::time::{Duration, Instant};
+
+    /// Waits for `child` to exit, at most `timeout`; kills it and panics if it
+    /// does not.
+    pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the child") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the process did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reads all of a finished child's stderr.
+    pub fn stderr_of(child: &mut Child) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}

@@ -24,7 +24,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            linger: Duration::from_millis(1000),
+            linger: Duration::from_millis(500),
             hwm: 1000,
             max_msg_size: 16 << 20,
             heartbeat: Some(Duration::from_secs(2)),

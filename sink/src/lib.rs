@@ -223,7 +223,15 @@ impl Sink {
         let Some(feedback) = &self.feedback else {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
-        collect(&self.config, &self.results, &self.control, feedback, shutdown, out)
+        let report = collect(&self.config, &self.results, &self.control, feedback, shutdown, out);
+        if !report.as_ref().is_ok_and(|r| r.complete) {
+            // Stopped early: nothing queued (STATUS for a ventilator that is
+            // gone) is worth waiting for.
+            for s in [&self.results, &self.control, feedback] {
+                let _ = s.set_linger(0);
+            }
+        }
+        report
     }
 }
 

@@ -223,7 +223,12 @@ impl Ventilator {
         if self.config.classic {
             return classic::run(&self.config, tasks, &self.push, &self.feedback, shutdown);
         }
-        push_batch(&self.config, tasks, &self.push, &self.feedback, shutdown)
+        let report = push_batch(&self.config, tasks, &self.push, &self.feedback, shutdown);
+        // Whatever is still queued (START for a sink that never came, tasks
+        // after a stop) is moot now: close at once.
+        let _ = self.push.set_linger(0);
+        let _ = self.feedback.set_linger(0);
+        report
     }
 }
 
