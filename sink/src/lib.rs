@@ -131,6 +131,8 @@ pub fn open_output(path: &std::path::Path) -> Result<Box<dyn Write + Send>, Erro
 struct Seen {
     info: WorkerInfo,
     name: String,
+    /// `name` as a JSON string, for the output lines.
+    name_json: String,
     last_seen: Instant,
     gone: bool,
     tasks: u64,
@@ -336,7 +338,7 @@ impl State<'_> {
         let seen = self.workers.entry(info.id).or_insert_with(|| {
             *status_due = true;
             log::info!("worker {} joined ({} thread(s))", info.name(), info.threads);
-            Seen { name: info.name(), info: info.clone(), last_seen: now, gone: false, tasks: 0, busy_us: 0, counted }
+            Seen { name: info.name(), name_json: output::json_string(&info.name()), info: info.clone(), last_seen: now, gone: false, tasks: 0, busy_us: 0, counted }
         });
         seen.last_seen = now;
         seen.gone = kind == Kind::Bye;
@@ -377,8 +379,9 @@ impl State<'_> {
         } else {
             batch.failed += 1;
         }
-        let now = Instant::now();
-        batch.last_result = Some(now);
+        if batch.count == batch.info.tasks {
+            batch.last_result = Some(Instant::now());
+        }
         let now_us = common::now_micros();
         let latency_us = (body.sent_us != 0 && now_us >= body.sent_us).then(|| now_us - body.sent_us);
         if let Some(us) = latency_us {
@@ -386,16 +389,15 @@ impl State<'_> {
         }
         self.run_time.record_us(body.duration_us);
         let fallback;
-        let worker_name = match self.workers.get_mut(&body.worker) {
+        let worker_json = match self.workers.get_mut(&body.worker) {
             Some(w) => {
                 w.tasks += 1;
                 w.busy_us += body.duration_us;
                 w.counted = true;
-                w.last_seen = now;
-                w.name.as_str()
+                w.name_json.as_str()
             }
             None => {
-                fallback = format!("worker-{:016x}", body.worker);
+                fallback = format!("\"worker-{:016x}\"", body.worker);
                 fallback.as_str()
             }
         };
@@ -403,13 +405,13 @@ impl State<'_> {
             task: header.task,
             batch: &batch.hex,
             attempt: header.attempt,
-            worker: worker_name,
+            worker_json,
             status: body.outcome.status.as_str(),
             exit_code: body.outcome.exit_code,
-            duration_ms: body.duration_us as f64 / 1000.0,
-            latency_ms: latency_us.map(|us| us as f64 / 1000.0),
-            output: String::from_utf8_lossy(&body.outcome.output),
-            error: String::from_utf8_lossy(&body.outcome.error),
+            duration_us: body.duration_us,
+            latency_us,
+            output: &body.outcome.output,
+            error: &body.outcome.error,
         };
         self.out.write(&line)?;
         if let Some(p) = &self.progress {
