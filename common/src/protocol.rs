@@ -29,6 +29,7 @@
 //! | 12 | KILL | anyone → workers | PUB → SUB | none: stop now |
 //! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
 //! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving |
+//! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
 //!
 //! **Task body**: `sent_us u64` (ventilator's clock, µs since the Unix epoch),
 //! `tag u8`, then per tag: 0 noop (nothing), 1 sleep (`ms u64`), 2 primes
@@ -40,6 +41,12 @@
 //! `has_exit_code u8`, `exit_code i32`, `sent_us u64` (echoed from the task),
 //! `duration_us u64`, `output_len u32`, then `output_len` bytes of output and
 //! the rest as the error text.
+//!
+//! **RESULTS payload**: records of `task u64`, `attempt u32`, `len u32`, then
+//! `len` bytes of result body. A worker packs the results of cheap tasks this
+//! way while more tasks are already waiting for it (at most 64, and never
+//! holding a result back for more than a millisecond), so that a flood of tiny
+//! tasks does not cost one message per result.
 //!
 //! A receiver drops and counts (never crashes on) a message that is empty,
 //! lacks the magic, carries another version, has an unknown kind, the wrong
@@ -78,6 +85,7 @@ pub enum Kind {
     Kill = 12,
     WorkerLost = 13,
     Bye = 14,
+    Results = 15,
 }
 
 impl Kind {
@@ -98,6 +106,7 @@ impl Kind {
             12 => Kill,
             13 => WorkerLost,
             14 => Bye,
+            15 => Results,
             _ => return None,
         })
     }
@@ -340,6 +349,34 @@ pub fn decode_result(payload: &[u8]) -> Result<ResultBody, DecodeError> {
     })
 }
 
+/// Appends one record of a RESULTS payload.
+pub fn encode_result_record(out: &mut Vec<u8>, task: u64, attempt: u32, r: &ResultBody) {
+    out.extend_from_slice(&task.to_le_bytes());
+    out.extend_from_slice(&attempt.to_le_bytes());
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    encode_result(out, r);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Splits a RESULTS payload into `(task, attempt, result body)` records,
+/// checking that there are exactly `count` of them.
+pub fn split_result_records(payload: &[u8], count: u64) -> Result<Vec<(u64, u32, &[u8])>, DecodeError> {
+    let mut r = Reader { buf: payload, what: "results record" };
+    let mut records = Vec::with_capacity(count.min(1024) as usize);
+    while !r.buf.is_empty() {
+        let task = r.u64()?;
+        let attempt = r.u32()?;
+        let len = r.u32()? as usize;
+        records.push((task, attempt, r.take(len)?));
+    }
+    if records.len() as u64 != count {
+        return Err(DecodeError::Malformed(format!("RESULTS says {count} records, holds {}", records.len())));
+    }
+    Ok(records)
+}
+
 /// A worker's announcement (HELLO), repeated in every HEARTBEAT so that a
 /// restarted sink learns of the workers again, and in BYE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +494,24 @@ mod tests {
         }
         assert!(decode_task(&[0; 8]).is_err());
         assert!(decode_task(&[0, 0, 0, 0, 0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn result_records_round_trip() {
+        let r = ResultBody { worker: 1, thread: 0, sent_us: 2, duration_us: 3, outcome: Outcome::ok(b"x".to_vec()) };
+        let mut buf = Vec::new();
+        encode_result_record(&mut buf, 10, 1, &r);
+        encode_result_record(&mut buf, 11, 2, &r);
+        let recs = split_result_records(&buf, 2).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[1].0, recs[1].1), (11, 2));
+        assert_eq!(decode_result(recs[1].2).unwrap(), r);
+        assert!(split_result_records(&buf, 3).is_err());
+        for cut in 1..buf.len() {
+            if cut != buf.len() / 2 {
+                assert!(split_result_records(&buf[..cut], 2).is_err(), "cut at {cut}");
+            }
+        }
     }
 
     #[test]

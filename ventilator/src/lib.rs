@@ -268,10 +268,16 @@ fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zm
     sockets::send_frames(feedback, &[Header::bare(Kind::Go, batch).encode()], || !shutdown.is_triggered())?;
     let send_started = Instant::now();
     let mut body = Vec::with_capacity(64);
+    let mut clock_us = 0;
     for (id, work) in tasks.iter().enumerate() {
         let head = Header { kind: Kind::Task, attempt: 1, batch, task: id as u64 }.encode();
+        // Reading the clock for every task was a visible cost at millions of
+        // tasks per second; 32 tasks leave within microseconds of each other.
+        if id % 32 == 0 {
+            clock_us = common::now_micros();
+        }
         body.clear();
-        protocol::encode_task(&mut body, common::now_micros(), work);
+        protocol::encode_task(&mut body, clock_us, work);
         if !sockets::send_frames(push, &[&head[..], &body[..]], || !shutdown.is_triggered())? {
             break;
         }

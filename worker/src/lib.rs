@@ -351,6 +351,63 @@ fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdow
     }
 }
 
+/// At most this many results travel in one RESULTS message.
+const MAX_PACK: u32 = 64;
+/// A result is held back for packing only behind tasks quicker than this,
+/// and never longer than this.
+const HOLD_LIMIT: Duration = Duration::from_millis(1);
+
+/// Results waiting to be sent together (see RESULTS in the protocol).
+#[derive(Debug)]
+struct Pack {
+    records: Vec<u8>,
+    count: u32,
+    batch: u64,
+    oldest: Instant,
+}
+
+impl Default for Pack {
+    fn default() -> Self {
+        Pack { records: Vec::with_capacity(4096), count: 0, batch: 0, oldest: Instant::now() }
+    }
+}
+
+impl Pack {
+    fn add(&mut self, batch: u64, record: &[u8], finished: Instant) {
+        if self.count == 0 {
+            self.oldest = finished;
+            self.batch = batch;
+        }
+        self.records.extend_from_slice(record);
+        self.count += 1;
+    }
+
+    /// Sends what is held: one RESULT as itself, several as RESULTS. Returns
+    /// false when it gave up because of a stop.
+    fn flush(&mut self, results: &zmq::Socket, stop: &Shutdown) -> Result<bool, common::Error> {
+        if self.count == 0 {
+            return Ok(true);
+        }
+        let sent = if self.count == 1 {
+            // A record is task u64, attempt u32, len u32, then the body.
+            let r = &self.records;
+            let head = Header {
+                kind: Kind::Result,
+                attempt: u32::from_le_bytes(r[8..12].try_into().unwrap_or_default()),
+                batch: self.batch,
+                task: u64::from_le_bytes(r[0..8].try_into().unwrap_or_default()),
+            };
+            sockets::send_frames(results, &[&head.encode()[..], &r[16..]], || !stop.is_triggered())?
+        } else {
+            let head = Header { kind: Kind::Results, attempt: 0, batch: self.batch, task: self.count as u64 };
+            sockets::send_frames(results, &[&head.encode()[..], &self.records[..]], || !stop.is_triggered())?
+        };
+        self.records.clear();
+        self.count = 0;
+        Ok(sent)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     tasks: u64,
@@ -405,67 +462,82 @@ impl<H: Handler> Executor<H> {
         let _ = ready.send(Ok(()));
 
         let mut frames = Vec::new();
-        let mut out = Vec::with_capacity(256);
+        let mut body = Vec::with_capacity(256);
+        let mut pack = Pack::default();
         let mut drops = Drops::default();
         while !self.stop.is_triggered() {
-            match sockets::recv_frames(&tasks, &mut frames, Duration::from_millis(100))? {
-                Recv::Timeout => continue,
-                Recv::Stopped => break,
+            // With results held back, only look for a task that is already
+            // here; otherwise wait for one.
+            let got = if pack.count > 0 {
+                sockets::recv_frames_now(&tasks, &mut frames)?
+            } else {
+                sockets::recv_frames(&tasks, &mut frames, Duration::from_millis(100))?
+            };
+            match got {
                 Recv::Message(()) => {}
-            }
-            let sent = if self.classic {
-                if !self.classic_task(&frames, &mut drops) {
+                Recv::Timeout => {
+                    if !pack.flush(&results, &self.stop)? {
+                        break;
+                    }
                     continue;
                 }
-                // taskwork: the result is an empty message.
-                sockets::send_frames(&results, &[b""], || !self.stop.is_triggered())?
-            } else {
-                let header = match protocol::split(&frames) {
-                    Ok((h, _)) if h.kind == Kind::Task => h,
-                    Ok((h, _)) => {
-                        drops.note("tasks", "unexpected kind", format!("{:?} on the task socket", h.kind));
-                        continue;
+                Recv::Stopped => break,
+            }
+            if self.classic {
+                if self.classic_task(&frames, &mut drops) {
+                    counts.tasks += 1;
+                    // taskwork: the result is an empty message.
+                    if !sockets::send_frames(&results, &[b""], || !self.stop.is_triggered())? {
+                        break;
                     }
-                    Err(e) => {
-                        drops.note("tasks", e.label(), &e);
-                        continue;
-                    }
-                };
-                let (sent_us, duration, outcome) = self.run_task(header, &frames[1]);
-                if outcome.status != Status::Ok {
-                    counts.failed += 1;
                 }
-                let body = ResultBody {
-                    worker: self.worker,
-                    thread: self.index as u16,
-                    sent_us,
-                    duration_us: duration.as_micros() as u64,
-                    outcome,
-                };
-                out.clear();
-                protocol::encode_result(&mut out, &body);
-                let head = Header { kind: Kind::Result, ..header }.encode();
-                // Keep trying while the sink is slow; give up only on stop.
-                sockets::send_frames(&results, &[&head[..], &out[..]], || !self.stop.is_triggered())?
+                continue;
+            }
+            let header = match protocol::split(&frames) {
+                Ok((h, _)) if h.kind == Kind::Task => h,
+                Ok((h, _)) => {
+                    drops.note("tasks", "unexpected kind", format!("{:?} on the task socket", h.kind));
+                    continue;
+                }
+                Err(e) => {
+                    drops.note("tasks", e.label(), &e);
+                    continue;
+                }
             };
+            if pack.count > 0 && pack.batch != header.batch && !pack.flush(&results, &self.stop)? {
+                break;
+            }
+            let (sent_us, started, finished, outcome) = self.run_task(header, &frames[1]);
+            let duration = finished - started;
             counts.tasks += 1;
-            if !sent {
+            if outcome.status != Status::Ok {
+                counts.failed += 1;
+            }
+            let result = ResultBody { worker: self.worker, thread: self.index as u16, sent_us, duration_us: duration.as_micros() as u64, outcome };
+            body.clear();
+            protocol::encode_result_record(&mut body, header.task, header.attempt, &result);
+            pack.add(header.batch, &body, finished);
+            // Hold results back only behind cheap tasks, and not for long.
+            if (pack.count >= MAX_PACK || duration >= HOLD_LIMIT || finished - pack.oldest >= HOLD_LIMIT) && !pack.flush(&results, &self.stop)? {
                 break;
             }
         }
+        // Results of finished tasks still go out (the socket lingers).
+        pack.flush(&results, &Shutdown::new()).ok();
         counts.dropped = drops.total();
         Ok(counts)
     }
 
     /// Decodes and runs one task; a body that cannot be read, or a handler
-    /// that panics, becomes an error outcome.
-    fn run_task(&self, header: Header, payload: &[u8]) -> (u64, Duration, Outcome) {
+    /// that panics, becomes an error outcome. Returns the ventilator's send
+    /// time, when the task started and ended here, and the outcome.
+    fn run_task(&self, header: Header, payload: &[u8]) -> (u64, Instant, Instant, Outcome) {
         let started = Instant::now();
         let (sent_us, work) = match protocol::decode_task(payload) {
             Ok(x) => x,
             Err(e) => {
                 let e: DecodeError = e;
-                return (0, started.elapsed(), Outcome::failed(Status::Rejected, format!("cannot read the task: {e}")));
+                return (0, started, Instant::now(), Outcome::failed(Status::Rejected, format!("cannot read the task: {e}")));
             }
         };
         let info = TaskInfo { batch: header.batch, task: header.task, attempt: header.attempt, stop: &self.stop };
@@ -480,6 +552,6 @@ impl<H: Handler> Executor<H> {
                 Outcome::failed(Status::Panicked, format!("the handler panicked: {msg}"))
             }
         };
-        (sent_us, started.elapsed(), outcome)
+        (sent_us, started, Instant::now(), outcome)
     }
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# zpipe's benchmark: every figure is printed next to a baseline measured in the
+# same run on the same machine, and each is the median of RUNS runs (these
+# machines are small and noisy: compare within one run, quote medians).
+#
+#   (a) raw libzmq, two hops, three processes: PUSH→PULL→PUSH→PULL, 16-byte messages
+#   (b) zpipe, no-op tasks, one worker thread: ventilator → worker → sink
+#   (c) b / a
+#   (d) 1000 × 10 ms sleep tasks over 10 worker threads: elapsed against the
+#       ideal and against the sleep floor (one thread sleeping its share of
+#       the same sleeps back to back: no pipeline can beat that)
+#   (e) the guide's random batch (../shared/data or $ZPIPE_GUIDE_BATCH) dealt
+#       round-robin to 1, 2, 4 and 8 single-threaded workers
+#
+# Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b))
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+TASKS=${TASKS:-200000}
+GUIDE=${ZPIPE_GUIDE_BATCH:-../shared/data/guide-random-batch.txt}
+
+cargo build --release --quiet -p ventilator -p worker -p sink
+cargo build --release --quiet -p common --example rawpipe
+B=target/release
+RAW=$B/examples/rawpipe
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+# Free loopback ports below the kernel's ephemeral range, so that no outgoing
+# connection of an earlier run can hold one by the time we bind it.
+ports() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+lo = 20000
+try:
+    lo_eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    lo_eph = 32768
+chosen = []
+while len(chosen) < int(sys.argv[1]):
+    p = random.randrange(lo, lo_eph)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        if p not in chosen:
+            chosen.append(p)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, chosen)))
+PY
+}
+
+# Waits for the given processes, at most 120 s: a lost message must not hang
+# the benchmark.
+wait_all() {
+    local deadline=$((SECONDS + 120))
+    for p in "$@"; do
+        while kill -0 "$p" 2>/dev/null; do
+            if [ $SECONDS -ge $deadline ]; then
+                echo "bench: a process did not finish in time; stopping" >&2
+                kill "$@" 2>/dev/null || true
+                exit 1
+            fi
+            sleep 0.05
+        done
+        wait "$p" || { echo "bench: process $p failed" >&2; exit 1; }
+    done
+}
+
+median() { python3 -c 'import sys, statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
+field() { python3 -c 'import json, sys; r=json.load(open(sys.argv[1])); print(r[sys.argv[2]])' "$1" "$2"; }
+
+raw_run() {
+    read -r p1 p2 < <(ports 2)
+    "$RAW" drain "tcp://127.0.0.1:$p2" "$TASKS" >"$TMP/raw" &
+    local d=$!
+    "$RAW" relay "tcp://127.0.0.1:$p1" "tcp://127.0.0.1:$p2" "$TASKS" &
+    local r=$!
+    "$RAW" source "tcp://127.0.0.1:$p1" "$TASKS"
+    wait_all "$d" "$r"
+    cat "$TMP/raw"
+}
+
+# zpipe_run REPORT WORKERS THREADS VENTILATOR-FLAGS...
+zpipe_run() {
+    local report=$1 workers=$2 threads=$3
+    shift 3
+    read -r pt pr pc pf < <(ports 4)
+    RUST_LOG=warn "$B/sink" --result-endpoint "tcp://127.0.0.1:$pr" --control-endpoint "tcp://127.0.0.1:$pc" \
+        --feedback-endpoint "tcp://127.0.0.1:$pf" --output /dev/null --report "$report" 2>"$TMP/sink.log" &
+    local s=$!
+    local ws=()
+    for _ in $(seq "$workers"); do
+        RUST_LOG=warn "$B/worker" --task-endpoint "tcp://127.0.0.1:$pt" --result-endpoint "tcp://127.0.0.1:$pr" \
+            --control-endpoint "tcp://127.0.0.1:$pc" --threads "$threads" &
+        ws+=($!)
+    done
+    RUST_LOG=warn "$B/ventilator" --task-endpoint "tcp://127.0.0.1:$pt" --feedback-endpoint "tcp://127.0.0.1:$pf" \
+        --workers "$workers" --wait 20s "$@" || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
+    wait_all "$s" "${ws[@]}"
+}
+
+echo "zpipe benchmark: $RUNS runs each, medians; $(nproc) cores, $(uname -r)"
+echo
+echo "Throughput, $TASKS tasks, tcp loopback"
+raws=(); zps=(); ratios=()
+for i in $(seq "$RUNS"); do
+    a=$(raw_run)
+    zpipe_run "$TMP/b.json" 1 1 --tasks "$TASKS" --kind noop
+    b=$(field "$TMP/b.json" tasks_per_s)
+    raws+=("$a"); zps+=("$b")
+    ratios+=("$(python3 -c "print($b / $a)")")
+    printf '  run %d: raw %.0f msg/s, zpipe %.0f tasks/s, ratio %.2f\n' "$i" "$a" "$b" "${ratios[-1]}"
+done
+printf '  (a) raw two-hop PUSH/PULL     %10.0f msg/s   (median)\n' "$(median "${raws[@]}")"
+printf '  (b) zpipe no-op, 1 worker     %10.0f tasks/s (median)\n' "$(median "${zps[@]}")"
+printf '  (c) b / a                     %10.2f         (median of per-run ratios; target >= 0.5)\n' "$(median "${ratios[@]}")"
+
+echo
+echo "Sleep tasks: 1000 x 10 ms over 10 worker threads (ideal 1000 ms)"
+els=(); floors=(); beyond=()
+for i in $(seq "$RUNS"); do
+    zpipe_run "$TMP/d.json" 1 10 --tasks 1000 --kind sleep --workload 10
+    e=$(field "$TMP/d.json" elapsed_ms)
+    f=$("$RAW" sleep 100 10)
+    els+=("$e"); floors+=("$f")
+    beyond+=("$(python3 -c "print(($e - $f) / 1000 * 100)")")
+    printf '  run %d: elapsed %.1f ms, floor %.1f ms, beyond the floor %+.2f points\n' "$i" "$e" "$f" "${beyond[-1]}"
+done
+printf '  (d) elapsed %.1f ms (%+.2f %% over ideal); sleep floor %.1f ms (%+.2f %%); beyond the floor %+.2f points (median; target <= 1)\n' \
+    "$(median "${els[@]}")" "$(python3 -c "print(($(median "${els[@]}") - 1000) / 10)")" \
+    "$(median "${floors[@]}")" "$(python3 -c "print(($(median "${floors[@]}") - 1000) / 10)")" "$(median "${beyond[@]}")"
+
+if [ -f "$GUIDE" ]; then
+    echo
+    echo "The guide's random batch ($(wc -l <"$GUIDE") tasks), push round-robin; the guide's Python pipeline: +0.6 %, +5.6 %, +17.3 %, +21.1 %"
+    for w in 1 2 4 8; do
+        overs=()
+        for i in $(seq "$RUNS"); do
+            zpipe_run "$TMP/e.json" "$w" 1 --input "$GUIDE" --plain sleep
+            overs+=("$(field "$TMP/e.json" overhead_pct)")
+        done
+        printf '  (e) %d worker(s): %+.1f %% over ideal (median)\n' "$w" "$(median "${overs[@]}")"
+    done
+fi
