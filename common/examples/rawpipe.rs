@@ -22,7 +22,10 @@ fn main() {
         Some("relay") => relay(&ctx, &args[1], &args[2], args[3].parse().expect("count")),
         Some("drain") => drain(&ctx, &args[1], args[2].parse().expect("count")),
         Some("sleep") => {
-            let (n, ms): (u32, u64) = (args[1].parse().expect("count"), args[2].parse().expect("ms"));
+            let (n, ms): (u32, u64) = (
+                args[1].parse().expect("count"),
+                args[2].parse().expect("ms"),
+            );
             let t = Instant::now();
             for _ in 0..n {
                 std::thread::sleep(Duration::from_millis(ms));
@@ -40,7 +43,8 @@ fn source(ctx: &zmq::Context, at: &str, count: u64) {
     let push = ctx.socket(zmq::PUSH).unwrap();
     push.set_linger(5000).unwrap();
     let monitor = "inproc://rawpipe-monitor";
-    push.monitor(monitor, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32).unwrap();
+    push.monitor(monitor, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+        .unwrap();
     let events = ctx.socket(zmq::PAIR).unwrap();
     events.connect(monitor).unwrap();
     push.bind(at).unwrap();

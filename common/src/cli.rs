@@ -5,7 +5,9 @@ use std::process::ExitCode;
 /// Starts `env_logger` at `info` (or `RUST_LOG`), writing to stderr.
 pub fn init_logging() {
     let env = env_logger::Env::default().filter_or("RUST_LOG", "info");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
 }
 
 /// Errors that know whether they are the user's to fix.

@@ -28,7 +28,11 @@ impl Drops {
         let first = *count == 1;
         let due = self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY);
         if first || due {
-            let more = if self.unlogged > 0 { format!(" ({} more dropped since the last report)", self.unlogged) } else { String::new() };
+            let more = if self.unlogged > 0 {
+                format!(" ({} more dropped since the last report)", self.unlogged)
+            } else {
+                String::new()
+            };
             log::warn!("dropped a message on the {socket} socket: {detail}{more}");
             self.last_log = Some(Instant::now());
             self.unlogged = 0;

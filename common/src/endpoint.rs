@@ -43,7 +43,10 @@ pub struct Endpoint {
 pub struct Endpoints(pub Vec<Endpoint>);
 
 fn bad(text: &str, reason: impl Into<String>) -> Error {
-    Error::Endpoint { text: text.to_string(), reason: reason.into() }
+    Error::Endpoint {
+        text: text.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl FromStr for Endpoint {
@@ -57,7 +60,10 @@ impl FromStr for Endpoint {
             _ => (None, trimmed),
         };
         let Some((transport, rest)) = address.split_once("://") else {
-            return Err(bad(text, "expected transport://address, e.g. tcp://localhost:5557"));
+            return Err(bad(
+                text,
+                "expected transport://address, e.g. tcp://localhost:5557",
+            ));
         };
         match transport {
             "tcp" => check_tcp(text, rest)?,
@@ -73,7 +79,10 @@ impl FromStr for Endpoint {
                 ));
             }
         }
-        Ok(Endpoint { action, address: address.to_string() })
+        Ok(Endpoint {
+            action,
+            address: address.to_string(),
+        })
     }
 }
 
@@ -82,13 +91,22 @@ impl FromStr for Endpoint {
 fn check_tcp(text: &str, rest: &str) -> Result<(), Error> {
     let target = rest.rsplit(';').next().unwrap_or(rest);
     let Some((host, port)) = target.rsplit_once(':') else {
-        return Err(bad(text, "tcp:// needs host:port, e.g. tcp://localhost:5557"));
+        return Err(bad(
+            text,
+            "tcp:// needs host:port, e.g. tcp://localhost:5557",
+        ));
     };
     if host.is_empty() {
-        return Err(bad(text, "tcp:// needs a host before the port (use * to bind every interface)"));
+        return Err(bad(
+            text,
+            "tcp:// needs a host before the port (use * to bind every interface)",
+        ));
     }
     if port != "*" && port.parse::<u16>().is_err() {
-        return Err(bad(text, format!("port {port:?} is not a number from 0 to 65535 or *")));
+        return Err(bad(
+            text,
+            format!("port {port:?} is not a number from 0 to 65535 or *"),
+        ));
     }
     Ok(())
 }
@@ -134,12 +152,17 @@ impl fmt::Display for Endpoints {
 impl Endpoints {
     /// One endpoint with no explicit action.
     pub fn single(address: impl Into<String>) -> Self {
-        Endpoints(vec![Endpoint { action: None, address: address.into() }])
+        Endpoints(vec![Endpoint {
+            action: None,
+            address: address.into(),
+        }])
     }
 
     /// Whether any endpoint would bind, given the socket's natural action.
     pub fn any_bind(&self, natural: Action) -> bool {
-        self.0.iter().any(|ep| ep.action.unwrap_or(natural) == Action::Bind)
+        self.0
+            .iter()
+            .any(|ep| ep.action.unwrap_or(natural) == Action::Bind)
     }
 
     /// Binds or connects `socket` to every endpoint. Returns the addresses as
@@ -190,7 +213,9 @@ impl Endpoints {
 /// libzmq's errno in words a user can act on.
 fn explain(e: zmq::Error, action: Action) -> String {
     match (e, action) {
-        (zmq::Error::EADDRINUSE, _) => "address already in use (another process has this port)".into(),
+        (zmq::Error::EADDRINUSE, _) => {
+            "address already in use (another process has this port)".into()
+        }
         (zmq::Error::EADDRNOTAVAIL, _) => "address not available on this host".into(),
         (zmq::Error::ENODEV, _) => "no such network interface".into(),
         (zmq::Error::EPROTONOSUPPORT, _) => "transport not supported by this libzmq".into(),
@@ -219,7 +244,16 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        for text in ["", "tcp://", "tcp://host", "tcp://:5557", "tcp://h:99999", "udp://h:1", "ipc://", "localhost:5557"] {
+        for text in [
+            "",
+            "tcp://",
+            "tcp://host",
+            "tcp://:5557",
+            "tcp://h:99999",
+            "udp://h:1",
+            "ipc://",
+            "localhost:5557",
+        ] {
             let err = text.parse::<Endpoints>().unwrap_err();
             assert!(err.is_usage(), "{text}: {err}");
         }
@@ -232,13 +266,19 @@ mod tests {
         let ctx = zmq::Context::new();
         let a = ctx.socket(zmq::PULL).unwrap();
         a.set_linger(0).unwrap();
-        let bound = Endpoints::single("tcp://127.0.0.1:*").attach(&a, Action::Bind, "tasks").unwrap();
+        let bound = Endpoints::single("tcp://127.0.0.1:*")
+            .attach(&a, Action::Bind, "tasks")
+            .unwrap();
         let b = ctx.socket(zmq::PULL).unwrap();
         b.set_linger(0).unwrap();
-        let err = Endpoints::single(bound[0].clone()).attach(&b, Action::Bind, "tasks").unwrap_err();
+        let err = Endpoints::single(bound[0].clone())
+            .attach(&b, Action::Bind, "tasks")
+            .unwrap_err();
         assert!(err.is_usage());
         assert!(err.to_string().contains("already in use"), "{err}");
-        let err = Endpoints::single("tcp://*:5557").attach(&b, Action::Connect, "tasks").unwrap_err();
+        let err = Endpoints::single("tcp://*:5557")
+            .attach(&b, Action::Connect, "tasks")
+            .unwrap_err();
         assert!(err.to_string().contains("wildcard"), "{err}");
     }
 }

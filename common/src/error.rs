@@ -8,10 +8,18 @@ pub enum Error {
     Endpoint { text: String, reason: String },
     /// `bind` failed: port in use, address not on this host, ... (exit code 2).
     #[error("cannot bind {endpoint} ({socket}): {reason}")]
-    Bind { endpoint: String, socket: &'static str, reason: String },
+    Bind {
+        endpoint: String,
+        socket: &'static str,
+        reason: String,
+    },
     /// `connect` failed before any traffic (exit code 2).
     #[error("cannot connect to {endpoint} ({socket}): {reason}")]
-    Connect { endpoint: String, socket: &'static str, reason: String },
+    Connect {
+        endpoint: String,
+        socket: &'static str,
+        reason: String,
+    },
     /// Any other libzmq call failed.
     #[error("{context}")]
     Zmq { context: String, source: zmq::Error },
@@ -25,6 +33,9 @@ impl Error {
 
     /// Wraps a libzmq error with what was being done.
     pub fn zmq(context: impl fmt::Display, source: zmq::Error) -> Self {
-        Error::Zmq { context: context.to_string(), source }
+        Error::Zmq {
+            context: context.to_string(),
+            source,
+        }
     }
 }

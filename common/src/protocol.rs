@@ -124,12 +124,18 @@ pub enum DecodeError {
     Empty,
     #[error("not a zpipe message (no \"ZP\" magic; a classic-mode peer?)")]
     NotZpipe,
-    #[error("protocol version {0} from the peer, this build speaks version {VERSION}: upgrade the older side")]
+    #[error(
+        "protocol version {0} from the peer, this build speaks version {VERSION}: upgrade the older side"
+    )]
     Version(u8),
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
     #[error("{kind:?} message with {got} frames, expected {expected}")]
-    Frames { kind: Kind, expected: usize, got: usize },
+    Frames {
+        kind: Kind,
+        expected: usize,
+        got: usize,
+    },
     #[error("{0} is truncated")]
     Truncated(&'static str),
     #[error("malformed {0}")]
@@ -163,7 +169,12 @@ pub struct Header {
 impl Header {
     /// A header for a message that concerns no task.
     pub fn bare(kind: Kind, batch: u64) -> Self {
-        Header { kind, attempt: 0, batch, task: 0 }
+        Header {
+            kind,
+            attempt: 0,
+            batch,
+            task: 0,
+        }
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -202,12 +213,18 @@ impl Header {
 
 /// Decodes a whole multipart message into its header and payload, checking
 /// the frame count for its kind.
-pub fn split<'a, F: std::ops::Deref<Target = [u8]>>(frames: &'a [F]) -> Result<(Header, &'a [u8]), DecodeError> {
+pub fn split<F: std::ops::Deref<Target = [u8]>>(
+    frames: &[F],
+) -> Result<(Header, &[u8]), DecodeError> {
     let first = frames.first().ok_or(DecodeError::Empty)?;
     let header = Header::decode(first)?;
     let expected = if header.kind.has_payload() { 2 } else { 1 };
     if frames.len() != expected {
-        return Err(DecodeError::Frames { kind: header.kind, expected, got: frames.len() });
+        return Err(DecodeError::Frames {
+            kind: header.kind,
+            expected,
+            got: frames.len(),
+        });
     }
     let payload = frames.get(1).map(|f| &f[..]).unwrap_or(&[]);
     Ok((header, payload))
@@ -260,7 +277,10 @@ pub fn encode_task(out: &mut Vec<u8>, sent_us: u64, work: &Work) {
             out.extend_from_slice(&from.to_le_bytes());
             out.extend_from_slice(&to.to_le_bytes());
         }
-        Work::Exec { command, timeout_ms } => {
+        Work::Exec {
+            command,
+            timeout_ms,
+        } => {
             out.push(3);
             out.extend_from_slice(&timeout_ms.unwrap_or(u64::MAX).to_le_bytes());
             out.extend_from_slice(command.as_bytes());
@@ -275,12 +295,18 @@ pub fn encode_task(out: &mut Vec<u8>, sent_us: u64, work: &Work) {
 
 /// Reads a task body: the ventilator's send time and the work.
 pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
-    let mut r = Reader { buf: payload, what: "task body" };
+    let mut r = Reader {
+        buf: payload,
+        what: "task body",
+    };
     let sent_us = r.u64()?;
     let work = match r.u8()? {
         0 => Work::Noop,
         1 => Work::Sleep { ms: r.u64()? },
-        2 => Work::Primes { from: r.u64()?, to: r.u64()? },
+        2 => Work::Primes {
+            from: r.u64()?,
+            to: r.u64()?,
+        },
         3 => {
             let timeout = r.u64()?;
             let command = std::str::from_utf8(r.rest())
@@ -297,7 +323,9 @@ pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
         tag => return Err(DecodeError::Malformed(format!("task tag {tag}"))),
     };
     if !r.buf.is_empty() {
-        return Err(DecodeError::Malformed("task body has trailing bytes".into()));
+        return Err(DecodeError::Malformed(
+            "task body has trailing bytes".into(),
+        ));
     }
     Ok((sent_us, work))
 }
@@ -328,11 +356,15 @@ pub fn encode_result(out: &mut Vec<u8>, r: &ResultBody) {
 
 /// Reads a result body.
 pub fn decode_result(payload: &[u8]) -> Result<ResultBody, DecodeError> {
-    let mut r = Reader { buf: payload, what: "result body" };
+    let mut r = Reader {
+        buf: payload,
+        what: "result body",
+    };
     let worker = r.u64()?;
     let thread = r.u16()?;
     let status = r.u8()?;
-    let status = Status::from_u8(status).ok_or_else(|| DecodeError::Malformed(format!("result status {status}")))?;
+    let status = Status::from_u8(status)
+        .ok_or_else(|| DecodeError::Malformed(format!("result status {status}")))?;
     let has_exit = r.u8()?;
     let exit = r.u32()? as i32;
     let sent_us = r.u64()?;
@@ -345,7 +377,12 @@ pub fn decode_result(payload: &[u8]) -> Result<ResultBody, DecodeError> {
         thread,
         sent_us,
         duration_us,
-        outcome: Outcome { status, exit_code: (has_exit != 0).then_some(exit), output, error },
+        outcome: Outcome {
+            status,
+            exit_code: (has_exit != 0).then_some(exit),
+            output,
+            error,
+        },
     })
 }
 
@@ -360,19 +397,41 @@ pub fn encode_result_record(out: &mut Vec<u8>, task: u64, attempt: u32, r: &Resu
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Splits a RESULTS payload into `(task, attempt, result body)` records,
-/// checking that there are exactly `count` of them.
-pub fn split_result_records(payload: &[u8], count: u64) -> Result<Vec<(u64, u32, &[u8])>, DecodeError> {
-    let mut r = Reader { buf: payload, what: "results record" };
+/// One result inside a RESULTS payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultRecord<'a> {
+    pub task: u64,
+    pub attempt: u32,
+    /// A result body, see [`decode_result`].
+    pub body: &'a [u8],
+}
+
+/// Splits a RESULTS payload into its records, checking that there are
+/// exactly `count` of them.
+pub fn split_result_records(
+    payload: &[u8],
+    count: u64,
+) -> Result<Vec<ResultRecord<'_>>, DecodeError> {
+    let mut r = Reader {
+        buf: payload,
+        what: "results record",
+    };
     let mut records = Vec::with_capacity(count.min(1024) as usize);
     while !r.buf.is_empty() {
         let task = r.u64()?;
         let attempt = r.u32()?;
         let len = r.u32()? as usize;
-        records.push((task, attempt, r.take(len)?));
+        records.push(ResultRecord {
+            task,
+            attempt,
+            body: r.take(len)?,
+        });
     }
     if records.len() as u64 != count {
-        return Err(DecodeError::Malformed(format!("RESULTS says {count} records, holds {}", records.len())));
+        return Err(DecodeError::Malformed(format!(
+            "RESULTS says {count} records, holds {}",
+            records.len()
+        )));
     }
     Ok(records)
 }
@@ -436,11 +495,17 @@ pub struct BatchDone {
 
 /// Encodes a message with a JSON payload as two frames.
 pub fn json_frames<T: Serialize>(header: Header, value: &T) -> [Vec<u8>; 2] {
-    [header.encode().to_vec(), serde_json::to_vec(value).unwrap_or_default()]
+    [
+        header.encode().to_vec(),
+        serde_json::to_vec(value).unwrap_or_default(),
+    ]
 }
 
 /// Decodes a JSON payload.
-pub fn from_json<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &'static str) -> Result<T, DecodeError> {
+pub fn from_json<'a, T: Deserialize<'a>>(
+    payload: &'a [u8],
+    what: &'static str,
+) -> Result<T, DecodeError> {
     serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(format!("{what}: {e}")))
 }
 
@@ -450,7 +515,12 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_refusals() {
-        let h = Header { kind: Kind::Result, attempt: 3, batch: 0xdead_beef, task: 42 };
+        let h = Header {
+            kind: Kind::Result,
+            attempt: 3,
+            batch: 0xdead_beef,
+            task: 42,
+        };
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
         assert_eq!(Header::decode(b""), Err(DecodeError::Empty));
         assert_eq!(Header::decode(b"0"), Err(DecodeError::NotZpipe));
@@ -460,16 +530,31 @@ mod tests {
         let mut unknown = h.encode();
         unknown[3] = 200;
         assert_eq!(Header::decode(&unknown), Err(DecodeError::UnknownKind(200)));
-        assert_eq!(Header::decode(&h.encode()[..10]), Err(DecodeError::Truncated("header")));
+        assert_eq!(
+            Header::decode(&h.encode()[..10]),
+            Err(DecodeError::Truncated("header"))
+        );
     }
 
     #[test]
     fn frame_counts_are_checked() {
-        let task = Header { kind: Kind::Task, attempt: 1, batch: 1, task: 1 }.encode();
-        assert!(matches!(split(&[&task[..]]), Err(DecodeError::Frames { .. })));
+        let task = Header {
+            kind: Kind::Task,
+            attempt: 1,
+            batch: 1,
+            task: 1,
+        }
+        .encode();
+        assert!(matches!(
+            split(&[&task[..]]),
+            Err(DecodeError::Frames { .. })
+        ));
         let end = Header::bare(Kind::End, 1).encode();
         assert!(split(&[&end[..]]).is_ok());
-        assert!(matches!(split(&[&end[..], b"x"]), Err(DecodeError::Frames { .. })));
+        assert!(matches!(
+            split(&[&end[..], b"x"]),
+            Err(DecodeError::Frames { .. })
+        ));
     }
 
     #[test]
@@ -478,9 +563,17 @@ mod tests {
             Work::Noop,
             Work::Sleep { ms: 17 },
             Work::Primes { from: 10, to: 1000 },
-            Work::Exec { command: "echo hi".into(), timeout_ms: Some(5) },
-            Work::Exec { command: "true".into(), timeout_ms: None },
-            Work::Data { data: serde_json::json!({"a": [1, 2]}) },
+            Work::Exec {
+                command: "echo hi".into(),
+                timeout_ms: Some(5),
+            },
+            Work::Exec {
+                command: "true".into(),
+                timeout_ms: None,
+            },
+            Work::Data {
+                data: serde_json::json!({"a": [1, 2]}),
+            },
         ];
         for w in works {
             let mut buf = Vec::new();
@@ -498,18 +591,27 @@ mod tests {
 
     #[test]
     fn result_records_round_trip() {
-        let r = ResultBody { worker: 1, thread: 0, sent_us: 2, duration_us: 3, outcome: Outcome::ok(b"x".to_vec()) };
+        let r = ResultBody {
+            worker: 1,
+            thread: 0,
+            sent_us: 2,
+            duration_us: 3,
+            outcome: Outcome::ok(b"x".to_vec()),
+        };
         let mut buf = Vec::new();
         encode_result_record(&mut buf, 10, 1, &r);
         encode_result_record(&mut buf, 11, 2, &r);
         let recs = split_result_records(&buf, 2).unwrap();
         assert_eq!(recs.len(), 2);
-        assert_eq!((recs[1].0, recs[1].1), (11, 2));
-        assert_eq!(decode_result(recs[1].2).unwrap(), r);
+        assert_eq!((recs[1].task, recs[1].attempt), (11, 2));
+        assert_eq!(decode_result(recs[1].body).unwrap(), r);
         assert!(split_result_records(&buf, 3).is_err());
         for cut in 1..buf.len() {
             if cut != buf.len() / 2 {
-                assert!(split_result_records(&buf[..cut], 2).is_err(), "cut at {cut}");
+                assert!(
+                    split_result_records(&buf[..cut], 2).is_err(),
+                    "cut at {cut}"
+                );
             }
         }
     }
@@ -521,7 +623,12 @@ mod tests {
             thread: 2,
             sent_us: 5,
             duration_us: 1234,
-            outcome: Outcome { status: Status::Failed, exit_code: Some(-3), output: b"out".to_vec(), error: b"err".to_vec() },
+            outcome: Outcome {
+                status: Status::Failed,
+                exit_code: Some(-3),
+                output: b"out".to_vec(),
+                error: b"err".to_vec(),
+            },
         };
         let mut buf = Vec::new();
         encode_result(&mut buf, &r);

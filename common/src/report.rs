@@ -47,7 +47,11 @@ impl Latency {
 
 impl std::fmt::Display for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", self.p50_ms, self.p99_ms, self.max_ms)
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50_ms, self.p99_ms, self.max_ms
+        )
     }
 }
 
@@ -55,8 +59,15 @@ impl std::fmt::Display for Percentiles {
 /// are right-aligned.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         out.push_str("  ");
@@ -85,7 +96,10 @@ mod tests {
         let p = l.percentiles();
         assert!((p.p50_ms - 500.0).abs() < 1.0, "{p:?}");
         assert!((p.max_ms - 1000.0).abs() < 1.0, "{p:?}");
-        let t = table(&[vec!["worker".into(), "tasks".into()], vec!["a".into(), "1000".into()]]);
+        let t = table(&[
+            vec!["worker".into(), "tasks".into()],
+            vec!["a".into(), "1000".into()],
+        ]);
         assert_eq!(t, "  worker  tasks\n  a        1000\n");
     }
 }

@@ -37,7 +37,12 @@ fn ms(d: Duration) -> i32 {
 }
 
 /// Makes a socket with `tuning` applied; `name` names it in errors.
-pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType, name: &str, tuning: &Tuning) -> Result<zmq::Socket, Error> {
+pub fn socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &str,
+    tuning: &Tuning,
+) -> Result<zmq::Socket, Error> {
     let fail = |e| Error::zmq(format!("setting up the {name} socket"), e);
     let s = ctx.socket(kind).map_err(fail)?;
     s.set_linger(ms(tuning.linger)).map_err(fail)?;
@@ -64,7 +69,11 @@ pub enum Recv<T> {
 
 /// Receives one whole multipart message into `frames` (reusing its buffers),
 /// waiting at most `timeout`.
-pub fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>, timeout: Duration) -> Result<Recv<()>, Error> {
+pub fn recv_frames(
+    socket: &zmq::Socket,
+    frames: &mut Vec<zmq::Message>,
+    timeout: Duration,
+) -> Result<Recv<()>, Error> {
     // Try first: when messages are flowing this avoids a poll per message.
     match recv_frames_now(socket, frames)? {
         Recv::Timeout if !timeout.is_zero() => {}
@@ -81,7 +90,10 @@ pub fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>, timeout
 }
 
 /// Receives one whole multipart message if one is waiting, without blocking.
-pub fn recv_frames_now(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<Recv<()>, Error> {
+pub fn recv_frames_now(
+    socket: &zmq::Socket,
+    frames: &mut Vec<zmq::Message>,
+) -> Result<Recv<()>, Error> {
     let mut n = 0;
     loop {
         if frames.len() <= n {
@@ -151,7 +163,9 @@ impl Monitor {
         let n = MONITORS.fetch_add(1, Ordering::Relaxed);
         let addr = format!("inproc://zpipe-monitor-{}-{n}", std::process::id());
         let fail = |e| Error::zmq("starting a socket monitor", e);
-        socket.monitor(&addr, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32).map_err(fail)?;
+        socket
+            .monitor(&addr, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+            .map_err(fail)?;
         let pair = ctx.socket(zmq::PAIR).map_err(fail)?;
         pair.set_linger(0).map_err(fail)?;
         pair.connect(&addr).map_err(fail)?;
@@ -167,7 +181,10 @@ impl Monitor {
             let left = deadline.saturating_duration_since(Instant::now());
             match recv_frames(&self.pair, &mut frames, left)? {
                 Recv::Message(()) => {
-                    let event = frames.first().filter(|f| f.len() >= 2).map(|f| u16::from_ne_bytes([f[0], f[1]]));
+                    let event = frames
+                        .first()
+                        .filter(|f| f.len() >= 2)
+                        .map(|f| u16::from_ne_bytes([f[0], f[1]]));
                     if event == Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()) {
                         return Ok(Recv::Message(()));
                     }
@@ -190,17 +207,31 @@ mod tests {
         let ctx = zmq::Context::new();
         let t = Tuning::default();
         let pull = socket(&ctx, zmq::PULL, "pull", &t).unwrap();
-        let addr = Endpoints::single("tcp://127.0.0.1:*").attach(&pull, Action::Bind, "pull").unwrap();
+        let addr = Endpoints::single("tcp://127.0.0.1:*")
+            .attach(&pull, Action::Bind, "pull")
+            .unwrap();
         let push = socket(&ctx, zmq::PUSH, "push", &t).unwrap();
         let mon = Monitor::handshakes(&ctx, &push).unwrap();
-        assert!(matches!(mon.wait_handshake(Duration::from_millis(50)).unwrap(), Recv::Timeout));
+        assert!(matches!(
+            mon.wait_handshake(Duration::from_millis(50)).unwrap(),
+            Recv::Timeout
+        ));
         push.connect(&addr[0]).unwrap();
-        assert!(matches!(mon.wait_handshake(Duration::from_secs(5)).unwrap(), Recv::Message(())));
+        assert!(matches!(
+            mon.wait_handshake(Duration::from_secs(5)).unwrap(),
+            Recv::Message(())
+        ));
         assert!(send_frames(&push, &[b"a".as_slice(), b"bc"], || false).unwrap());
         let mut frames = Vec::new();
-        assert!(matches!(recv_frames(&pull, &mut frames, Duration::from_secs(5)).unwrap(), Recv::Message(())));
+        assert!(matches!(
+            recv_frames(&pull, &mut frames, Duration::from_secs(5)).unwrap(),
+            Recv::Message(())
+        ));
         assert_eq!(frames.len(), 2);
         assert_eq!(&frames[1][..], b"bc");
-        assert!(matches!(recv_frames(&pull, &mut frames, Duration::from_millis(20)).unwrap(), Recv::Timeout));
+        assert!(matches!(
+            recv_frames(&pull, &mut frames, Duration::from_millis(20)).unwrap(),
+            Recv::Timeout
+        ));
     }
 }

@@ -107,11 +107,21 @@ pub struct Outcome {
 impl Outcome {
     /// A success with this output.
     pub fn ok(output: impl Into<Vec<u8>>) -> Self {
-        Outcome { status: Status::Ok, exit_code: None, output: output.into(), error: Vec::new() }
+        Outcome {
+            status: Status::Ok,
+            exit_code: None,
+            output: output.into(),
+            error: Vec::new(),
+        }
     }
 
     /// A failure with this reason.
     pub fn failed(status: Status, reason: impl Into<String>) -> Self {
-        Outcome { status, exit_code: None, output: Vec::new(), error: reason.into().into_bytes() }
+        Outcome {
+            status,
+            exit_code: None,
+            output: Vec::new(),
+            error: reason.into().into_bytes(),
+        }
     }
 }

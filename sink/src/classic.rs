@@ -22,7 +22,11 @@ pub(crate) fn run(
     shutdown: &Shutdown,
     mut out: Box<dyn Write + Send>,
 ) -> Result<Report, Error> {
-    log::info!("classic sink listening: results {}, control {}", config.result_endpoint, config.control_endpoint);
+    log::info!(
+        "classic sink listening: results {}, control {}",
+        config.result_endpoint,
+        config.control_endpoint
+    );
     let mut frames = Vec::new();
     let mut started: Option<Instant> = None;
     let mut count = 0u64;
@@ -62,7 +66,11 @@ pub(crate) fn run(
         threads: 0,
         ideal_ms: None,
         overhead_pct: None,
-        tasks_per_s: if elapsed.is_zero() { 0.0 } else { count as f64 / elapsed.as_secs_f64() },
+        tasks_per_s: if elapsed.is_zero() {
+            0.0
+        } else {
+            count as f64 / elapsed.as_secs_f64()
+        },
         latency: Percentiles::default(),
         run_time: Percentiles::default(),
         workers: Vec::new(),

@@ -53,7 +53,11 @@ pub use report::Report;
 
 /// The sink's flags; every one can also come from a `ZPIPE_*` variable.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sink", version, about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)")]
+#[command(
+    name = "sink",
+    version,
+    about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)"
+)]
 pub struct Config {
     /// Where results arrive from workers (or a streamer). `@` binds, `>`
     /// connects, bare binds; comma-separated list.
@@ -102,7 +106,10 @@ pub enum Error {
     #[error(transparent)]
     Setup(#[from] common::Error),
     #[error("cannot open the output {path}: {source}")]
-    OpenOutput { path: PathBuf, source: std::io::Error },
+    OpenOutput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write results: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -122,7 +129,10 @@ pub fn open_output(path: &std::path::Path) -> Result<Box<dyn Write + Send>, Erro
     if path.as_os_str() == "-" {
         return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
     }
-    let file = std::fs::File::create(path).map_err(|source| Error::OpenOutput { path: path.to_owned(), source })?;
+    let file = std::fs::File::create(path).map_err(|source| Error::OpenOutput {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(Box::new(std::io::BufWriter::new(file)))
 }
 
@@ -199,21 +209,46 @@ pub struct Sink {
 impl Sink {
     /// Makes and binds (or connects) the sink's sockets.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Sink, Error> {
-        let tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
+        let tuning = Tuning {
+            hwm: config.hwm,
+            max_msg_size: config.max_msg_size,
+            ..Tuning::default()
+        };
         let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
-        let results_at = config.result_endpoint.attach(&results, Action::Bind, "results")?;
+        let results_at = config
+            .result_endpoint
+            .attach(&results, Action::Bind, "results")?;
         let control = sockets::socket(ctx, zmq::PUB, "control", &tuning)?;
-        let control_at = config.control_endpoint.attach(&control, Action::Bind, "control")?;
+        let control_at = config
+            .control_endpoint
+            .attach(&control, Action::Bind, "control")?;
         let (feedback, feedback_at) = if config.classic {
             (None, Vec::new())
         } else {
             let feedback = sockets::socket(ctx, zmq::ROUTER, "feedback", &tuning)?;
-            let at = config.feedback_endpoint.attach(&feedback, Action::Bind, "feedback")?;
+            let at = config
+                .feedback_endpoint
+                .attach(&feedback, Action::Bind, "feedback")?;
             (Some(feedback), at)
         };
-        let bound = Bound { results: results_at, control: control_at, feedback: feedback_at };
-        log::info!("sink listening: results {:?}, control {:?}, feedback {:?}", bound.results, bound.control, bound.feedback);
-        Ok(Sink { config: config.clone(), results, control, feedback, bound })
+        let bound = Bound {
+            results: results_at,
+            control: control_at,
+            feedback: feedback_at,
+        };
+        log::info!(
+            "sink listening: results {:?}, control {:?}, feedback {:?}",
+            bound.results,
+            bound.control,
+            bound.feedback
+        );
+        Ok(Sink {
+            config: config.clone(),
+            results,
+            control,
+            feedback,
+            bound,
+        })
     }
 
     /// The endpoints as bound.
@@ -227,7 +262,14 @@ impl Sink {
         let Some(feedback) = &self.feedback else {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
-        let report = collect(&self.config, &self.results, &self.control, feedback, shutdown, out);
+        let report = collect(
+            &self.config,
+            &self.results,
+            &self.control,
+            feedback,
+            shutdown,
+            out,
+        );
         if !report.as_ref().is_ok_and(|r| r.complete) {
             // Stopped early: nothing queued (STATUS for a ventilator that is
             // gone) is worth waiting for.
@@ -240,7 +282,12 @@ impl Sink {
 }
 
 /// Binds and runs a sink for one batch (see [`Sink`]).
-pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+pub fn run(
+    config: &Config,
+    ctx: &zmq::Context,
+    shutdown: &Shutdown,
+    out: Box<dyn Write + Send>,
+) -> Result<Report, Error> {
     Sink::bind(config, ctx)?.run(shutdown, out)
 }
 
@@ -269,7 +316,10 @@ fn collect(
     let mut next_flush = Instant::now();
     while !shutdown.is_triggered() && !st.complete() {
         {
-            let mut items = [results.as_poll_item(zmq::POLLIN), feedback.as_poll_item(zmq::POLLIN)];
+            let mut items = [
+                results.as_poll_item(zmq::POLLIN),
+                feedback.as_poll_item(zmq::POLLIN),
+            ];
             match zmq::poll(&mut items, 100) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(zmq::Error::ETERM) => break,
@@ -331,17 +381,23 @@ impl State<'_> {
             Kind::Result => self.on_result(header.batch, header.task, header.attempt, payload)?,
             Kind::Results => match protocol::split_result_records(payload, header.task) {
                 Ok(records) => {
-                    for (task, attempt, body) in records {
-                        self.on_result(header.batch, task, attempt, body)?;
+                    for r in records {
+                        self.on_result(header.batch, r.task, r.attempt, r.body)?;
                     }
                 }
                 Err(e) => self.drops.note("results", e.label(), e),
             },
-            Kind::Hello | Kind::Heartbeat | Kind::Bye => match protocol::from_json::<WorkerInfo>(payload, "worker info") {
-                Ok(info) => self.on_worker(header.kind, info),
-                Err(e) => self.drops.note("results", e.label(), e),
-            },
-            other => self.drops.note("results", "unexpected kind", format!("{other:?} on the result socket")),
+            Kind::Hello | Kind::Heartbeat | Kind::Bye => {
+                match protocol::from_json::<WorkerInfo>(payload, "worker info") {
+                    Ok(info) => self.on_worker(header.kind, info),
+                    Err(e) => self.drops.note("results", e.label(), e),
+                }
+            }
+            other => self.drops.note(
+                "results",
+                "unexpected kind",
+                format!("{other:?} on the result socket"),
+            ),
         }
         Ok(())
     }
@@ -353,7 +409,16 @@ impl State<'_> {
         let seen = self.workers.entry(info.id).or_insert_with(|| {
             *status_due = true;
             log::info!("worker {} joined ({} thread(s))", info.name(), info.threads);
-            Seen { name: info.name(), name_json: output::json_string(&info.name()), info: info.clone(), last_seen: now, gone: false, tasks: 0, busy_us: 0, counted }
+            Seen {
+                name: info.name(),
+                name_json: output::json_string(&info.name()),
+                info: info.clone(),
+                last_seen: now,
+                gone: false,
+                tasks: 0,
+                busy_us: 0,
+                counted,
+            }
         });
         seen.last_seen = now;
         seen.gone = kind == Kind::Bye;
@@ -362,17 +427,35 @@ impl State<'_> {
         }
     }
 
-    fn on_result(&mut self, batch_id: u64, task: u64, attempt: u32, payload: &[u8]) -> Result<(), Error> {
+    fn on_result(
+        &mut self,
+        batch_id: u64,
+        task: u64,
+        attempt: u32,
+        payload: &[u8],
+    ) -> Result<(), Error> {
         let Some(batch) = self.batch.as_mut() else {
-            self.drops.note("results", "no batch", "a result arrived before any ventilator announced a batch");
+            self.drops.note(
+                "results",
+                "no batch",
+                "a result arrived before any ventilator announced a batch",
+            );
             return Ok(());
         };
         if batch_id != batch.info.batch {
-            self.drops.note("results", "foreign batch", format!("result of batch {batch_id:016x}, collecting {}", batch.hex));
+            self.drops.note(
+                "results",
+                "foreign batch",
+                format!("result of batch {batch_id:016x}, collecting {}", batch.hex),
+            );
             return Ok(());
         }
         if task >= batch.info.tasks {
-            self.drops.note("results", "unknown task", format!("task {task} of a {}-task batch", batch.info.tasks));
+            self.drops.note(
+                "results",
+                "unknown task",
+                format!("task {task} of a {}-task batch", batch.info.tasks),
+            );
             return Ok(());
         }
         let body = match protocol::decode_result(payload) {
@@ -398,7 +481,8 @@ impl State<'_> {
             batch.last_result = Some(Instant::now());
         }
         let now_us = self.clock_us;
-        let latency_us = (body.sent_us != 0 && now_us >= body.sent_us).then(|| now_us - body.sent_us);
+        let latency_us =
+            (body.sent_us != 0 && now_us >= body.sent_us).then(|| now_us - body.sent_us);
         if let Some(us) = latency_us {
             self.latency.record_us(us);
         }
@@ -437,7 +521,9 @@ impl State<'_> {
 
     fn on_feedback(&mut self, feedback: &zmq::Socket, frames: &[zmq::Message]) {
         // A ROUTER puts the peer's identity first.
-        let Some((identity, rest)) = frames.split_first() else { return };
+        let Some((identity, rest)) = frames.split_first() else {
+            return;
+        };
         let (header, payload) = match protocol::split(rest) {
             Ok(x) => x,
             Err(e) => {
@@ -465,8 +551,10 @@ impl State<'_> {
                         if std::io::stderr().is_terminal() {
                             let p = indicatif::ProgressBar::new(b.info.tasks);
                             p.set_style(
-                                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks {per_sec} eta {eta}")
-                                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                                indicatif::ProgressStyle::with_template(
+                                    "{bar:40} {pos}/{len} tasks {per_sec} eta {eta}",
+                                )
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                             );
                             p.set_position(b.count);
                             self.progress = Some(p);
@@ -477,16 +565,31 @@ impl State<'_> {
                         }
                     }
                 }
-                _ => self.drops.note("feedback", "foreign batch", format!("GO for batch {:016x}, which is not the current one", header.batch)),
+                _ => self.drops.note(
+                    "feedback",
+                    "foreign batch",
+                    format!(
+                        "GO for batch {:016x}, which is not the current one",
+                        header.batch
+                    ),
+                ),
             },
-            other => self.drops.note("feedback", "unexpected kind", format!("{other:?} on the feedback socket")),
+            other => self.drops.note(
+                "feedback",
+                "unexpected kind",
+                format!("{other:?} on the feedback socket"),
+            ),
         }
     }
 
     fn on_start(&mut self, identity: Vec<u8>, info: BatchInfo) {
         match &mut self.batch {
             Some(b) if b.info.batch == info.batch => b.ventilator = identity,
-            Some(b) => log::warn!("a ventilator announced batch {:016x} while batch {} is being collected; it is told so", info.batch, b.hex),
+            Some(b) => log::warn!(
+                "a ventilator announced batch {:016x} while batch {} is being collected; it is told so",
+                info.batch,
+                b.hex
+            ),
             None => {
                 let hex = format!("{:016x}", info.batch);
                 log::info!("batch {hex} announced: {} tasks", info.tasks);
@@ -508,8 +611,12 @@ impl State<'_> {
 
     fn status(&self) -> SinkStatus {
         let cutoff = self.config.worker_timeout;
-        let mut ready: Vec<WorkerInfo> =
-            self.workers.values().filter(|w| !w.gone && w.last_seen.elapsed() < cutoff).map(|w| w.info.clone()).collect();
+        let mut ready: Vec<WorkerInfo> = self
+            .workers
+            .values()
+            .filter(|w| !w.gone && w.last_seen.elapsed() < cutoff)
+            .map(|w| w.info.clone())
+            .collect();
         ready.sort_by_key(|w| w.id);
         SinkStatus {
             batch: self.batch.as_ref().map(|b| b.info.batch),
@@ -526,7 +633,10 @@ impl State<'_> {
 
     fn send_status_to(&self, feedback: &zmq::Socket, identity: &[u8]) {
         let status = self.status();
-        let [h, p] = protocol::json_frames(Header::bare(Kind::Status, status.batch.unwrap_or(0)), &status);
+        let [h, p] = protocol::json_frames(
+            Header::bare(Kind::Status, status.batch.unwrap_or(0)),
+            &status,
+        );
         // A ROUTER drops a message for a peer that is gone: fine, STATUS is
         // repeated.
         let _ = feedback.send_multipart([identity, &h[..], &p[..]], zmq::DONTWAIT);
@@ -544,24 +654,46 @@ impl State<'_> {
         shutdown: &Shutdown,
     ) -> Result<(), Error> {
         let Some(b) = &self.batch else { return Ok(()) };
-        let elapsed = b.started.zip(b.last_result).map(|(s, e)| e - s).unwrap_or_default();
-        let done = BatchDone { batch: b.info.batch, ok: b.ok, failed: b.failed, elapsed_ms: elapsed.as_secs_f64() * 1000.0 };
+        let elapsed = b
+            .started
+            .zip(b.last_result)
+            .map(|(s, e)| e - s)
+            .unwrap_or_default();
+        let done = BatchDone {
+            batch: b.info.batch,
+            ok: b.ok,
+            failed: b.failed,
+            elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+        };
         let [dh, dp] = protocol::json_frames(Header::bare(Kind::Done, b.info.batch), &done);
         let end = Header::bare(Kind::End, b.info.batch).encode();
         let ventilator = b.ventilator.clone();
-        log::info!("batch {} complete: {} ok, {} failed; publishing END", b.hex, b.ok, b.failed);
+        log::info!(
+            "batch {} complete: {} ok, {} failed; publishing END",
+            b.hex,
+            b.ok,
+            b.failed
+        );
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let _ = control.send(&end[..], zmq::DONTWAIT);
             let _ = feedback.send_multipart([&ventilator[..], &dh[..], &dp[..]], zmq::DONTWAIT);
             let cutoff = self.config.worker_timeout;
-            let waiting = self.workers.values().filter(|w| !w.gone && w.last_seen.elapsed() < cutoff).count();
+            let waiting = self
+                .workers
+                .values()
+                .filter(|w| !w.gone && w.last_seen.elapsed() < cutoff)
+                .count();
             if waiting == 0 || Instant::now() >= deadline || shutdown.is_triggered() {
                 break;
             }
             let until = Instant::now() + Duration::from_millis(100);
             while Instant::now() < until {
-                match sockets::recv_frames(results, frames, until.saturating_duration_since(Instant::now()))? {
+                match sockets::recv_frames(
+                    results,
+                    frames,
+                    until.saturating_duration_since(Instant::now()),
+                )? {
                     Recv::Message(()) => self.on_result_socket(frames)?,
                     Recv::Timeout | Recv::Stopped => break,
                 }
@@ -574,9 +706,24 @@ impl State<'_> {
     fn report(&self) -> Report {
         let (tasks, ok, failed, duplicates, elapsed, expected) = match &self.batch {
             Some(b) => {
-                let end = if self.complete() { b.last_result } else { Some(Instant::now()) };
-                let elapsed = b.started.zip(end).map(|(s, e)| e.saturating_duration_since(s)).unwrap_or_default();
-                (b.info.tasks, b.ok, b.failed, b.duplicates, elapsed, b.info.expected_ms)
+                let end = if self.complete() {
+                    b.last_result
+                } else {
+                    Some(Instant::now())
+                };
+                let elapsed = b
+                    .started
+                    .zip(end)
+                    .map(|(s, e)| e.saturating_duration_since(s))
+                    .unwrap_or_default();
+                (
+                    b.info.tasks,
+                    b.ok,
+                    b.failed,
+                    b.duplicates,
+                    elapsed,
+                    b.info.expected_ms,
+                )
             }
             None => (0, 0, 0, 0, Duration::ZERO, 0),
         };
@@ -584,7 +731,9 @@ impl State<'_> {
         let counted: Vec<&Seen> = self.workers.values().filter(|w| w.counted).collect();
         let threads: u32 = counted.iter().map(|w| w.info.threads).sum();
         let ideal_ms = (expected > 0 && threads > 0).then(|| expected as f64 / threads as f64);
-        let overhead_pct = ideal_ms.filter(|_| elapsed_ms > 0.0).map(|i| (elapsed_ms - i) / i * 100.0);
+        let overhead_pct = ideal_ms
+            .filter(|_| elapsed_ms > 0.0)
+            .map(|i| (elapsed_ms - i) / i * 100.0);
         let received = (ok + failed).max(1) as f64;
         let mut workers: Vec<report::WorkerRow> = counted
             .iter()
@@ -597,7 +746,12 @@ impl State<'_> {
             })
             .collect();
         workers.sort_by(|a, b| a.worker.cmp(&b.worker));
-        let mut dropped: BTreeMap<String, u64> = self.drops.by_reason().iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let mut dropped: BTreeMap<String, u64> = self
+            .drops
+            .by_reason()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         dropped.retain(|_, v| *v > 0);
         Report {
             batch: self.batch.as_ref().map(|b| b.hex.clone()),
@@ -612,7 +766,11 @@ impl State<'_> {
             threads,
             ideal_ms,
             overhead_pct,
-            tasks_per_s: if elapsed_ms > 0.0 { (ok + failed) as f64 / (elapsed_ms / 1000.0) } else { 0.0 },
+            tasks_per_s: if elapsed_ms > 0.0 {
+                (ok + failed) as f64 / (elapsed_ms / 1000.0)
+            } else {
+                0.0
+            },
             latency: self.latency.percentiles(),
             run_time: self.run_time.percentiles(),
             workers,
@@ -630,7 +788,10 @@ pub fn print_report(config: &Config, report: &Report) -> Result<(), Error> {
         eprint!("{}", report.table());
     }
     if let Some(path) = &config.report {
-        std::fs::write(path, format!("{json}\n")).map_err(|source| Error::OpenOutput { path: path.clone(), source })?;
+        std::fs::write(path, format!("{json}\n")).map_err(|source| Error::OpenOutput {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

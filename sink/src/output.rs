@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-
 /// One line of output:
 ///
 /// ```text
@@ -72,7 +71,12 @@ fn millis(out: &mut Vec<u8>, us: u64) {
     let mut int = itoa::Buffer::new();
     out.extend_from_slice(int.format(us / 1000).as_bytes());
     let frac = us % 1000;
-    out.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// Bytes as a JSON string (invalid UTF-8 replaced).
@@ -99,7 +103,12 @@ pub struct Output {
 
 impl Output {
     pub fn new(out: Box<dyn Write + Send>, ordered: bool) -> Self {
-        Output { out, pending: ordered.then(BTreeMap::new), next: 0, line: Vec::with_capacity(512) }
+        Output {
+            out,
+            pending: ordered.then(BTreeMap::new),
+            next: 0,
+            line: Vec::with_capacity(512),
+        }
     }
 
     pub fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {
@@ -164,7 +173,12 @@ mod tests {
         assert_eq!(v["latency_ms"], 0.003);
         assert_eq!(v["output"], "tab\there\n");
         assert_eq!(v["error"], "\u{fffd}bad");
-        let plain = Line { exit_code: None, latency_us: None, output: b"", ..line };
+        let plain = Line {
+            exit_code: None,
+            latency_us: None,
+            output: b"",
+            ..line
+        };
         buf.clear();
         plain.render(&mut buf).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();

@@ -52,33 +52,71 @@ impl Report {
     /// The human-readable form.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let state = if self.complete { "complete" } else { "INCOMPLETE (stopped early)" };
+        let state = if self.complete {
+            "complete"
+        } else {
+            "INCOMPLETE (stopped early)"
+        };
         let batch = self.batch.as_deref().unwrap_or("-");
         s.push_str(&format!("zpipe sink: batch {batch} {state}\n"));
         let mut rows: Vec<Vec<String>> = vec![
-            vec!["tasks".into(), format!("{} ok, {} failed, {} received of {}", self.ok, self.failed, self.ok + self.failed, self.tasks)],
+            vec![
+                "tasks".into(),
+                format!(
+                    "{} ok, {} failed, {} received of {}",
+                    self.ok,
+                    self.failed,
+                    self.ok + self.failed,
+                    self.tasks
+                ),
+            ],
             vec!["elapsed".into(), format!("{:.1} ms", self.elapsed_ms)],
         ];
         if let (Some(ideal), Some(over)) = (self.ideal_ms, self.overhead_pct) {
-            rows.push(vec!["expected cost".into(), format!("{:.0} ms (sum of sleep workloads)", self.expected_ms)]);
-            rows.push(vec!["ideal".into(), format!("{ideal:.1} ms (expected / {} threads)", self.threads)]);
-            rows.push(vec!["overhead".into(), format!("{over:+.1} % against ideal")]);
+            rows.push(vec![
+                "expected cost".into(),
+                format!("{:.0} ms (sum of sleep workloads)", self.expected_ms),
+            ]);
+            rows.push(vec![
+                "ideal".into(),
+                format!("{ideal:.1} ms (expected / {} threads)", self.threads),
+            ]);
+            rows.push(vec![
+                "overhead".into(),
+                format!("{over:+.1} % against ideal"),
+            ]);
         }
-        rows.push(vec!["throughput".into(), format!("{:.0} tasks/s", self.tasks_per_s)]);
+        rows.push(vec![
+            "throughput".into(),
+            format!("{:.0} tasks/s", self.tasks_per_s),
+        ]);
         rows.push(vec!["latency".into(), self.latency.to_string()]);
         rows.push(vec!["run time".into(), self.run_time.to_string()]);
         if self.duplicates > 0 {
-            rows.push(vec!["duplicates".into(), format!("{} dropped", self.duplicates)]);
+            rows.push(vec![
+                "duplicates".into(),
+                format!("{} dropped", self.duplicates),
+            ]);
         }
         if !self.dropped.is_empty() {
-            let list: Vec<String> = self.dropped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let list: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
             rows.push(vec!["dropped".into(), list.join(", ")]);
         }
         for row in &rows {
             s.push_str(&format!("  {:<14} {}\n", row[0], row[1]));
         }
         if !self.workers.is_empty() {
-            let mut t = vec![vec!["worker".into(), "threads".into(), "tasks".into(), "busy ms".into(), "share".into()]];
+            let mut t = vec![vec![
+                "worker".into(),
+                "threads".into(),
+                "tasks".into(),
+                "busy ms".into(),
+                "share".into(),
+            ]];
             for w in &self.workers {
                 t.push(vec![
                     w.worker.clone(),

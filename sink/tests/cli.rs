@@ -7,13 +7,18 @@ use common::testing::{stderr_of, wait_exit};
 
 fn sink() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sink"));
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
 #[test]
 fn a_bad_endpoint_is_one_line_and_exit_code_2() {
-    let mut child = sink().args(["--result-endpoint", "tcp//nowhere"]).spawn().unwrap();
+    let mut child = sink()
+        .args(["--result-endpoint", "tcp//nowhere"])
+        .spawn()
+        .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2));
     let err = stderr_of(&mut child);
@@ -28,28 +33,57 @@ fn a_port_in_use_is_one_line_and_exit_code_2() {
     taken.bind("tcp://127.0.0.1:*").unwrap();
     let at = taken.get_last_endpoint().unwrap().unwrap();
     let mut child = sink()
-        .args(["--result-endpoint", &at, "--control-endpoint", "tcp://127.0.0.1:*", "--feedback-endpoint", "tcp://127.0.0.1:*"])
+        .args([
+            "--result-endpoint",
+            &at,
+            "--control-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:*",
+        ])
         .spawn()
         .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2));
     let err = stderr_of(&mut child);
     assert!(err.contains("already in use"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
 fn sigterm_stops_it_within_a_second_with_its_report() {
     let mut child = sink()
-        .args(["--result-endpoint", "tcp://127.0.0.1:*", "--control-endpoint", "tcp://127.0.0.1:*", "--feedback-endpoint", "tcp://127.0.0.1:*"])
+        .args([
+            "--result-endpoint",
+            "tcp://127.0.0.1:*",
+            "--control-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:*",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "the sink should be waiting for a batch");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the sink should be waiting for a batch"
+    );
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(status.code(), Some(130));
     let err = stderr_of(&mut child);
     assert!(err.contains("INCOMPLETE"), "{err}");
@@ -60,7 +94,14 @@ fn help_explains_the_flags() {
     let out = sink().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--result-endpoint", "--control-endpoint", "--feedback-endpoint", "--ordered", "--classic", "ZPIPE_OUTPUT"] {
+    for flag in [
+        "--result-endpoint",
+        "--control-endpoint",
+        "--feedback-endpoint",
+        "--ordered",
+        "--classic",
+        "ZPIPE_OUTPUT",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
 }

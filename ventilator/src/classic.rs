@@ -7,13 +7,19 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
+use common::Shutdown;
 use common::sockets;
 use common::work::Work;
-use common::Shutdown;
 
 use crate::{Config, Error, Report};
 
-pub(crate) fn run(config: &Config, tasks: &[Work], sender: &zmq::Socket, sink: &zmq::Socket, shutdown: &Shutdown) -> Result<Report, Error> {
+pub(crate) fn run(
+    config: &Config,
+    tasks: &[Work],
+    sender: &zmq::Socket,
+    sink: &zmq::Socket,
+    shutdown: &Shutdown,
+) -> Result<Report, Error> {
     let workloads: Vec<u64> = tasks
         .iter()
         .enumerate()
@@ -44,12 +50,17 @@ pub(crate) fn run(config: &Config, tasks: &[Work], sender: &zmq::Socket, sink: &
     sockets::send_frames(sink, &[b"0"], || !shutdown.is_triggered())?;
     let mut sent = 0;
     for ms in &workloads {
-        if !sockets::send_frames(sender, &[ms.to_string().as_bytes()], || !shutdown.is_triggered())? {
+        if !sockets::send_frames(sender, &[ms.to_string().as_bytes()], || {
+            !shutdown.is_triggered()
+        })? {
             break;
         }
         sent += 1;
     }
-    println!("Total expected cost: {} msec", workloads.iter().sum::<u64>());
+    println!(
+        "Total expected cost: {} msec",
+        workloads.iter().sum::<u64>()
+    );
     let mut r = report(workloads.len() as u64, sent, started);
     r.wait_ms = wait_ms.as_secs_f64() * 1000.0;
     Ok(r)

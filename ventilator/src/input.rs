@@ -52,7 +52,10 @@ impl FromStr for Workload {
         let bad = || format!("workload {s:?}: expected a number (10) or random:A-B (random:1-100)");
         if let Some(range) = s.strip_prefix("random:") {
             let (a, b) = range.split_once('-').ok_or_else(bad)?;
-            let (a, b) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            let (a, b) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
             if a > b {
                 return Err(format!("workload {s:?}: the range is empty ({a} > {b})"));
             }
@@ -89,7 +92,10 @@ pub fn generate(count: u64, kind: Kind, workload: Workload, seed: u64) -> Vec<Wo
                 Kind::Primes => {
                     let from = next_from;
                     next_from = next_from.saturating_add(w);
-                    Work::Primes { from, to: next_from }
+                    Work::Primes {
+                        from,
+                        to: next_from,
+                    }
                 }
             }
         })
@@ -103,23 +109,36 @@ pub fn parse(reader: impl BufRead, plain: Plain) -> Result<Vec<Work>, InputError
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => InputError::Line { line: line_no, reason: "not valid UTF-8".into() },
+            std::io::ErrorKind::InvalidData => InputError::Line {
+                line: line_no,
+                reason: "not valid UTF-8".into(),
+            },
             _ => InputError::Read(e),
         })?;
         let text = line.trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let bad = |reason: String| InputError::Line { line: line_no, reason };
+        let bad = |reason: String| InputError::Line {
+            line: line_no,
+            reason,
+        };
         let work = if text.starts_with('{') {
             serde_json::from_str::<Work>(text).map_err(|e| bad(format!("not a task: {e}")))?
         } else {
             match plain {
-                Plain::Exec => Work::Exec { command: text.to_string(), timeout_ms: None },
-                Plain::Sleep => Work::Sleep {
-                    ms: text.parse().map_err(|_| bad(format!("{text:?} is not a number of milliseconds")))?,
+                Plain::Exec => Work::Exec {
+                    command: text.to_string(),
+                    timeout_ms: None,
                 },
-                Plain::Data => Work::Data { data: serde_json::Value::String(text.to_string()) },
+                Plain::Sleep => Work::Sleep {
+                    ms: text
+                        .parse()
+                        .map_err(|_| bad(format!("{text:?} is not a number of milliseconds")))?,
+                },
+                Plain::Data => Work::Data {
+                    data: serde_json::Value::String(text.to_string()),
+                },
             }
         };
         if let Work::Primes { from, to } = work
@@ -146,12 +165,18 @@ mod tests {
         assert_eq!(
             tasks,
             vec![
-                Work::Exec { command: "echo hi".into(), timeout_ms: None },
+                Work::Exec {
+                    command: "echo hi".into(),
+                    timeout_ms: None
+                },
                 Work::Sleep { ms: 5 },
                 Work::Primes { from: 1, to: 9 },
             ]
         );
-        assert_eq!(parse("82\n15\n".as_bytes(), Plain::Sleep).unwrap(), vec![Work::Sleep { ms: 82 }, Work::Sleep { ms: 15 }]);
+        assert_eq!(
+            parse("82\n15\n".as_bytes(), Plain::Sleep).unwrap(),
+            vec![Work::Sleep { ms: 82 }, Work::Sleep { ms: 15 }]
+        );
     }
 
     #[test]
@@ -163,14 +188,24 @@ mod tests {
             ("{\"kind\":\"sleep\",\"ms\":1,\"extra\":2}", 1),
             ("{\"kind\":\"primes\",\"from\":9,\"to\":1}", 1),
         ] {
-            let plain = if text.starts_with('1') { Plain::Sleep } else { Plain::Exec };
+            let plain = if text.starts_with('1') {
+                Plain::Sleep
+            } else {
+                Plain::Exec
+            };
             match parse(text.as_bytes(), plain) {
                 Err(InputError::Line { line: l, .. }) => assert_eq!(l, line, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
-        assert!(matches!(parse("# only\n\n".as_bytes(), Plain::Exec), Err(InputError::Empty)));
-        assert!(matches!(parse(&b"\xff\n"[..], Plain::Exec), Err(InputError::Line { line: 1, .. })));
+        assert!(matches!(
+            parse("# only\n\n".as_bytes(), Plain::Exec),
+            Err(InputError::Empty)
+        ));
+        assert!(matches!(
+            parse(&b"\xff\n"[..], Plain::Exec),
+            Err(InputError::Line { line: 1, .. })
+        ));
     }
 
     #[test]
@@ -178,9 +213,19 @@ mod tests {
         let a = generate(100, Kind::Sleep, "random:1-100".parse().unwrap(), 7);
         assert_eq!(a, generate(100, Kind::Sleep, Workload::Random(1, 100), 7));
         assert_ne!(a, generate(100, Kind::Sleep, Workload::Random(1, 100), 8));
-        assert!(a.iter().all(|w| matches!(w, Work::Sleep { ms } if (1..=100).contains(ms))));
+        assert!(
+            a.iter()
+                .all(|w| matches!(w, Work::Sleep { ms } if (1..=100).contains(ms)))
+        );
         let p = generate(3, Kind::Primes, Workload::Fixed(10), 0);
-        assert_eq!(p, vec![Work::Primes { from: 0, to: 10 }, Work::Primes { from: 10, to: 20 }, Work::Primes { from: 20, to: 30 }]);
+        assert_eq!(
+            p,
+            vec![
+                Work::Primes { from: 0, to: 10 },
+                Work::Primes { from: 10, to: 20 },
+                Work::Primes { from: 20, to: 30 }
+            ]
+        );
         assert!("random:5-1".parse::<Workload>().is_err());
         assert!("ten".parse::<Workload>().is_err());
     }

@@ -57,11 +57,19 @@ pub struct Config {
     #[arg(long, env = "ZPIPE_TASK_ENDPOINT", default_value = "tcp://*:5557")]
     pub task_endpoint: Endpoints,
     /// The sink's feedback channel (ROUTER): batch start, ready workers, DONE.
-    #[arg(long, env = "ZPIPE_FEEDBACK_ENDPOINT", default_value = "tcp://localhost:5561")]
+    #[arg(
+        long,
+        env = "ZPIPE_FEEDBACK_ENDPOINT",
+        default_value = "tcp://localhost:5561"
+    )]
     pub feedback_endpoint: Endpoints,
     /// Classic mode only: the sink's result socket, for the "0" that starts
     /// the batch.
-    #[arg(long, env = "ZPIPE_RESULT_ENDPOINT", default_value = "tcp://localhost:5558")]
+    #[arg(
+        long,
+        env = "ZPIPE_RESULT_ENDPOINT",
+        default_value = "tcp://localhost:5558"
+    )]
     pub result_endpoint: Endpoints,
     /// Start once this many workers are ready.
     #[arg(long, env = "ZPIPE_WORKERS", default_value_t = 1)]
@@ -113,9 +121,13 @@ impl Config {
     /// The batch this configuration describes: the input, or generated tasks.
     pub fn load_tasks(&self) -> Result<Vec<Work>, Error> {
         match &self.input {
-            Some(path) if path.as_os_str() == "-" => Ok(input::parse(std::io::stdin().lock(), self.plain)?),
+            Some(path) if path.as_os_str() == "-" => {
+                Ok(input::parse(std::io::stdin().lock(), self.plain)?)
+            }
             Some(path) => {
-                let file = std::fs::File::open(path).map_err(|e| Error::Usage(format!("cannot open the input {}: {e}", path.display())))?;
+                let file = std::fs::File::open(path).map_err(|e| {
+                    Error::Usage(format!("cannot open the input {}: {e}", path.display()))
+                })?;
                 Ok(input::parse(std::io::BufReader::new(file), self.plain)?)
             }
             None => {
@@ -123,7 +135,12 @@ impl Config {
                     return Err(Error::Usage("--tasks 0: nothing to do".into()));
                 }
                 let seed = self.seed.unwrap_or_else(rand::random);
-                log::info!("generating {} {:?} tasks, workload {:?}, seed {seed}", self.tasks, self.kind, self.workload);
+                log::info!(
+                    "generating {} {:?} tasks, workload {:?}, seed {seed}",
+                    self.tasks,
+                    self.kind,
+                    self.workload
+                );
                 Ok(input::generate(self.tasks, self.kind, self.workload, seed))
             }
         }
@@ -139,9 +156,13 @@ pub enum Error {
     Input(#[from] input::InputError),
     #[error("{0}")]
     Usage(String),
-    #[error("no sink answered on {endpoint} within {waited:?}: start the sink, or point --feedback-endpoint at it")]
+    #[error(
+        "no sink answered on {endpoint} within {waited:?}: start the sink, or point --feedback-endpoint at it"
+    )]
     NoSink { endpoint: String, waited: Duration },
-    #[error("the sink is collecting another batch ({0:016x}); wait for it to finish or use another sink")]
+    #[error(
+        "the sink is collecting another batch ({0:016x}); wait for it to finish or use another sink"
+    )]
     SinkBusy(u64),
     #[error("no worker became ready within {waited:?}: are workers connected to {endpoint}?")]
     NoWorkers { endpoint: String, waited: Duration },
@@ -189,7 +210,11 @@ pub struct Ventilator {
 impl Ventilator {
     /// Makes the sockets, binds the task endpoint and connects to the sink.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Ventilator, Error> {
-        let mut tuning = Tuning { hwm: config.hwm, max_msg_size: config.max_msg_size, ..Tuning::default() };
+        let mut tuning = Tuning {
+            hwm: config.hwm,
+            max_msg_size: config.max_msg_size,
+            ..Tuning::default()
+        };
         if config.classic {
             tuning.linger = config.linger;
             tuning.heartbeat = None;
@@ -198,14 +223,23 @@ impl Ventilator {
         let bound = config.task_endpoint.attach(&push, Action::Bind, "tasks")?;
         let feedback = if config.classic {
             let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
-            config.result_endpoint.attach(&sink, Action::Connect, "sink")?;
+            config
+                .result_endpoint
+                .attach(&sink, Action::Connect, "sink")?;
             sink
         } else {
             let feedback = sockets::socket(ctx, zmq::DEALER, "feedback", &tuning)?;
-            config.feedback_endpoint.attach(&feedback, Action::Connect, "feedback")?;
+            config
+                .feedback_endpoint
+                .attach(&feedback, Action::Connect, "feedback")?;
             feedback
         };
-        Ok(Ventilator { config: config.clone(), push, feedback, bound })
+        Ok(Ventilator {
+            config: config.clone(),
+            push,
+            feedback,
+            bound,
+        })
     }
 
     /// The task endpoints as bound (a `tcp://127.0.0.1:*` comes back with its
@@ -233,11 +267,22 @@ impl Ventilator {
 }
 
 /// Binds and runs one batch (see [`Ventilator`]).
-pub fn run(config: &Config, tasks: &[Work], ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
+pub fn run(
+    config: &Config,
+    tasks: &[Work],
+    ctx: &zmq::Context,
+    shutdown: &Shutdown,
+) -> Result<Report, Error> {
     Ventilator::bind(config, ctx)?.run(tasks, shutdown)
 }
 
-fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zmq::Socket, shutdown: &Shutdown) -> Result<Report, Error> {
+fn push_batch(
+    config: &Config,
+    tasks: &[Work],
+    push: &zmq::Socket,
+    feedback: &zmq::Socket,
+    shutdown: &Shutdown,
+) -> Result<Report, Error> {
     let batch = loop {
         let b: u64 = rand::random();
         if b != 0 {
@@ -251,13 +296,35 @@ fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zm
         expected_ms: tasks.iter().filter_map(Work::expected_ms).sum(),
         dispatch: Dispatch::Push,
     };
-    let mut report = Report { batch: hex.clone(), tasks: info.tasks, sent: 0, workers: 0, wait_ms: 0.0, send_ms: 0.0, done: None };
-    log::info!("batch {hex}: {} tasks on {}; waiting for {} worker(s)", info.tasks, config.task_endpoint, config.workers);
+    let mut report = Report {
+        batch: hex.clone(),
+        tasks: info.tasks,
+        sent: 0,
+        workers: 0,
+        wait_ms: 0.0,
+        send_ms: 0.0,
+        done: None,
+    };
+    log::info!(
+        "batch {hex}: {} tasks on {}; waiting for {} worker(s)",
+        info.tasks,
+        config.task_endpoint,
+        config.workers
+    );
 
     let mut drops = Drops::default();
     let mut frames = Vec::new();
     let started = Instant::now();
-    let Some(ready) = wait_ready(config, feedback, &info, &mut drops, &mut frames, shutdown, started)? else {
+    let Some(ready) = wait_ready(
+        config,
+        feedback,
+        &info,
+        &mut drops,
+        &mut frames,
+        shutdown,
+        started,
+    )?
+    else {
         report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
         return Ok(report);
     };
@@ -265,12 +332,20 @@ fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zm
     report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     // GO first: the sink starts its clock as the first task leaves.
-    sockets::send_frames(feedback, &[Header::bare(Kind::Go, batch).encode()], || !shutdown.is_triggered())?;
+    sockets::send_frames(feedback, &[Header::bare(Kind::Go, batch).encode()], || {
+        !shutdown.is_triggered()
+    })?;
     let send_started = Instant::now();
     let mut body = Vec::with_capacity(64);
     let mut clock_us = 0;
     for (id, work) in tasks.iter().enumerate() {
-        let head = Header { kind: Kind::Task, attempt: 1, batch, task: id as u64 }.encode();
+        let head = Header {
+            kind: Kind::Task,
+            attempt: 1,
+            batch,
+            task: id as u64,
+        }
+        .encode();
         // Reading the clock for every task was a visible cost at millions of
         // tasks per second; 32 tasks leave within microseconds of each other.
         if id % 32 == 0 {
@@ -285,7 +360,11 @@ fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zm
     }
     report.send_ms = send_started.elapsed().as_secs_f64() * 1000.0;
     if report.sent == info.tasks {
-        log::info!("batch {hex}: all {} tasks sent in {:.1} ms; waiting for the sink", report.sent, report.send_ms);
+        log::info!(
+            "batch {hex}: all {} tasks sent in {:.1} ms; waiting for the sink",
+            report.sent,
+            report.send_ms
+        );
     }
 
     // Wait for DONE.
@@ -296,16 +375,27 @@ fn push_batch(config: &Config, tasks: &[Work], push: &zmq::Socket, feedback: &zm
             Recv::Stopped => break,
         }
         match protocol::split(&frames) {
-            Ok((h, p)) if h.kind == Kind::Done && h.batch == batch => match protocol::from_json::<BatchDone>(p, "done") {
-                Ok(done) => {
-                    log::info!("batch {hex} done: {} ok, {} failed in {:.1} ms", done.ok, done.failed, done.elapsed_ms);
-                    report.done = Some(done);
-                    break;
+            Ok((h, p)) if h.kind == Kind::Done && h.batch == batch => {
+                match protocol::from_json::<BatchDone>(p, "done") {
+                    Ok(done) => {
+                        log::info!(
+                            "batch {hex} done: {} ok, {} failed in {:.1} ms",
+                            done.ok,
+                            done.failed,
+                            done.elapsed_ms
+                        );
+                        report.done = Some(done);
+                        break;
+                    }
+                    Err(e) => drops.note("feedback", e.label(), e),
                 }
-                Err(e) => drops.note("feedback", e.label(), e),
-            },
+            }
             Ok((h, _)) if h.kind == Kind::Status => {}
-            Ok((h, _)) => drops.note("feedback", "unexpected kind", format!("{:?} while waiting for DONE", h.kind)),
+            Ok((h, _)) => drops.note(
+                "feedback",
+                "unexpected kind",
+                format!("{:?} while waiting for DONE", h.kind),
+            ),
             Err(e) => drops.note("feedback", e.label(), e),
         }
     }
@@ -340,16 +430,29 @@ fn wait_ready(
         }
         let ready = heard.as_ref().map_or(0, |s| s.ready.len());
         if ready >= config.workers && heard.is_some() {
-            log::info!("{ready} worker(s) ready after {:.0} ms: starting", started.elapsed().as_secs_f64() * 1000.0);
+            log::info!(
+                "{ready} worker(s) ready after {:.0} ms: starting",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
             return Ok(Some(ready));
         }
         if started.elapsed() >= config.wait {
             let endpoint = config.task_endpoint.to_string();
             return match (&heard, ready) {
-                (None, _) => Err(Error::NoSink { endpoint: config.feedback_endpoint.to_string(), waited: config.wait }),
-                (Some(_), 0) => Err(Error::NoWorkers { endpoint, waited: config.wait }),
+                (None, _) => Err(Error::NoSink {
+                    endpoint: config.feedback_endpoint.to_string(),
+                    waited: config.wait,
+                }),
+                (Some(_), 0) => Err(Error::NoWorkers {
+                    endpoint,
+                    waited: config.wait,
+                }),
                 (Some(_), n) => {
-                    log::warn!("only {n} of {} workers ready after {:?}: starting with them", config.workers, config.wait);
+                    log::warn!(
+                        "only {n} of {} workers ready after {:?}: starting with them",
+                        config.workers,
+                        config.wait
+                    );
                     Ok(Some(n))
                 }
             };
@@ -367,12 +470,18 @@ fn wait_ready(
             Recv::Stopped => return Ok(None),
         }
         match protocol::split(frames) {
-            Ok((h, p)) if h.kind == Kind::Status => match protocol::from_json::<SinkStatus>(p, "status") {
-                Ok(s) if s.batch == Some(info.batch) => heard = Some(s),
-                Ok(s) => return Err(Error::SinkBusy(s.batch.unwrap_or(0))),
-                Err(e) => drops.note("feedback", e.label(), e),
-            },
-            Ok((h, _)) => drops.note("feedback", "unexpected kind", format!("{:?} while waiting for workers", h.kind)),
+            Ok((h, p)) if h.kind == Kind::Status => {
+                match protocol::from_json::<SinkStatus>(p, "status") {
+                    Ok(s) if s.batch == Some(info.batch) => heard = Some(s),
+                    Ok(s) => return Err(Error::SinkBusy(s.batch.unwrap_or(0))),
+                    Err(e) => drops.note("feedback", e.label(), e),
+                }
+            }
+            Ok((h, _)) => drops.note(
+                "feedback",
+                "unexpected kind",
+                format!("{:?} while waiting for workers", h.kind),
+            ),
             Err(e) => drops.note("feedback", e.label(), e),
         }
     }

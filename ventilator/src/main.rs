@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         .and_then(|tasks| ventilator::run(&config, &tasks, &zmq::Context::new(), &shutdown));
     match result {
         Ok(report) if !config.classic && report.done.is_none() => {
-            eprintln!("ventilator: stopped before the sink said DONE ({} of {} tasks sent)", report.sent, report.tasks);
+            eprintln!(
+                "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",
+                report.sent, report.tasks
+            );
             ExitCode::from(130)
         }
         other => common::cli::finish(other.map(|_| ()), "ventilator"),

@@ -8,7 +8,9 @@ use common::testing::{stderr_of, wait_exit};
 
 fn ventilator() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ventilator"));
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -21,7 +23,11 @@ fn a_malformed_input_line_is_named_and_nothing_is_sent() {
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let at = pull.get_last_endpoint().unwrap().unwrap();
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(file, "echo one\n# a comment\n{{\"kind\":\"sleep\",\"ms\":\"ten\"}}").unwrap();
+    writeln!(
+        file,
+        "echo one\n# a comment\n{{\"kind\":\"sleep\",\"ms\":\"ten\"}}"
+    )
+    .unwrap();
     let mut child = ventilator()
         .args(["--task-endpoint", &format!(">{at}"), "--input"])
         .arg(file.path())
@@ -37,7 +43,14 @@ fn a_malformed_input_line_is_named_and_nothing_is_sent() {
 #[test]
 fn stdin_input_and_usage_errors() {
     let mut child = ventilator()
-        .args(["--input", "-", "--plain", "sleep", "--task-endpoint", "udp://x:1"])
+        .args([
+            "--input",
+            "-",
+            "--plain",
+            "sleep",
+            "--task-endpoint",
+            "udp://x:1",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -45,20 +58,38 @@ fn stdin_input_and_usage_errors() {
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2));
     assert!(stderr_of(&mut child).contains("unknown transport"));
-    let out = ventilator().args(["--workload", "random:9-1"]).output().unwrap();
+    let out = ventilator()
+        .args(["--workload", "random:9-1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn sigterm_stops_a_waiting_ventilator_within_a_second() {
     let mut child = ventilator()
-        .args(["--task-endpoint", "tcp://127.0.0.1:*", "--feedback-endpoint", "tcp://127.0.0.1:1", "--tasks", "5"])
+        .args([
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:1",
+            "--tasks",
+            "5",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let t = std::time::Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(status.code(), Some(130));
 }

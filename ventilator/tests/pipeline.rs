@@ -31,11 +31,19 @@ fn workers_started_apart_share_the_batch_evenly() {
         assert_eq!(report.ok, 400);
         assert_eq!(report.workers.len(), 4, "{:?}", report.workers);
         for w in &report.workers {
-            assert!((70..=130).contains(&w.tasks), "uneven share: {:?}", report.workers);
+            assert!(
+                (70..=130).contains(&w.tasks),
+                "uneven share: {:?}",
+                report.workers
+            );
         }
         for (_, h) in workers {
             let r = h.join().unwrap().unwrap();
-            assert_eq!(r.stopped_by, worker::StopReason::End, "every worker obeys END");
+            assert_eq!(
+                r.stopped_by,
+                worker::StopReason::End,
+                "every worker obeys END"
+            );
         }
     });
 }
@@ -50,11 +58,22 @@ fn every_task_kind_runs_and_failures_become_results() {
         let tasks = vec![
             Work::Sleep { ms: 5 },
             Work::Primes { from: 0, to: 1000 },
-            Work::Exec { command: "echo out; echo err >&2".into(), timeout_ms: None },
-            Work::Exec { command: "exit 7".into(), timeout_ms: None },
-            Work::Exec { command: "sleep 5".into(), timeout_ms: Some(100) },
+            Work::Exec {
+                command: "echo out; echo err >&2".into(),
+                timeout_ms: None,
+            },
+            Work::Exec {
+                command: "exit 7".into(),
+                timeout_ms: None,
+            },
+            Work::Exec {
+                command: "sleep 5".into(),
+                timeout_ms: Some(100),
+            },
             Work::Noop,
-            Work::Data { data: serde_json::json!("x") },
+            Work::Data {
+                data: serde_json::json!("x"),
+            },
         ];
         let (_, w) = spawn_worker(&ctx, worker_config(&tasks_at, &sink, &["--threads", "2"]));
         vent.run(&tasks, &common::Shutdown::new()).unwrap();
@@ -63,7 +82,11 @@ fn every_task_kind_runs_and_failures_become_results() {
         assert!(w.join().unwrap().is_ok());
         let lines = read_lines(&sink.output);
         let ids: Vec<u64> = lines.iter().map(|l| l["task"].as_u64().unwrap()).collect();
-        assert_eq!(ids, (0..7).collect::<Vec<_>>(), "--ordered keeps input order");
+        assert_eq!(
+            ids,
+            (0..7).collect::<Vec<_>>(),
+            "--ordered keeps input order"
+        );
         assert_eq!(lines[1]["output"], "168");
         assert_eq!(lines[2]["output"], "out\n");
         assert_eq!(lines[2]["error"], "err\n");
@@ -84,7 +107,11 @@ fn a_custom_handler_runs_and_its_panics_become_error_results() {
         let sink = start_sink(&ctx, &[]);
         let vent = ventilator(&ctx, &sink, &[]);
         let config = worker_config(&vent.bound()[0], &sink, &[]);
-        let tasks: Vec<Work> = (0..20).map(|i| Work::Data { data: serde_json::json!(i) }).collect();
+        let tasks: Vec<Work> = (0..20)
+            .map(|i| Work::Data {
+                data: serde_json::json!(i),
+            })
+            .collect();
         let wctx = ctx.clone();
         let w = thread::spawn(move || {
             let handler = |_t: &worker::TaskInfo<'_>, work: &Work| match work {
@@ -99,7 +126,10 @@ fn a_custom_handler_runs_and_its_panics_become_error_results() {
         assert_eq!((report.ok, report.failed), (19, 1));
         let wr = w.join().unwrap().unwrap();
         assert_eq!(wr.tasks, 20, "the worker lived on after the panic");
-        let by_task: HashMap<u64, serde_json::Value> = read_lines(&sink.output).into_iter().map(|l| (l["task"].as_u64().unwrap(), l)).collect();
+        let by_task: HashMap<u64, serde_json::Value> = read_lines(&sink.output)
+            .into_iter()
+            .map(|l| (l["task"].as_u64().unwrap(), l))
+            .collect();
         assert_eq!(by_task[&3]["output"], "6");
         assert_eq!(by_task[&13]["status"], "panicked");
         assert!(by_task[&13]["error"].as_str().unwrap().contains("unlucky"));
@@ -112,14 +142,21 @@ fn threads_in_one_worker_run_tasks_at_once() {
         let ctx = zmq::Context::new();
         let sink = start_sink(&ctx, &[]);
         let vent = ventilator(&ctx, &sink, &[]);
-        let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &["--threads", "8"]));
+        let (_, w) = spawn_worker(
+            &ctx,
+            worker_config(&vent.bound()[0], &sink, &["--threads", "8"]),
+        );
         let tasks = vec![Work::Sleep { ms: 100 }; 16];
         vent.run(&tasks, &common::Shutdown::new()).unwrap();
         let report = sink.handle.join().unwrap().unwrap();
         assert!(report.complete);
         assert_eq!(report.threads, 8);
         // Serially this is 1.6 s; eight at a time, two rounds of 100 ms.
-        assert!(report.elapsed_ms < 1000.0, "threads did not overlap: {} ms", report.elapsed_ms);
+        assert!(
+            report.elapsed_ms < 1000.0,
+            "threads did not overlap: {} ms",
+            report.elapsed_ms
+        );
         assert_eq!(w.join().unwrap().unwrap().tasks, 16);
     });
 }
@@ -134,13 +171,25 @@ fn garbage_and_other_versions_are_counted_and_dropped() {
         let evil = ctx.socket(zmq::PUSH).unwrap();
         evil.set_linger(1000).unwrap();
         evil.connect(&sink.results).unwrap();
-        let mut v2 = common::protocol::Header { kind: common::protocol::Kind::Result, attempt: 1, batch: 1, task: 0 }.encode();
+        let mut v2 = common::protocol::Header {
+            kind: common::protocol::Kind::Result,
+            attempt: 1,
+            batch: 1,
+            task: 0,
+        }
+        .encode();
         v2[2] = 2;
         evil.send(&b"\x00\xffgarbage"[..], 0).unwrap();
         evil.send(&b""[..], 0).unwrap();
         evil.send("42", 0).unwrap();
         evil.send_multipart([&v2[..], b"x"], 0).unwrap();
-        let r1 = common::protocol::Header { kind: common::protocol::Kind::Result, attempt: 1, batch: 1, task: 0 }.encode();
+        let r1 = common::protocol::Header {
+            kind: common::protocol::Kind::Result,
+            attempt: 1,
+            batch: 1,
+            task: 0,
+        }
+        .encode();
         evil.send_multipart([&r1[..], b"short"], 0).unwrap();
         // And garbage on the feedback port (ROUTER).
         let evil2 = ctx.socket(zmq::DEALER).unwrap();
@@ -150,14 +199,31 @@ fn garbage_and_other_versions_are_counted_and_dropped() {
 
         let vent = ventilator(&ctx, &sink, &[]);
         let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
-        vent.run(&vec![Work::Noop; 50], &common::Shutdown::new()).unwrap();
+        vent.run(&vec![Work::Noop; 50], &common::Shutdown::new())
+            .unwrap();
         let report = sink.handle.join().unwrap().unwrap();
         assert!(report.complete);
         assert_eq!(report.ok, 50);
-        assert!(report.dropped.get("wrong version").copied() >= Some(1), "{:?}", report.dropped);
-        assert!(report.dropped.get("not zpipe").copied() >= Some(2), "{:?}", report.dropped);
-        assert!(report.dropped.get("empty").copied() >= Some(1), "{:?}", report.dropped);
-        assert!(report.dropped.values().sum::<u64>() >= 6, "{:?}", report.dropped);
+        assert!(
+            report.dropped.get("wrong version").copied() >= Some(1),
+            "{:?}",
+            report.dropped
+        );
+        assert!(
+            report.dropped.get("not zpipe").copied() >= Some(2),
+            "{:?}",
+            report.dropped
+        );
+        assert!(
+            report.dropped.get("empty").copied() >= Some(1),
+            "{:?}",
+            report.dropped
+        );
+        assert!(
+            report.dropped.values().sum::<u64>() >= 6,
+            "{:?}",
+            report.dropped
+        );
         w.join().unwrap().unwrap();
     });
 }
@@ -176,13 +242,16 @@ fn a_ventilator_without_a_sink_or_workers_says_so() {
             "--wait",
             "300ms",
         ]);
-        let err = ventilator::run(&config, &[Work::Noop], &ctx, &common::Shutdown::new()).unwrap_err();
+        let err =
+            ventilator::run(&config, &[Work::Noop], &ctx, &common::Shutdown::new()).unwrap_err();
         assert!(matches!(err, ventilator::Error::NoSink { .. }), "{err}");
         assert!(err.to_string().contains("no sink answered"), "{err}");
         // A sink but no worker.
         let sink = start_sink(&ctx, &[]);
         let vent = ventilator(&ctx, &sink, &["--wait", "500ms"]);
-        let err = vent.run(&[Work::Noop], &common::Shutdown::new()).unwrap_err();
+        let err = vent
+            .run(&[Work::Noop], &common::Shutdown::new())
+            .unwrap_err();
         assert!(matches!(err, ventilator::Error::NoWorkers { .. }), "{err}");
         sink.shutdown.trigger();
         let report = sink.handle.join().unwrap().unwrap();
@@ -210,7 +279,10 @@ fn a_stopped_sink_returns_its_report_so_far_at_once() {
         let t = Instant::now();
         wstop.trigger();
         vstop.trigger();
-        assert_eq!(w.join().unwrap().unwrap().stopped_by, worker::StopReason::Signal);
+        assert_eq!(
+            w.join().unwrap().unwrap().stopped_by,
+            worker::StopReason::Signal
+        );
         assert!(v.join().unwrap().unwrap().done.is_none());
         assert!(t.elapsed() < Duration::from_secs(1));
     });
@@ -221,10 +293,17 @@ fn classic_roles_speak_the_guides_format_to_each_other() {
     time_bomb(60, || {
         let ctx = zmq::Context::new();
         let sink = start_sink(&ctx, &["--classic", "--tasks", "30"]);
-        let vent = ventilator(&ctx, &sink, &["--classic", "--start-after", "500ms", "--linger", "2s"]);
+        let vent = ventilator(
+            &ctx,
+            &sink,
+            &["--classic", "--start-after", "500ms", "--linger", "2s"],
+        );
         let mut workers = Vec::new();
         for _ in 0..2 {
-            workers.push(spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &["--classic"])));
+            workers.push(spawn_worker(
+                &ctx,
+                worker_config(&vent.bound()[0], &sink, &["--classic"]),
+            ));
         }
         let tasks: Vec<Work> = (0..30).map(|i| Work::Sleep { ms: i % 5 }).collect();
         let vr = vent.run(&tasks, &common::Shutdown::new()).unwrap();
@@ -237,7 +316,10 @@ fn classic_roles_speak_the_guides_format_to_each_other() {
         assert!(out.contains("Total elapsed time: "), "{out}");
         for (_, h) in workers {
             // tasksink2's KILL stops taskwork2's workers.
-            assert_eq!(h.join().unwrap().unwrap().stopped_by, worker::StopReason::Kill);
+            assert_eq!(
+                h.join().unwrap().unwrap().stopped_by,
+                worker::StopReason::Kill
+            );
         }
     });
 }
@@ -252,13 +334,25 @@ fn classic_wire_format_is_the_guides() {
         sink_pull.bind("tcp://127.0.0.1:*").unwrap();
         let sink_at = sink_pull.get_last_endpoint().unwrap().unwrap();
         let config = <ventilator::Config as clap::Parser>::parse_from([
-            "ventilator", "--classic", "--task-endpoint", "tcp://127.0.0.1:*", "--result-endpoint", &sink_at, "--start-after", "300ms",
+            "ventilator",
+            "--classic",
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--result-endpoint",
+            &sink_at,
+            "--start-after",
+            "300ms",
         ]);
         let vent = ventilator::Ventilator::bind(&config, &ctx).unwrap();
         let pull = ctx.socket(zmq::PULL).unwrap();
         pull.set_rcvtimeo(5000).unwrap();
         pull.connect(&vent.bound()[0]).unwrap();
-        let v = thread::spawn(move || vent.run(&[Work::Sleep { ms: 12 }, Work::Sleep { ms: 3 }], &common::Shutdown::new()));
+        let v = thread::spawn(move || {
+            vent.run(
+                &[Work::Sleep { ms: 12 }, Work::Sleep { ms: 3 }],
+                &common::Shutdown::new(),
+            )
+        });
         assert_eq!(sink_pull.recv_string(0).unwrap().unwrap(), "0");
         assert_eq!(pull.recv_string(0).unwrap().unwrap(), "12");
         assert_eq!(pull.recv_string(0).unwrap().unwrap(), "3");
@@ -274,14 +368,25 @@ fn classic_wire_format_is_the_guides() {
         ctl.bind("tcp://127.0.0.1:*").unwrap();
         let ctl_at = ctl.get_last_endpoint().unwrap().unwrap();
         let wconfig = <worker::Config as clap::Parser>::parse_from([
-            "worker", "--classic", "--task-endpoint", &tasks_at, "--result-endpoint", &sink_at, "--control-endpoint", &ctl_at,
+            "worker",
+            "--classic",
+            "--task-endpoint",
+            &tasks_at,
+            "--result-endpoint",
+            &sink_at,
+            "--control-endpoint",
+            &ctl_at,
         ]);
         let wctx = ctx.clone();
         let w = thread::spawn(move || worker::run(&wconfig, &wctx, &common::Shutdown::new()));
         tasks.send("7", 0).unwrap();
         tasks.send("not a number", 0).unwrap();
         assert_eq!(sink_pull.recv_bytes(0).unwrap(), b"");
-        assert_eq!(sink_pull.recv_bytes(0).unwrap(), b"", "a bad workload is still answered");
+        assert_eq!(
+            sink_pull.recv_bytes(0).unwrap(),
+            b"",
+            "a bad workload is still answered"
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while !w.is_finished() && Instant::now() < deadline {
             ctl.send("KILL", 0).unwrap();

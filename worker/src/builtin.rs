@@ -23,7 +23,10 @@ pub struct Builtin {
 
 impl Default for Builtin {
     fn default() -> Self {
-        Builtin { exec_timeout: Duration::from_secs(600), max_output: 64 * 1024 }
+        Builtin {
+            exec_timeout: Duration::from_secs(600),
+            max_output: 64 * 1024,
+        }
     }
 }
 
@@ -33,8 +36,13 @@ impl Handler for Builtin {
             Work::Noop => Outcome::ok(Vec::new()),
             Work::Sleep { ms } => sleep(Duration::from_millis(*ms), task.stop),
             Work::Primes { from, to } => primes(*from, *to, task.stop),
-            Work::Exec { command, timeout_ms } => {
-                let timeout = timeout_ms.map(Duration::from_millis).unwrap_or(self.exec_timeout);
+            Work::Exec {
+                command,
+                timeout_ms,
+            } => {
+                let timeout = timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.exec_timeout);
                 exec(command, timeout, self.max_output, task.stop)
             }
             Work::Data { .. } => Outcome::failed(
@@ -121,14 +129,34 @@ fn read_bounded(mut pipe: impl Read, max: usize) -> (Vec<u8>, bool) {
 /// the command and everything it started.
 pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown) -> Outcome {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::failed(Status::Failed, format!("cannot start sh: {e}")),
     };
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (out_tx, out_rx) = mpsc::channel();
-    for (index, pipe) in [(0usize, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)), (1, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>))] {
+    for (index, pipe) in [
+        (
+            0usize,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            1,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
         let tx = out_tx.clone();
         if let Some(pipe) = pipe {
             std::thread::spawn(move || {
@@ -151,7 +179,11 @@ pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if killed.is_none() && (started.elapsed() >= timeout || stop.is_triggered()) {
-                    killed = Some(if stop.is_triggered() { "the worker is stopping" } else { "timed out" });
+                    killed = Some(if stop.is_triggered() {
+                        "the worker is stopping"
+                    } else {
+                        "timed out"
+                    });
                     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
@@ -162,34 +194,53 @@ pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown
     // A grandchild that left the process group may hold the pipes open: wait
     // for the readers only a little.
     let deadline = Instant::now() + Duration::from_millis(500);
-    while let Ok((i, data)) = out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    while let Ok((i, data)) =
+        out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
         streams[i] = data;
     }
     let [(output, out_cut), (mut error, err_cut)] = streams;
     for (cut, name) in [(out_cut, "stdout"), (err_cut, "stderr")] {
         if cut {
-            error.extend_from_slice(format!("\n[zpipe: {name} truncated to {max_output} bytes]").as_bytes());
+            error.extend_from_slice(
+                format!("\n[zpipe: {name} truncated to {max_output} bytes]").as_bytes(),
+            );
         }
     }
     let (status, exit_code) = match (status, killed) {
         (_, Some(why)) => {
-            error.extend_from_slice(format!("\n[zpipe: killed after {:.3}s: {why}]", started.elapsed().as_secs_f64()).as_bytes());
+            error.extend_from_slice(
+                format!(
+                    "\n[zpipe: killed after {:.3}s: {why}]",
+                    started.elapsed().as_secs_f64()
+                )
+                .as_bytes(),
+            );
             (Status::TimedOut, None)
         }
         (Ok(s), None) => match s.code() {
             Some(0) => (Status::Ok, Some(0)),
             Some(code) => (Status::Failed, Some(code)),
             None => {
-                error.extend_from_slice(format!("\n[zpipe: killed by signal {}]", s.signal().unwrap_or(0)).as_bytes());
+                error.extend_from_slice(
+                    format!("\n[zpipe: killed by signal {}]", s.signal().unwrap_or(0)).as_bytes(),
+                );
                 (Status::Failed, None)
             }
         },
         (Err(e), None) => {
-            error.extend_from_slice(format!("\n[zpipe: waiting for the command failed: {e}]").as_bytes());
+            error.extend_from_slice(
+                format!("\n[zpipe: waiting for the command failed: {e}]").as_bytes(),
+            );
             (Status::Failed, None)
         }
     };
-    Outcome { status, exit_code, output, error }
+    Outcome {
+        status,
+        exit_code,
+        output,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -198,8 +249,17 @@ mod tests {
 
     fn run(work: Work) -> Outcome {
         let stop = Shutdown::new();
-        let info = TaskInfo { batch: 1, task: 1, attempt: 1, stop: &stop };
-        Builtin { exec_timeout: Duration::from_secs(5), max_output: 16 }.run(&info, &work)
+        let info = TaskInfo {
+            batch: 1,
+            task: 1,
+            attempt: 1,
+            stop: &stop,
+        };
+        Builtin {
+            exec_timeout: Duration::from_secs(5),
+            max_output: 16,
+        }
+        .run(&info, &work)
     }
 
     #[test]
@@ -212,17 +272,30 @@ mod tests {
     #[test]
     fn primes_counts() {
         assert_eq!(run(Work::Primes { from: 0, to: 100 }).output, b"25");
-        assert_eq!(run(Work::Primes { from: 100, to: 1000 }).output, b"143");
+        assert_eq!(
+            run(Work::Primes {
+                from: 100,
+                to: 1000
+            })
+            .output,
+            b"143"
+        );
     }
 
     #[test]
     fn exec_captures_exit_code_and_bounded_output() {
-        let o = run(Work::Exec { command: "echo hello; echo oops >&2; exit 3".into(), timeout_ms: None });
+        let o = run(Work::Exec {
+            command: "echo hello; echo oops >&2; exit 3".into(),
+            timeout_ms: None,
+        });
         assert_eq!(o.status, Status::Failed);
         assert_eq!(o.exit_code, Some(3));
         assert_eq!(o.output, b"hello\n");
         assert!(o.error.starts_with(b"oops\n"));
-        let o = run(Work::Exec { command: "seq 1 1000".into(), timeout_ms: None });
+        let o = run(Work::Exec {
+            command: "seq 1 1000".into(),
+            timeout_ms: None,
+        });
         assert_eq!(o.status, Status::Ok);
         assert_eq!(o.output.len(), 16);
         assert!(String::from_utf8_lossy(&o.error).contains("stdout truncated"));
@@ -235,7 +308,10 @@ mod tests {
         // The grandchild would write the marker after 1 s if it survived.
         let cmd = format!("(sleep 1; touch {}) & sleep 30", marker.display());
         let t = Instant::now();
-        let o = run(Work::Exec { command: cmd, timeout_ms: Some(200) });
+        let o = run(Work::Exec {
+            command: cmd,
+            timeout_ms: Some(200),
+        });
         assert_eq!(o.status, Status::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         std::thread::sleep(Duration::from_millis(1300));

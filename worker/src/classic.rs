@@ -15,18 +15,34 @@ impl<H: Handler> Executor<H> {
     /// guide's sink counts replies and would otherwise wait forever.
     pub(crate) fn classic_task(&self, frames: &[zmq::Message], drops: &mut Drops) -> bool {
         if frames.len() != 1 {
-            drops.note("tasks", "not classic", format!("{} frames where the guide sends one", frames.len()));
+            drops.note(
+                "tasks",
+                "not classic",
+                format!("{} frames where the guide sends one", frames.len()),
+            );
             return false;
         }
         let text = std::str::from_utf8(&frames[0]).unwrap_or("").trim();
         let ms = match text.parse::<u64>() {
             Ok(ms) => ms,
             Err(_) => {
-                drops.note("tasks", "not a number", format!("workload {:?} is not decimal milliseconds; answered as 0 ms", String::from_utf8_lossy(&frames[0])));
+                drops.note(
+                    "tasks",
+                    "not a number",
+                    format!(
+                        "workload {:?} is not decimal milliseconds; answered as 0 ms",
+                        String::from_utf8_lossy(&frames[0])
+                    ),
+                );
                 0
             }
         };
-        let info = TaskInfo { batch: 0, task: 0, attempt: 1, stop: &self.stop };
+        let info = TaskInfo {
+            batch: 0,
+            task: 0,
+            attempt: 1,
+            stop: &self.stop,
+        };
         let _ = self.handler.run(&info, &Work::Sleep { ms });
         true
     }

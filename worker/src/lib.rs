@@ -83,17 +83,33 @@ pub use builtin::Builtin;
 
 /// The worker's flags; every one can also come from a `ZPIPE_*` variable.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "worker", version, about = "zpipe worker: takes tasks from the ventilator (PULL), sends results to the sink (PUSH), stops on the sink's END (SUB)")]
+#[command(
+    name = "worker",
+    version,
+    about = "zpipe worker: takes tasks from the ventilator (PULL), sends results to the sink (PUSH), stops on the sink's END (SUB)"
+)]
 pub struct Config {
     /// Where tasks come from (ventilator or streamer). `@` binds, `>` connects,
     /// bare connects; comma-separated list.
-    #[arg(long, env = "ZPIPE_TASK_ENDPOINT", default_value = "tcp://localhost:5557")]
+    #[arg(
+        long,
+        env = "ZPIPE_TASK_ENDPOINT",
+        default_value = "tcp://localhost:5557"
+    )]
     pub task_endpoint: Endpoints,
     /// Where results go (sink or streamer).
-    #[arg(long, env = "ZPIPE_RESULT_ENDPOINT", default_value = "tcp://localhost:5558")]
+    #[arg(
+        long,
+        env = "ZPIPE_RESULT_ENDPOINT",
+        default_value = "tcp://localhost:5558"
+    )]
     pub result_endpoint: Endpoints,
     /// The sink's control channel (PUB), which says END and KILL.
-    #[arg(long, env = "ZPIPE_CONTROL_ENDPOINT", default_value = "tcp://localhost:5559")]
+    #[arg(
+        long,
+        env = "ZPIPE_CONTROL_ENDPOINT",
+        default_value = "tcp://localhost:5559"
+    )]
     pub control_endpoint: Endpoints,
     /// Tasks run at once, each in its own thread with its own sockets.
     #[arg(long, env = "ZPIPE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -122,7 +138,11 @@ pub struct Config {
 
 impl Config {
     fn tuning(&self) -> Tuning {
-        Tuning { hwm: self.hwm, max_msg_size: self.max_msg_size, ..Tuning::default() }
+        Tuning {
+            hwm: self.hwm,
+            max_msg_size: self.max_msg_size,
+            ..Tuning::default()
+        }
     }
 }
 
@@ -195,7 +215,10 @@ pub struct Report {
 
 /// Runs a worker with the built-in task kinds until END, KILL or `shutdown`.
 pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
-    let builtin = Builtin { exec_timeout: config.exec_timeout, max_output: config.max_output };
+    let builtin = Builtin {
+        exec_timeout: config.exec_timeout,
+        max_output: config.max_output,
+    };
     run_with(config, ctx, shutdown, builtin)
 }
 
@@ -206,7 +229,10 @@ pub fn run_with<H: Handler + 'static>(
     shutdown: &Shutdown,
     handler: H,
 ) -> Result<Report, Error> {
-    if config.threads > 1 && (config.task_endpoint.any_bind(Action::Connect) || config.result_endpoint.any_bind(Action::Connect)) {
+    if config.threads > 1
+        && (config.task_endpoint.any_bind(Action::Connect)
+            || config.result_endpoint.any_bind(Action::Connect))
+    {
         return Err(Error::Usage(
             "a worker with --threads > 1 connects one socket per thread, so its task and result endpoints cannot bind (@): put a streamer in front, or use --threads 1".into(),
         ));
@@ -215,18 +241,29 @@ pub fn run_with<H: Handler + 'static>(
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
     let tuning = config.tuning();
     let worker_id: u64 = rand::random();
-    let info = WorkerInfo { id: worker_id, host: common::hostname(), pid: std::process::id(), threads: config.threads };
+    let info = WorkerInfo {
+        id: worker_id,
+        host: common::hostname(),
+        pid: std::process::id(),
+        threads: config.threads,
+    };
 
     // SUB: the control channel; subscribe to everything (END, KILL).
     let control = sockets::socket(ctx, zmq::SUB, "control", &tuning)?;
-    control.set_subscribe(b"").map_err(|e| common::Error::zmq("subscribing", e))?;
-    config.control_endpoint.attach(&control, Action::Connect, "control")?;
+    control
+        .set_subscribe(b"")
+        .map_err(|e| common::Error::zmq("subscribing", e))?;
+    config
+        .control_endpoint
+        .attach(&control, Action::Connect, "control")?;
     // PUSH: HELLO, HEARTBEAT and BYE to the sink (results go from the threads).
     let status = if config.classic {
         None
     } else {
         let s = sockets::socket(ctx, zmq::PUSH, "results", &tuning)?;
-        config.result_endpoint.attach(&s, Action::Connect, "results")?;
+        config
+            .result_endpoint
+            .attach(&s, Action::Connect, "results")?;
         Some(s)
     };
 
@@ -279,13 +316,22 @@ pub fn run_with<H: Handler + 'static>(
         }
         if connected == config.threads && !hello_sent {
             hello_sent = true;
-            log::info!("worker {} ready: {} thread(s) connected to {}", info.name(), config.threads, config.task_endpoint);
+            log::info!(
+                "worker {} ready: {} thread(s) connected to {}",
+                info.name(),
+                config.threads,
+                config.task_endpoint
+            );
             if let Some(s) = &status {
                 send_info(s, Kind::Hello, &info, &stop);
             }
             next_beat = Instant::now() + config.heartbeat;
         } else if !hello_sent && waiting_since.elapsed() >= Duration::from_secs(5) {
-            log::info!("still waiting for a ventilator at {} ({connected} of {} threads connected)", config.task_endpoint, config.threads);
+            log::info!(
+                "still waiting for a ventilator at {} ({connected} of {} threads connected)",
+                config.task_endpoint,
+                config.threads
+            );
             waiting_since = Instant::now();
         }
         if hello_sent && Instant::now() >= next_beat {
@@ -306,7 +352,11 @@ pub fn run_with<H: Handler + 'static>(
         match protocol::split(&frames) {
             Ok((h, _)) if h.kind == Kind::End => break StopReason::End,
             Ok((h, _)) if h.kind == Kind::Kill => break StopReason::Kill,
-            Ok((h, _)) => drops.note("control", "unexpected kind", format!("{:?} is not a control message", h.kind)),
+            Ok((h, _)) => drops.note(
+                "control",
+                "unexpected kind",
+                format!("{:?} is not a control message", h.kind),
+            ),
             Err(e) => drops.note("control", e.label(), e),
         }
     };
@@ -315,7 +365,13 @@ pub fn run_with<H: Handler + 'static>(
     if let Some(s) = &status {
         send_info(s, Kind::Bye, &info, &Shutdown::new());
     }
-    let report = Report { worker: worker_id, tasks, failed, dropped: drops.total() + thread_drops, stopped_by };
+    let report = Report {
+        worker: worker_id,
+        tasks,
+        failed,
+        dropped: drops.total() + thread_drops,
+        stopped_by,
+    };
     log::info!(
         "worker {} stopped ({:?}): {} tasks, {} failed, {} messages dropped",
         info.name(),
@@ -346,7 +402,9 @@ fn join(threads: Vec<std::thread::JoinHandle<Counts>>) -> (u64, u64, u64) {
 fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdown) {
     let frames = protocol::json_frames(Header::bare(kind, 0), info);
     let deadline = Instant::now() + Duration::from_millis(500);
-    if let Err(e) = sockets::send_frames(socket, &frames, || Instant::now() < deadline && !stop.is_triggered()) {
+    if let Err(e) = sockets::send_frames(socket, &frames, || {
+        Instant::now() < deadline && !stop.is_triggered()
+    }) {
         log::warn!("cannot send {kind:?} to the sink: {e}");
     }
 }
@@ -368,7 +426,12 @@ struct Pack {
 
 impl Default for Pack {
     fn default() -> Self {
-        Pack { records: Vec::with_capacity(4096), count: 0, batch: 0, oldest: Instant::now() }
+        Pack {
+            records: Vec::with_capacity(4096),
+            count: 0,
+            batch: 0,
+            oldest: Instant::now(),
+        }
     }
 }
 
@@ -397,10 +460,19 @@ impl Pack {
                 batch: self.batch,
                 task: u64::from_le_bytes(r[0..8].try_into().unwrap_or_default()),
             };
-            sockets::send_frames(results, &[&head.encode()[..], &r[16..]], || !stop.is_triggered())?
+            sockets::send_frames(results, &[&head.encode()[..], &r[16..]], || {
+                !stop.is_triggered()
+            })?
         } else {
-            let head = Header { kind: Kind::Results, attempt: 0, batch: self.batch, task: self.count as u64 };
-            sockets::send_frames(results, &[&head.encode()[..], &self.records[..]], || !stop.is_triggered())?
+            let head = Header {
+                kind: Kind::Results,
+                attempt: 0,
+                batch: self.batch,
+                task: self.count as u64,
+            };
+            sockets::send_frames(results, &[&head.encode()[..], &self.records[..]], || {
+                !stop.is_triggered()
+            })?
         };
         self.records.clear();
         self.count = 0;
@@ -439,14 +511,19 @@ impl<H: Handler> Executor<H> {
         }
     }
 
-    fn serve(&self, ready: &mpsc::Sender<Result<(), common::Error>>) -> Result<Counts, common::Error> {
+    fn serve(
+        &self,
+        ready: &mpsc::Sender<Result<(), common::Error>>,
+    ) -> Result<Counts, common::Error> {
         // PULL: tasks from the ventilator, one connection per thread.
         let tasks = sockets::socket(&self.ctx, zmq::PULL, "tasks", &self.tuning)?;
         let monitor = Monitor::handshakes(&self.ctx, &tasks)?;
-        self.task_endpoint.attach(&tasks, Action::Connect, "tasks")?;
+        self.task_endpoint
+            .attach(&tasks, Action::Connect, "tasks")?;
         // PUSH: results to the sink.
         let results = sockets::socket(&self.ctx, zmq::PUSH, "results", &self.tuning)?;
-        self.result_endpoint.attach(&results, Action::Connect, "results")?;
+        self.result_endpoint
+            .attach(&results, Action::Connect, "results")?;
         let mut counts = Counts::default();
         loop {
             if self.stop.is_triggered() {
@@ -496,7 +573,11 @@ impl<H: Handler> Executor<H> {
             let header = match protocol::split(&frames) {
                 Ok((h, _)) if h.kind == Kind::Task => h,
                 Ok((h, _)) => {
-                    drops.note("tasks", "unexpected kind", format!("{:?} on the task socket", h.kind));
+                    drops.note(
+                        "tasks",
+                        "unexpected kind",
+                        format!("{:?} on the task socket", h.kind),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -513,12 +594,22 @@ impl<H: Handler> Executor<H> {
             if outcome.status != Status::Ok {
                 counts.failed += 1;
             }
-            let result = ResultBody { worker: self.worker, thread: self.index as u16, sent_us, duration_us: duration.as_micros() as u64, outcome };
+            let result = ResultBody {
+                worker: self.worker,
+                thread: self.index as u16,
+                sent_us,
+                duration_us: duration.as_micros() as u64,
+                outcome,
+            };
             body.clear();
             protocol::encode_result_record(&mut body, header.task, header.attempt, &result);
             pack.add(header.batch, &body, finished);
             // Hold results back only behind cheap tasks, and not for long.
-            if (pack.count >= MAX_PACK || duration >= HOLD_LIMIT || finished - pack.oldest >= HOLD_LIMIT) && !pack.flush(&results, &self.stop)? {
+            if (pack.count >= MAX_PACK
+                || duration >= HOLD_LIMIT
+                || finished - pack.oldest >= HOLD_LIMIT)
+                && !pack.flush(&results, &self.stop)?
+            {
                 break;
             }
         }
@@ -537,10 +628,20 @@ impl<H: Handler> Executor<H> {
             Ok(x) => x,
             Err(e) => {
                 let e: DecodeError = e;
-                return (0, started, Instant::now(), Outcome::failed(Status::Rejected, format!("cannot read the task: {e}")));
+                return (
+                    0,
+                    started,
+                    Instant::now(),
+                    Outcome::failed(Status::Rejected, format!("cannot read the task: {e}")),
+                );
             }
         };
-        let info = TaskInfo { batch: header.batch, task: header.task, attempt: header.attempt, stop: &self.stop };
+        let info = TaskInfo {
+            batch: header.batch,
+            task: header.task,
+            attempt: header.attempt,
+            stop: &self.stop,
+        };
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.handler.run(&info, &work))) {
             Ok(o) => o,
             Err(panic) => {

@@ -9,7 +9,9 @@ use common::work::Work;
 
 fn worker() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -31,7 +33,14 @@ fn sigterm_mid_task_kills_the_command_and_exits_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let mut child = worker()
-        .args(["--task-endpoint", &tasks_at, "--result-endpoint", &results_at, "--control-endpoint", &control_at])
+        .args([
+            "--task-endpoint",
+            &tasks_at,
+            "--result-endpoint",
+            &results_at,
+            "--control-endpoint",
+            &control_at,
+        ])
         .spawn()
         .unwrap();
     // HELLO comes once the task socket is connected.
@@ -39,21 +48,57 @@ fn sigterm_mid_task_kills_the_command_and_exits_within_a_second() {
     assert_eq!(protocol::split(&hello).unwrap().0.kind, Kind::Hello);
     let mut body = Vec::new();
     let cmd = format!("echo $$ > {}; exec sleep 30", pidfile.display());
-    protocol::encode_task(&mut body, 0, &Work::Exec { command: cmd, timeout_ms: None });
-    tasks.send_multipart([&Header { kind: Kind::Task, attempt: 1, batch: 9, task: 0 }.encode()[..], &body[..]], 0).unwrap();
+    protocol::encode_task(
+        &mut body,
+        0,
+        &Work::Exec {
+            command: cmd,
+            timeout_ms: None,
+        },
+    );
+    tasks
+        .send_multipart(
+            [
+                &Header {
+                    kind: Kind::Task,
+                    attempt: 1,
+                    batch: 9,
+                    task: 0,
+                }
+                .encode()[..],
+                &body[..],
+            ],
+            0,
+        )
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
         assert!(Instant::now() < deadline, "the command never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let command_pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let command_pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(status.success(), "{status:?}");
     // The command was killed (and reaped: not even a zombie is left).
-    assert!(!std::path::Path::new(&format!("/proc/{command_pid}")).exists(), "the command outlived its worker");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{command_pid}")).exists(),
+        "the command outlived its worker"
+    );
     assert!(stderr_of(&mut child).contains("stopped"));
 }
 
@@ -64,7 +109,16 @@ fn end_from_the_sink_makes_it_exit_0_and_bad_flags_exit_2() {
     let (results, results_at) = bound(&ctx, zmq::PULL);
     let (control, control_at) = bound(&ctx, zmq::PUB);
     let mut child = worker()
-        .args(["--task-endpoint", &tasks_at, "--result-endpoint", &results_at, "--control-endpoint", &control_at, "--threads", "3"])
+        .args([
+            "--task-endpoint",
+            &tasks_at,
+            "--result-endpoint",
+            &results_at,
+            "--control-endpoint",
+            &control_at,
+            "--threads",
+            "3",
+        ])
         .spawn()
         .unwrap();
     results.recv_multipart(0).expect("no HELLO from the worker");
@@ -77,7 +131,14 @@ fn end_from_the_sink_makes_it_exit_0_and_bad_flags_exit_2() {
     }
     assert!(wait_exit(&mut child, Duration::from_secs(1)).success());
 
-    let out = worker().args(["--threads", "2", "--task-endpoint", "@tcp://127.0.0.1:*"]).output().unwrap();
+    let out = worker()
+        .args(["--threads", "2", "--task-endpoint", "@tcp://127.0.0.1:*"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot bind"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

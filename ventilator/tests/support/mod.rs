@@ -68,14 +68,34 @@ pub fn start_sink(ctx: &zmq::Context, extra: &[&str]) -> RunningSink {
 
 /// A sink's output, one parsed JSON object per line.
 pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A ventilator bound to a free loopback port, not yet running.
-pub fn ventilator(ctx: &zmq::Context, sink: &RunningSink, extra: &[&str]) -> ventilator::Ventilator {
+pub fn ventilator(
+    ctx: &zmq::Context,
+    sink: &RunningSink,
+    extra: &[&str],
+) -> ventilator::Ventilator {
     // A classic sink has no feedback socket; a classic ventilator uses none.
-    let feedback = if sink.feedback.is_empty() { "tcp://127.0.0.1:1" } else { &sink.feedback };
-    let mut args = vec!["ventilator", "--task-endpoint", "tcp://127.0.0.1:*", "--feedback-endpoint", feedback, "--result-endpoint", &sink.results];
+    let feedback = if sink.feedback.is_empty() {
+        "tcp://127.0.0.1:1"
+    } else {
+        &sink.feedback
+    };
+    let mut args = vec![
+        "ventilator",
+        "--task-endpoint",
+        "tcp://127.0.0.1:*",
+        "--feedback-endpoint",
+        feedback,
+        "--result-endpoint",
+        &sink.results,
+    ];
     args.extend_from_slice(extra);
     ventilator::Ventilator::bind(&ventilator::Config::parse_from(args), ctx).unwrap()
 }
@@ -104,5 +124,8 @@ pub fn spawn_worker(ctx: &zmq::Context, config: worker::Config) -> (Shutdown, Wo
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let ctx = ctx.clone();
-    (shutdown, std::thread::spawn(move || worker::run(&config, &ctx, &stop)))
+    (
+        shutdown,
+        std::thread::spawn(move || worker::run(&config, &ctx, &stop)),
+    )
 }
