@@ -16,29 +16,35 @@ pub trait Usage {
     fn is_usage(&self) -> bool;
 }
 
-/// Prints an error chain on one line and maps it to an exit code: 2 for usage
-/// errors, 1 for everything else.
-pub fn finish<E: Usage + std::error::Error>(result: Result<(), E>, role: &str) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut line = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                line.push_str(": ");
-                line.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("{role}: error: {line}");
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
-        }
-    }
-}
-
 impl Usage for crate::Error {
     fn is_usage(&self) -> bool {
         crate::Error::is_usage(self)
     }
+}
+
+/// Ends a binary: prints an error chain on one line (`role: error: a: b: c`)
+/// and maps it to an exit code: 2 when the role's own error type `E` says it
+/// is a usage error, 1 for anything else.
+pub fn exit<E>(result: anyhow::Result<ExitCode>, role: &str) -> ExitCode
+where
+    E: Usage + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{role}: error: {e:#}");
+            let usage = e.downcast_ref::<E>().is_some_and(Usage::is_usage);
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// Raises `shutdown` on SIGINT and SIGTERM, or says why it cannot.
+pub fn on_signals(shutdown: &crate::Shutdown) -> anyhow::Result<()> {
+    use anyhow::Context;
+    shutdown
+        .on_signals()
+        .context("installing the signal handlers")
 }
 
 /// Parses a duration for clap: `250ms`, `5s`, `10m`, `1h 30m`.

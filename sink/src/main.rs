@@ -5,16 +5,19 @@ use clap::Parser;
 fn main() -> ExitCode {
     let config = sink::Config::parse();
     common::cli::init_logging();
+    common::cli::exit::<sink::Error>(run(&config), "sink")
+}
+
+fn run(config: &sink::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
-    if let Err(e) = shutdown.on_signals() {
-        eprintln!("sink: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    let result = sink::open_output(&config.output)
-        .and_then(|out| sink::run(&config, &zmq::Context::new(), &shutdown, out))
-        .and_then(|report| sink::print_report(&config, &report).map(|()| report));
-    match result {
-        Ok(report) if !report.complete => ExitCode::from(130),
-        other => common::cli::finish(other.map(|_| ()), "sink"),
-    }
+    common::cli::on_signals(&shutdown)?;
+    let out = sink::open_output(&config.output)?;
+    let report = sink::run(config, &zmq::Context::new(), &shutdown, out)?;
+    sink::print_report(config, &report)?;
+    // 130: stopped by a signal before the batch was complete.
+    Ok(if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(130)
+    })
 }

@@ -33,11 +33,12 @@ fn uppercase(_task: &TaskInfo<'_>, work: &Work) -> Outcome {
 fn main() -> ExitCode {
     let config = worker::Config::parse();
     common::cli::init_logging();
+    common::cli::exit::<worker::Error>(run(&config), "uppercase")
+}
+
+fn run(config: &worker::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
-    if let Err(e) = shutdown.on_signals() {
-        eprintln!("uppercase: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    let result = worker::run_with(&config, &zmq::Context::new(), &shutdown, uppercase).map(|_| ());
-    common::cli::finish(result, "uppercase")
+    common::cli::on_signals(&shutdown)?;
+    worker::run_with(config, &zmq::Context::new(), &shutdown, uppercase)?;
+    Ok(ExitCode::SUCCESS)
 }

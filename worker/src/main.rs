@@ -5,11 +5,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let config = worker::Config::parse();
     common::cli::init_logging();
+    common::cli::exit::<worker::Error>(run(&config), "worker")
+}
+
+fn run(config: &worker::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
-    if let Err(e) = shutdown.on_signals() {
-        eprintln!("worker: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    let result = worker::run(&config, &zmq::Context::new(), &shutdown).map(|_| ());
-    common::cli::finish(result, "worker")
+    common::cli::on_signals(&shutdown)?;
+    worker::run(config, &zmq::Context::new(), &shutdown)?;
+    Ok(ExitCode::SUCCESS)
 }
