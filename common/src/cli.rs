@@ -51,3 +51,26 @@ pub fn on_signals(shutdown: &crate::Shutdown) -> anyhow::Result<()> {
 pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 250ms, 5s, 10m)"))
 }
+
+/// Socket flags every role takes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SocketArgs {
+    /// High-water mark: messages queued per connection before sends wait.
+    #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
+    pub hwm: i32,
+    /// Largest message accepted from the network, in bytes; a larger one drops
+    /// the sender's connection.
+    #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
+    pub max_msg_size: i64,
+}
+
+impl SocketArgs {
+    /// These flags over the default [`Tuning`](crate::sockets::Tuning).
+    pub fn tuning(&self) -> crate::sockets::Tuning {
+        crate::sockets::Tuning {
+            hwm: self.hwm,
+            max_msg_size: self.max_msg_size,
+            ..Default::default()
+        }
+    }
+}

@@ -86,6 +86,24 @@ pub mod testing {
         }
     }
 
+    /// Sends `signal` to `child` and asserts that it exits within `limit`.
+    pub fn stop_within(
+        child: &mut Child,
+        signal: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let sent = Instant::now();
+        nix::sys::signal::kill(pid, signal).expect("sending the signal");
+        let status = wait_exit(child, limit + Duration::from_secs(5));
+        assert!(
+            sent.elapsed() < limit,
+            "{signal} took {:?} to stop the process (limit {limit:?})",
+            sent.elapsed()
+        );
+        status
+    }
+
     /// Reads all of a finished child's stderr.
     pub fn stderr_of(child: &mut Child) -> String {
         use std::io::Read;

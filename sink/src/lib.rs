@@ -45,7 +45,7 @@ use clap::Parser;
 use common::drops::Drops;
 use common::protocol::{self, BatchDone, BatchInfo, Header, Kind, SinkStatus, WorkerInfo};
 use common::report::Latency;
-use common::sockets::{self, Recv, Tuning};
+use common::sockets::{self, Recv};
 use common::work::Status;
 use common::{Action, Endpoints, Shutdown};
 
@@ -85,12 +85,8 @@ pub struct Config {
     /// A worker not heard from for this long is no longer counted as ready.
     #[arg(long, env = "ZPIPE_WORKER_TIMEOUT", default_value = "3s", value_parser = common::cli::duration)]
     pub worker_timeout: Duration,
-    /// High-water mark (messages queued per connection).
-    #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
-    pub hwm: i32,
-    /// Largest message accepted from the network, in bytes.
-    #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
-    pub max_msg_size: i64,
+    #[command(flatten)]
+    pub sockets: common::cli::SocketArgs,
     /// Speak the guide's wire format (tasksink2): the first message starts the
     /// clock, then `--tasks` results are counted, then KILL is published.
     #[arg(long, env = "ZPIPE_CLASSIC")]
@@ -209,11 +205,7 @@ pub struct Sink {
 impl Sink {
     /// Makes and binds (or connects) the sink's sockets.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Sink, Error> {
-        let tuning = Tuning {
-            hwm: config.hwm,
-            max_msg_size: config.max_msg_size,
-            ..Tuning::default()
-        };
+        let tuning = config.sockets.tuning();
         let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
         let results_at = config
             .result_endpoint

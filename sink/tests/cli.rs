@@ -1,9 +1,9 @@
 //! The sink binary: exit codes, errors in one line, signals.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::testing::{stderr_of, wait_exit};
+use common::testing::{stderr_of, stop_within, wait_exit};
 
 fn sink() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sink"));
@@ -72,17 +72,10 @@ fn sigterm_stops_it_within_a_second_with_its_report() {
         child.try_wait().unwrap().is_none(),
         "the sink should be waiting for a batch"
     );
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let status = stop_within(
+        &mut child,
         nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
+        Duration::from_secs(1),
     );
     assert_eq!(status.code(), Some(130));
     let err = stderr_of(&mut child);

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::drops::Drops;
 use common::protocol::{self, BatchDone, BatchInfo, Dispatch, Header, Kind, SinkStatus};
-use common::sockets::{self, Recv, Tuning};
+use common::sockets::{self, Recv};
 use common::work::Work;
 use common::{Action, Endpoints, Shutdown};
 use serde::Serialize;
@@ -97,12 +97,8 @@ pub struct Config {
     /// Seed for random workloads (random if not given; logged either way).
     #[arg(long, env = "ZPIPE_SEED")]
     pub seed: Option<u64>,
-    /// High-water mark (tasks queued per worker connection).
-    #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
-    pub hwm: i32,
-    /// Largest message accepted from the network, in bytes.
-    #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
-    pub max_msg_size: i64,
+    #[command(flatten)]
+    pub sockets: common::cli::SocketArgs,
     /// Speak the guide's wire format (taskvent): "0" to the sink, then each
     /// workload in decimal milliseconds. Sleep tasks only.
     #[arg(long, env = "ZPIPE_CLASSIC")]
@@ -210,11 +206,7 @@ pub struct Ventilator {
 impl Ventilator {
     /// Makes the sockets, binds the task endpoint and connects to the sink.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Ventilator, Error> {
-        let mut tuning = Tuning {
-            hwm: config.hwm,
-            max_msg_size: config.max_msg_size,
-            ..Tuning::default()
-        };
+        let mut tuning = config.sockets.tuning();
         if config.classic {
             tuning.linger = config.linger;
             tuning.heartbeat = None;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::testing::{stderr_of, wait_exit};
+use common::testing::{stderr_of, stop_within, wait_exit};
 
 fn ventilator() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ventilator"));
@@ -79,17 +79,10 @@ fn sigterm_stops_a_waiting_ventilator_within_a_second() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let t = std::time::Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let status = stop_within(
+        &mut child,
         nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
+        Duration::from_secs(1),
     );
     assert_eq!(status.code(), Some(130));
 }

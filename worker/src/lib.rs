@@ -124,26 +124,12 @@ pub struct Config {
     /// Bytes of stdout and of stderr kept per `exec` task.
     #[arg(long, env = "ZPIPE_MAX_OUTPUT", default_value_t = 64 * 1024)]
     pub max_output: usize,
-    /// High-water mark (messages queued per connection).
-    #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
-    pub hwm: i32,
-    /// Largest message accepted from the network, in bytes.
-    #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
-    pub max_msg_size: i64,
+    #[command(flatten)]
+    pub sockets: common::cli::SocketArgs,
     /// Speak the guide's wire format (taskwork2): decimal milliseconds in,
     /// an empty message out, any control message means kill.
     #[arg(long, env = "ZPIPE_CLASSIC")]
     pub classic: bool,
-}
-
-impl Config {
-    fn tuning(&self) -> Tuning {
-        Tuning {
-            hwm: self.hwm,
-            max_msg_size: self.max_msg_size,
-            ..Tuning::default()
-        }
-    }
 }
 
 /// The worker's errors.
@@ -239,7 +225,7 @@ pub fn run_with<H: Handler + 'static>(
     }
     // Enough I/O threads that a many-threaded worker is not bound by one.
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
-    let tuning = config.tuning();
+    let tuning = config.sockets.tuning();
     let worker_id: u64 = rand::random();
     let info = WorkerInfo {
         id: worker_id,

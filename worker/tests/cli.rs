@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::protocol::{self, Header, Kind};
-use common::testing::{stderr_of, wait_exit};
+use common::testing::{stderr_of, stop_within, wait_exit};
 use common::work::Work;
 
 fn worker() -> Command {
@@ -81,17 +81,10 @@ fn sigterm_mid_task_kills_the_command_and_exits_within_a_second() {
         .trim()
         .parse()
         .unwrap();
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let status = stop_within(
+        &mut child,
         nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(5));
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
+        Duration::from_secs(1),
     );
     assert!(status.success(), "{status:?}");
     // The command was killed (and reaped: not even a zombie is left).
