@@ -9,15 +9,14 @@
 #   (d) 1000 × 10 ms sleep tasks over 10 worker threads: elapsed against the
 #       ideal and against the sleep floor (one thread sleeping its share of
 #       the same sleeps back to back: no pipeline can beat that)
-#   (e) the guide's random batch (../shared/data or $ZPIPE_GUIDE_BATCH) dealt
-#       round-robin to 1, 2, 4 and 8 single-threaded workers
+#   (e) the guide's random batch (Python's random.seed(42), 100 x randint(1, 100),
+#       made here) dealt round-robin to 1, 2, 4 and 8 single-threaded workers
 #
 # Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 TASKS=${TASKS:-200000}
-GUIDE=${ZPIPE_GUIDE_BATCH:-../shared/data/guide-random-batch.txt}
 
 cargo build --release --quiet -p ventilator -p worker -p sink
 cargo build --release --quiet -p common --example rawpipe
@@ -30,6 +29,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
+GUIDE=$TMP/guide-batch.txt
+python3 -c 'import random; random.seed(42); [print(random.randint(1, 100)) for _ in range(100)]' >"$GUIDE"
 
 # Free loopback ports below the kernel's ephemeral range, so that no outgoing
 # connection of an earlier run can hold one by the time we bind it.
@@ -138,7 +139,7 @@ printf '  (d) elapsed %.1f ms (%+.2f %% over ideal); sleep floor %.1f ms (%+.2f 
     "$(median "${els[@]}")" "$(python3 -c "print(($(median "${els[@]}") - 1000) / 10)")" \
     "$(median "${floors[@]}")" "$(python3 -c "print(($(median "${floors[@]}") - 1000) / 10)")" "$(median "${beyond[@]}")"
 
-if [ -f "$GUIDE" ]; then
+if [ -s "$GUIDE" ]; then
     echo
     echo "The guide's random batch ($(wc -l <"$GUIDE") tasks), push round-robin; the guide's Python pipeline: +0.6 %, +5.6 %, +17.3 %, +21.1 %"
     for w in 1 2 4 8; do

@@ -32,7 +32,7 @@ esac
 
 echo "building (release)..." >&2
 cargo build --release --quiet -p sink -p worker -p ventilator
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 PIDS=()
 cleanup() {
@@ -46,6 +46,13 @@ trap 'echo "run-local: interrupted" >&2; exit 130' INT TERM
 "$BIN/sink" --output "$OUTPUT" &
 SINK=$!
 PIDS+=("$SINK")
+# A sink that cannot bind (a port in use) says so and exits 2 at once.
+sleep 0.3
+if ! kill -0 "$SINK" 2>/dev/null; then
+    wait "$SINK" && rc=0 || rc=$?
+    echo "run-local: the sink did not start (exit code $rc)" >&2
+    exit "$rc"
+fi
 for _ in $(seq "$WORKERS"); do
     "$BIN/worker" --threads "$THREADS" &
     PIDS+=("$!")
@@ -53,8 +60,13 @@ done
 
 VENT_FLAGS=(--workers "$WORKERS")
 if [ "$TASKS" -gt 0 ]; then VENT_FLAGS+=(--tasks "$TASKS"); fi
-# The ventilator runs in the foreground: it returns once the sink says DONE.
-"$BIN/ventilator" "${VENT_FLAGS[@]}" "$@"
+# The ventilator returns once the sink says DONE. It runs in the background
+# and we wait for it, because bash runs a trap (Ctrl-C, SIGTERM) only between
+# commands, and `wait` is one it can interrupt.
+"$BIN/ventilator" "${VENT_FLAGS[@]}" "$@" &
+VENT=$!
+PIDS+=("$VENT")
+wait "$VENT"
 # The sink prints its report and exits right after the batch; so do the workers.
 wait "$SINK"
 echo "results: $OUTPUT ($(wc -l <"$OUTPUT") lines)" >&2

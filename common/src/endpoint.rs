@@ -197,6 +197,16 @@ impl Endpoints {
                             reason: "cannot connect to the wildcard *; name a host".into(),
                         });
                     }
+                    // libzmq resolves names later, in the background, and a
+                    // typo would only show as a peer that never comes: say it
+                    // now instead.
+                    if let Some(reason) = unresolvable(&ep.address) {
+                        return Err(Error::Connect {
+                            endpoint: ep.address.clone(),
+                            socket: socket_name,
+                            reason,
+                        });
+                    }
                     socket.connect(&ep.address).map_err(|e| Error::Connect {
                         endpoint: ep.address.clone(),
                         socket: socket_name,
@@ -207,6 +217,24 @@ impl Endpoints {
             }
         }
         Ok(resolved)
+    }
+}
+
+/// Why a `tcp://host:port` to connect to names a host that does not resolve;
+/// `None` for addresses, other transports and names that resolve.
+fn unresolvable(address: &str) -> Option<String> {
+    let rest = address.strip_prefix("tcp://")?;
+    let target = rest.rsplit(';').next().unwrap_or(rest);
+    let (host, port) = target.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(format!("the host name {host:?} has no address")),
+        Err(e) => Some(format!("cannot resolve the host name {host:?}: {e}")),
     }
 }
 
@@ -280,5 +308,17 @@ mod tests {
             .attach(&b, Action::Connect, "tasks")
             .unwrap_err();
         assert!(err.to_string().contains("wildcard"), "{err}");
+        let err = Endpoints::single("tcp://no-such-host.invalid:5557")
+            .attach(&b, Action::Connect, "tasks")
+            .unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("no-such-host.invalid"),
+            "{err}"
+        );
+        assert!(
+            Endpoints::single("tcp://localhost:5557")
+                .attach(&b, Action::Connect, "tasks")
+                .is_ok()
+        );
     }
 }

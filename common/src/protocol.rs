@@ -482,6 +482,9 @@ pub struct SinkStatus {
     pub ready: Vec<WorkerInfo>,
     /// Results accepted so far.
     pub received: u64,
+    /// Why the sink will not collect the batch announced (too large, empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// The sink's word that a batch is complete (DONE).

@@ -74,5 +74,6 @@ pub(crate) fn run(
         latency: Percentiles::default(),
         run_time: Percentiles::default(),
         workers: Vec::new(),
+        lost: Vec::new(),
     })
 }

@@ -77,7 +77,7 @@ pub struct Config {
     #[arg(long, env = "ZPIPE_ORDERED")]
     pub ordered: bool,
     /// Print the report as one JSON object on stderr instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "ZPIPE_JSON")]
     pub json: bool,
     /// Also write the report as JSON to this file.
     #[arg(long, env = "ZPIPE_REPORT")]
@@ -91,8 +91,12 @@ pub struct Config {
     /// clock, then `--tasks` results are counted, then KILL is published.
     #[arg(long, env = "ZPIPE_CLASSIC")]
     pub classic: bool,
+    /// Refuse a batch announced with more tasks than this (the sink keeps one
+    /// bit per task).
+    #[arg(long, env = "ZPIPE_MAX_TASKS", default_value_t = 100_000_000)]
+    pub max_tasks: u64,
     /// Classic mode only: how many results make a batch (the guide's 100).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "ZPIPE_CLASSIC_TASKS", default_value_t = 100)]
     pub tasks: u64,
 }
 
@@ -101,12 +105,12 @@ pub struct Config {
 pub enum Error {
     #[error(transparent)]
     Setup(#[from] common::Error),
-    #[error("cannot open the output {path}: {source}")]
+    #[error("cannot open the output {path}")]
     OpenOutput {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write results: {0}")]
+    #[error("cannot write results")]
     Write(#[from] std::io::Error),
 }
 
@@ -132,6 +136,9 @@ pub fn open_output(path: &std::path::Path) -> Result<Box<dyn Write + Send>, Erro
     Ok(Box::new(std::io::BufWriter::new(file)))
 }
 
+/// The most threads a worker may announce (the worker's own limit).
+const MAX_THREADS: u32 = 1024;
+
 /// What the sink knows of one worker.
 #[derive(Debug)]
 struct Seen {
@@ -141,6 +148,8 @@ struct Seen {
     name_json: String,
     last_seen: Instant,
     gone: bool,
+    /// Silent for longer than --worker-timeout (and said so).
+    lost: bool,
     tasks: u64,
     busy_us: u64,
     /// Ready when the batch started, or did work in it.
@@ -156,7 +165,8 @@ struct Batch {
     ventilator: Vec<u8>,
     started: Option<Instant>,
     last_result: Option<Instant>,
-    received: Vec<bool>,
+    /// One bit per task: its result is in.
+    received: Vec<u64>,
     count: u64,
     ok: u64,
     failed: u64,
@@ -336,6 +346,7 @@ fn collect(
             st.on_feedback(feedback, &frames);
         }
         let now = Instant::now();
+        st.check_lost(feedback);
         if now >= next_status || st.status_due {
             st.status_due = false;
             st.send_status(feedback);
@@ -381,7 +392,14 @@ impl State<'_> {
             },
             Kind::Hello | Kind::Heartbeat | Kind::Bye => {
                 match protocol::from_json::<WorkerInfo>(payload, "worker info") {
-                    Ok(info) => self.on_worker(header.kind, info),
+                    Ok(info) if (1..=MAX_THREADS).contains(&info.threads) => {
+                        self.on_worker(header.kind, info)
+                    }
+                    Ok(info) => self.drops.note(
+                        "results",
+                        "malformed",
+                        format!("worker {} claims {} threads", info.name(), info.threads),
+                    ),
                     Err(e) => self.drops.note("results", e.label(), e),
                 }
             }
@@ -407,6 +425,7 @@ impl State<'_> {
                 info: info.clone(),
                 last_seen: now,
                 gone: false,
+                lost: false,
                 tasks: 0,
                 busy_us: 0,
                 counted,
@@ -416,6 +435,9 @@ impl State<'_> {
         seen.gone = kind == Kind::Bye;
         if seen.gone {
             log::info!("worker {} left", seen.name);
+        } else if seen.lost {
+            seen.lost = false;
+            log::info!("worker {} is heard from again", seen.name);
         }
     }
 
@@ -457,12 +479,12 @@ impl State<'_> {
                 return Ok(());
             }
         };
-        let slot = &mut batch.received[task as usize];
-        if *slot {
+        let (word, bit) = ((task / 64) as usize, 1u64 << (task % 64));
+        if batch.received[word] & bit != 0 {
             batch.duplicates += 1;
             return Ok(());
         }
-        *slot = true;
+        batch.received[word] |= bit;
         batch.count += 1;
         if body.outcome.status == Status::Ok {
             batch.ok += 1;
@@ -532,8 +554,36 @@ impl State<'_> {
                         return;
                     }
                 };
-                self.on_start(identity.to_vec(), info);
-                self.send_status_to(feedback, identity);
+                let refused = if info.tasks == 0 {
+                    Some("the batch has no task".to_string())
+                } else if info.tasks > self.config.max_tasks {
+                    Some(format!(
+                        "{} tasks is more than this sink's --max-tasks {}",
+                        info.tasks, self.config.max_tasks
+                    ))
+                } else {
+                    None
+                };
+                match refused {
+                    Some(why) => {
+                        self.drops.note(
+                            "feedback",
+                            "refused batch",
+                            format!("batch {:016x} refused: {why}", info.batch),
+                        );
+                        let status = SinkStatus {
+                            batch: Some(info.batch),
+                            ready: Vec::new(),
+                            received: 0,
+                            refused: Some(why),
+                        };
+                        send_status(feedback, identity, &status);
+                    }
+                    None => {
+                        self.on_start(identity.to_vec(), info);
+                        self.send_status_to(feedback, identity);
+                    }
+                }
             }
             Kind::Go => match self.batch.as_mut() {
                 Some(b) if b.info.batch == header.batch => {
@@ -590,13 +640,39 @@ impl State<'_> {
                     ventilator: identity,
                     started: None,
                     last_result: None,
-                    received: vec![false; info.tasks as usize],
+                    received: vec![0; info.tasks.div_ceil(64) as usize],
                     count: 0,
                     ok: 0,
                     failed: 0,
                     duplicates: 0,
                     info,
                 });
+            }
+        }
+    }
+
+    /// Says so, once, when a worker falls silent: in the log, and to the
+    /// ventilator (WORKER_LOST).
+    fn check_lost(&mut self, feedback: &zmq::Socket) {
+        let cutoff = self.config.worker_timeout;
+        let ventilator = self
+            .batch
+            .as_ref()
+            .filter(|b| b.started.is_some() && b.count < b.info.tasks)
+            .map(|b| (b.ventilator.clone(), b.info.batch));
+        for w in self.workers.values_mut() {
+            if w.gone || w.lost || w.last_seen.elapsed() < cutoff {
+                continue;
+            }
+            w.lost = true;
+            log::warn!(
+                "worker {} not heard from for {:.1?}: lost",
+                w.name,
+                w.last_seen.elapsed()
+            );
+            if let Some((identity, batch)) = &ventilator {
+                let [h, p] = protocol::json_frames(Header::bare(Kind::WorkerLost, *batch), &w.info);
+                let _ = feedback.send_multipart([&identity[..], &h[..], &p[..]], zmq::DONTWAIT);
             }
         }
     }
@@ -614,6 +690,7 @@ impl State<'_> {
             batch: self.batch.as_ref().map(|b| b.info.batch),
             ready,
             received: self.batch.as_ref().map_or(0, |b| b.count),
+            refused: None,
         }
     }
 
@@ -624,14 +701,7 @@ impl State<'_> {
     }
 
     fn send_status_to(&self, feedback: &zmq::Socket, identity: &[u8]) {
-        let status = self.status();
-        let [h, p] = protocol::json_frames(
-            Header::bare(Kind::Status, status.batch.unwrap_or(0)),
-            &status,
-        );
-        // A ROUTER drops a message for a peer that is gone: fine, STATUS is
-        // repeated.
-        let _ = feedback.send_multipart([identity, &h[..], &p[..]], zmq::DONTWAIT);
+        send_status(feedback, identity, &self.status());
     }
 
     /// END to the workers and DONE to the ventilator, repeated until every
@@ -721,8 +791,10 @@ impl State<'_> {
         };
         let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let counted: Vec<&Seen> = self.workers.values().filter(|w| w.counted).collect();
-        let threads: u32 = counted.iter().map(|w| w.info.threads).sum();
-        let ideal_ms = (expected > 0 && threads > 0).then(|| expected as f64 / threads as f64);
+        let threads: u64 = counted.iter().map(|w| u64::from(w.info.threads)).sum();
+        // Ideal and overhead speak of a whole batch only.
+        let ideal_ms = (self.complete() && expected > 0 && threads > 0)
+            .then(|| expected as f64 / threads as f64);
         let overhead_pct = ideal_ms
             .filter(|_| elapsed_ms > 0.0)
             .map(|i| (elapsed_ms - i) / i * 100.0);
@@ -766,8 +838,28 @@ impl State<'_> {
             latency: self.latency.percentiles(),
             run_time: self.run_time.percentiles(),
             workers,
+            lost: {
+                let mut lost: Vec<String> = self
+                    .workers
+                    .values()
+                    .filter(|w| w.lost)
+                    .map(|w| w.name.clone())
+                    .collect();
+                lost.sort();
+                lost
+            },
         }
     }
+}
+
+/// Sends STATUS to one ventilator. A ROUTER drops a message for a peer that
+/// is gone: fine, STATUS is repeated.
+fn send_status(feedback: &zmq::Socket, identity: &[u8], status: &SinkStatus) {
+    let [h, p] = protocol::json_frames(
+        Header::bare(Kind::Status, status.batch.unwrap_or(0)),
+        status,
+    );
+    let _ = feedback.send_multipart([identity, &h[..], &p[..]], zmq::DONTWAIT);
 }
 
 /// Prints the report on stderr (a table, or JSON with `--json`) and writes

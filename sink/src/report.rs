@@ -34,7 +34,7 @@ pub struct Report {
     /// Sum of the known task costs (`sleep` workloads).
     pub expected_ms: f64,
     /// Threads of the workers that took part.
-    pub threads: u32,
+    pub threads: u64,
     /// expected / threads: the time a perfect dispatcher would take.
     pub ideal_ms: Option<f64>,
     /// How much longer than ideal the batch took, in percent.
@@ -46,6 +46,9 @@ pub struct Report {
     /// Time the task body ran on its worker.
     pub run_time: Percentiles,
     pub workers: Vec<WorkerRow>,
+    /// Workers that fell silent (no heartbeat for `--worker-timeout`) and did
+    /// not come back.
+    pub lost: Vec<String>,
 }
 
 impl Report {
@@ -97,6 +100,9 @@ impl Report {
                 "duplicates".into(),
                 format!("{} dropped", self.duplicates),
             ]);
+        }
+        if !self.lost.is_empty() {
+            rows.push(vec!["lost workers".into(), self.lost.join(", ")]);
         }
         if !self.dropped.is_empty() {
             let list: Vec<String> = self

@@ -34,8 +34,21 @@ pub(crate) fn run(
     let started = Instant::now();
     if std::io::stdin().is_terminal() {
         eprintln!("Press Enter when the workers are ready: ");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
+        // Read in a thread, so that Ctrl-C still stops us while we wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let _ = tx.send(());
+        });
+        while rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err()
+        {
+            if shutdown.is_triggered() {
+                return Ok(report(0, 0, started));
+            }
+        }
     } else {
         while started.elapsed() < config.start_after {
             if shutdown.is_triggered() {

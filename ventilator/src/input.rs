@@ -70,7 +70,7 @@ impl FromStr for Workload {
 pub enum InputError {
     #[error("input line {line}: {reason}")]
     Line { line: usize, reason: String },
-    #[error("cannot read the input: {0}")]
+    #[error("cannot read the input")]
     Read(#[from] std::io::Error),
     #[error("the input holds no task")]
     Empty,
@@ -104,8 +104,13 @@ pub fn generate(count: u64, kind: Kind, workload: Workload, seed: u64) -> Vec<Wo
 
 /// Reads every task from `reader`; refuses the whole input at its first
 /// malformed line.
-pub fn parse(reader: impl BufRead, plain: Plain) -> Result<Vec<Work>, InputError> {
+pub fn parse(
+    reader: impl BufRead,
+    plain: Plain,
+    max_bytes: usize,
+) -> Result<Vec<Work>, InputError> {
     let mut tasks = Vec::new();
+    let mut scratch = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|e| match e.kind() {
@@ -146,6 +151,14 @@ pub fn parse(reader: impl BufRead, plain: Plain) -> Result<Vec<Work>, InputError
         {
             return Err(bad(format!("primes range {from}..{to} is backwards")));
         }
+        scratch.clear();
+        common::protocol::encode_task(&mut scratch, 0, &work);
+        if scratch.len() > max_bytes {
+            return Err(bad(format!(
+                "the task is {} bytes, more than a message may carry (--max-msg-size)",
+                scratch.len()
+            )));
+        }
         tasks.push(work);
     }
     if tasks.is_empty() {
@@ -161,7 +174,7 @@ mod tests {
     #[test]
     fn parses_plain_json_comments() {
         let text = "# a batch\n\necho hi\n{\"kind\":\"sleep\",\"ms\":5}\n{\"kind\":\"primes\",\"from\":1,\"to\":9}\n";
-        let tasks = parse(text.as_bytes(), Plain::Exec).unwrap();
+        let tasks = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
         assert_eq!(
             tasks,
             vec![
@@ -174,7 +187,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse("82\n15\n".as_bytes(), Plain::Sleep).unwrap(),
+            parse("82\n15\n".as_bytes(), Plain::Sleep, usize::MAX).unwrap(),
             vec![Work::Sleep { ms: 82 }, Work::Sleep { ms: 15 }]
         );
     }
@@ -193,17 +206,25 @@ mod tests {
             } else {
                 Plain::Exec
             };
-            match parse(text.as_bytes(), plain) {
+            match parse(text.as_bytes(), plain, usize::MAX) {
                 Err(InputError::Line { line: l, .. }) => assert_eq!(l, line, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
         assert!(matches!(
-            parse("# only\n\n".as_bytes(), Plain::Exec),
+            parse("# only\n\n".as_bytes(), Plain::Exec, usize::MAX),
             Err(InputError::Empty)
         ));
         assert!(matches!(
-            parse(&b"\xff\n"[..], Plain::Exec),
+            parse(
+                "echo small\necho this one is too long\n".as_bytes(),
+                Plain::Exec,
+                30
+            ),
+            Err(InputError::Line { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse(&b"\xff\n"[..], Plain::Exec, usize::MAX),
             Err(InputError::Line { line: 1, .. })
         ));
     }

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::drops::Drops;
-use common::protocol::{self, BatchDone, BatchInfo, Dispatch, Header, Kind, SinkStatus};
+use common::protocol::{
+    self, BatchDone, BatchInfo, Dispatch, Header, Kind, SinkStatus, WorkerInfo,
+};
 use common::sockets::{self, Recv};
 use common::work::Work;
 use common::{Action, Endpoints, Shutdown};
@@ -82,17 +84,17 @@ pub struct Config {
     #[arg(long, short, env = "ZPIPE_INPUT")]
     pub input: Option<PathBuf>,
     /// What a plain (non-JSON) input line is.
-    #[arg(long, value_enum, default_value = "exec")]
+    #[arg(long, env = "ZPIPE_PLAIN", value_enum, default_value = "exec")]
     pub plain: input::Plain,
     /// Without --input: how many tasks to generate.
     #[arg(long, env = "ZPIPE_TASKS", default_value_t = 100)]
     pub tasks: u64,
     /// Without --input: the kind of generated tasks.
-    #[arg(long, value_enum, default_value = "sleep")]
+    #[arg(long, env = "ZPIPE_KIND", value_enum, default_value = "sleep")]
     pub kind: input::Kind,
     /// Without --input: each task's workload, `N` or `random:A-B` (ms for
     /// sleep, range width for primes).
-    #[arg(long, default_value = "random:1-100")]
+    #[arg(long, env = "ZPIPE_WORKLOAD", default_value = "random:1-100")]
     pub workload: input::Workload,
     /// Seed for random workloads (random if not given; logged either way).
     #[arg(long, env = "ZPIPE_SEED")]
@@ -105,26 +107,40 @@ pub struct Config {
     pub classic: bool,
     /// Classic mode only: the ventilator cannot hear workers, so it starts
     /// after this delay (or when Enter is pressed, if stdin is a terminal).
-    #[arg(long, default_value = "1s", value_parser = common::cli::duration)]
+    #[arg(long, env = "ZPIPE_START_AFTER", default_value = "1s", value_parser = common::cli::duration)]
     pub start_after: Duration,
     /// Classic mode only: how long queued tasks may take to leave after the
     /// last send.
-    #[arg(long, default_value = "10s", value_parser = common::cli::duration)]
+    #[arg(long, env = "ZPIPE_LINGER", default_value = "10s", value_parser = common::cli::duration)]
     pub linger: Duration,
 }
 
 impl Config {
+    /// The largest task body that fits a message (workers refuse larger ones
+    /// when their `--max-msg-size` is the same as ours).
+    fn max_task_bytes(&self) -> usize {
+        usize::try_from(self.sockets.max_msg_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(64)
+    }
+
     /// The batch this configuration describes: the input, or generated tasks.
     pub fn load_tasks(&self) -> Result<Vec<Work>, Error> {
         match &self.input {
-            Some(path) if path.as_os_str() == "-" => {
-                Ok(input::parse(std::io::stdin().lock(), self.plain)?)
-            }
+            Some(path) if path.as_os_str() == "-" => Ok(input::parse(
+                std::io::stdin().lock(),
+                self.plain,
+                self.max_task_bytes(),
+            )?),
             Some(path) => {
                 let file = std::fs::File::open(path).map_err(|e| {
                     Error::Usage(format!("cannot open the input {}: {e}", path.display()))
                 })?;
-                Ok(input::parse(std::io::BufReader::new(file), self.plain)?)
+                Ok(input::parse(
+                    std::io::BufReader::new(file),
+                    self.plain,
+                    self.max_task_bytes(),
+                )?)
             }
             None => {
                 if self.tasks == 0 {
@@ -162,6 +178,8 @@ pub enum Error {
     SinkBusy(u64),
     #[error("no worker became ready within {waited:?}: are workers connected to {endpoint}?")]
     NoWorkers { endpoint: String, waited: Duration },
+    #[error("the sink refused the batch: {0}")]
+    Refused(String),
 }
 
 impl common::cli::Usage for Error {
@@ -383,6 +401,15 @@ fn push_batch(
                 }
             }
             Ok((h, _)) if h.kind == Kind::Status => {}
+            Ok((h, p)) if h.kind == Kind::WorkerLost => {
+                match protocol::from_json::<WorkerInfo>(p, "worker info") {
+                    Ok(w) => log::warn!(
+                        "the sink lost worker {}: the tasks dealt to it will not come back, and the batch cannot complete without them (push mode does not re-send)",
+                        w.name()
+                    ),
+                    Err(e) => drops.note("feedback", e.label(), e),
+                }
+            }
             Ok((h, _)) => drops.note(
                 "feedback",
                 "unexpected kind",
@@ -464,7 +491,12 @@ fn wait_ready(
         match protocol::split(frames) {
             Ok((h, p)) if h.kind == Kind::Status => {
                 match protocol::from_json::<SinkStatus>(p, "status") {
-                    Ok(s) if s.batch == Some(info.batch) => heard = Some(s),
+                    Ok(s) if s.batch == Some(info.batch) => {
+                        if let Some(why) = s.refused {
+                            return Err(Error::Refused(why));
+                        }
+                        heard = Some(s);
+                    }
                     Ok(s) => return Err(Error::SinkBusy(s.batch.unwrap_or(0))),
                     Err(e) => drops.note("feedback", e.label(), e),
                 }

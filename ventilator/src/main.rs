@@ -11,9 +11,11 @@ fn main() -> ExitCode {
 fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
     common::cli::on_signals(&shutdown)?;
-    // Read (and check) the whole batch before any socket exists.
+    // Bind first (a port in use is one line), then read and check the whole
+    // batch: nothing is sent before both succeeded.
+    let vent = ventilator::Ventilator::bind(config, &zmq::Context::new())?;
     let tasks = config.load_tasks()?;
-    let report = ventilator::run(config, &tasks, &zmq::Context::new(), &shutdown)?;
+    let report = vent.run(&tasks, &shutdown)?;
     if !config.classic && report.done.is_none() {
         eprintln!(
             "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",

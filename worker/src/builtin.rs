@@ -75,34 +75,40 @@ fn sleep(total: Duration, stop: &Shutdown) -> Outcome {
 fn primes(from: u64, to: u64, stop: &Shutdown) -> Outcome {
     let mut count = 0u64;
     for n in from..to {
-        if n % 4096 == 0 && stop.is_triggered() {
-            return Outcome::failed(Status::Failed, "interrupted: the worker is stopping");
-        }
-        if is_prime(n) {
-            count += 1;
+        match is_prime(n, stop) {
+            Some(true) => count += 1,
+            Some(false) => {}
+            None => return Outcome::failed(Status::Failed, "interrupted: the worker is stopping"),
         }
     }
     Outcome::ok(count.to_string())
 }
 
-fn is_prime(n: u64) -> bool {
+/// Trial division; `None` when told to stop (a single large candidate can
+/// take seconds).
+fn is_prime(n: u64, stop: &Shutdown) -> Option<bool> {
     if n < 2 {
-        return false;
+        return Some(false);
     }
     if n < 4 {
-        return true;
+        return Some(true);
     }
     if n % 2 == 0 || n % 3 == 0 {
-        return false;
+        return Some(false);
     }
     let mut d = 5u64;
+    let mut steps = 0u32;
     while d.saturating_mul(d) <= n {
         if n % d == 0 || n % (d + 2) == 0 {
-            return false;
+            return Some(false);
         }
         d += 6;
+        steps = steps.wrapping_add(1);
+        if steps % (1 << 16) == 0 && stop.is_triggered() {
+            return None;
+        }
     }
-    true
+    Some(true)
 }
 
 /// Reads a pipe to its end, keeping the first `max` bytes.
@@ -173,7 +179,13 @@ pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown
     let mut killed: Option<&str> = None;
     let status = loop {
         match wait_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(status) => break status,
+            Ok(status) => {
+                // The shell is done: whatever it left running in its process
+                // group goes too, so no task leaves processes behind (and the
+                // output pipes close, so its output is complete).
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                break status;
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(std::io::Error::other("lost the waiter thread"));
             }
@@ -299,6 +311,71 @@ mod tests {
         assert_eq!(o.status, Status::Ok);
         assert_eq!(o.output.len(), 16);
         assert!(String::from_utf8_lossy(&o.error).contains("stdout truncated"));
+    }
+
+    #[test]
+    fn exec_keeps_output_and_kills_what_the_command_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let t = Instant::now();
+        let o = run(Work::Exec {
+            command: format!("echo before; sleep 30 & echo $! > {}", pidfile.display()),
+            timeout_ms: None,
+        });
+        assert_eq!(o.status, Status::Ok);
+        assert_eq!(o.output, b"before\n");
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        std::thread::sleep(Duration::from_millis(100));
+        // Gone, or dead and waiting for init to reap it (it was the shell's
+        // child, not ours).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("gone")
+            .to_string();
+        assert!(
+            state == "gone" || state == "Z",
+            "the background sleep outlived its task (state {state})"
+        );
+    }
+
+    #[test]
+    fn a_long_prime_check_stops_when_told() {
+        let stop = Shutdown::new();
+        let info = TaskInfo {
+            batch: 1,
+            task: 1,
+            attempt: 1,
+            stop: &stop,
+        };
+        let s2 = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            s2.trigger();
+        });
+        let t = Instant::now();
+        // The first candidate above 10^18 alone takes seconds of trial division.
+        let o = Builtin::default().run(
+            &info,
+            &Work::Primes {
+                from: 1_000_000_000_000_000_003,
+                to: 1_000_000_000_000_000_010,
+            },
+        );
+        assert_eq!(o.status, Status::Failed);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -395,6 +395,23 @@ fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdow
     }
 }
 
+/// Cuts a result's output, then its error, so that the whole result fits in
+/// `max` bytes, and says so in the error: a message larger than the sink's
+/// `--max-msg-size` would be dropped with the connection, silently.
+fn fit(outcome: &mut Outcome, max: usize) {
+    let room = max.saturating_sub(protocol::RESULT_FIXED_LEN + 16 + 200);
+    if outcome.output.len() + outcome.error.len() <= room {
+        return;
+    }
+    let (out, err) = (outcome.output.len(), outcome.error.len());
+    let keep_err = err.min(room / 4);
+    outcome.error.truncate(keep_err);
+    outcome.output.truncate(room - keep_err);
+    outcome.error.extend_from_slice(
+        format!("\n[zpipe: result cut to fit --max-msg-size: output {out} → {} bytes, error {err} → {keep_err} bytes]", outcome.output.len()).as_bytes(),
+    );
+}
+
 /// At most this many results travel in one RESULTS message.
 const MAX_PACK: u32 = 64;
 /// A result is held back for packing only behind tasks quicker than this,
@@ -580,6 +597,8 @@ impl<H: Handler> Executor<H> {
             if outcome.status != Status::Ok {
                 counts.failed += 1;
             }
+            let mut outcome = outcome;
+            fit(&mut outcome, self.max_body());
             let result = ResultBody {
                 worker: self.worker,
                 thread: self.index as u16,
@@ -589,6 +608,13 @@ impl<H: Handler> Executor<H> {
             };
             body.clear();
             protocol::encode_result_record(&mut body, header.task, header.attempt, &result);
+            // A pack never grows past what one message may carry.
+            if pack.count > 0
+                && pack.records.len() + body.len() > self.max_body()
+                && !pack.flush(&results, &self.stop)?
+            {
+                break;
+            }
             pack.add(header.batch, &body, finished);
             // Hold results back only behind cheap tasks, and not for long.
             if (pack.count >= MAX_PACK
@@ -603,6 +629,15 @@ impl<H: Handler> Executor<H> {
         pack.flush(&results, &Shutdown::new()).ok();
         counts.dropped = drops.total();
         Ok(counts)
+    }
+
+    /// The most a result message may carry: the sockets' message size limit,
+    /// less room for the header.
+    fn max_body(&self) -> usize {
+        usize::try_from(self.tuning.max_msg_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(64)
+            .max(4096)
     }
 
     /// Decodes and runs one task; a body that cannot be read, or a handler
