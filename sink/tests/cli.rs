@@ -98,3 +98,36 @@ fn help_explains_the_flags() {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
 }
+
+#[test]
+fn settings_come_from_the_environment_and_the_report_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut child = sink()
+        .env("ZPIPE_RESULT_ENDPOINT", "tcp://127.0.0.1:*")
+        .env("ZPIPE_CONTROL_ENDPOINT", "tcp://127.0.0.1:*")
+        .env("ZPIPE_FEEDBACK_ENDPOINT", "tcp://127.0.0.1:*")
+        .env("ZPIPE_JSON", "true")
+        .env("ZPIPE_REPORT", &report)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{}",
+        stderr_of(&mut child)
+    );
+    stop_within(
+        &mut child,
+        nix::sys::signal::Signal::SIGTERM,
+        Duration::from_secs(1),
+    );
+    let err = stderr_of(&mut child);
+    let printed: serde_json::Value =
+        serde_json::from_str(err.trim()).expect("one JSON object on stderr");
+    assert_eq!(printed["complete"], false);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(saved, printed);
+}

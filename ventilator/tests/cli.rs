@@ -86,3 +86,56 @@ fn sigterm_stops_a_waiting_ventilator_within_a_second() {
     );
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn stdin_is_read_and_its_bad_line_named() {
+    let mut child = ventilator()
+        .args([
+            "--input",
+            "-",
+            "--plain",
+            "sleep",
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:1",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"5\n# note\nsoon\n")
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    let err = stderr_of(&mut child);
+    assert!(
+        err.contains("input line 3") && err.contains("\"soon\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_line_and_exit_code_2() {
+    let ctx = zmq::Context::new();
+    let taken = ctx.socket(zmq::PULL).unwrap();
+    taken.set_linger(0).unwrap();
+    taken.bind("tcp://127.0.0.1:*").unwrap();
+    let at = taken.get_last_endpoint().unwrap().unwrap();
+    let out = ventilator()
+        .args([
+            "--task-endpoint",
+            &at,
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -397,3 +397,152 @@ fn classic_wire_format_is_the_guides() {
         assert_eq!(r.dropped, 1);
     });
 }
+
+#[test]
+fn after_wait_it_starts_with_the_workers_that_are_ready() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let vent = ventilator(&ctx, &sink, &["--workers", "3", "--wait", "1s"]);
+        let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        let t = Instant::now();
+        let r = vent
+            .run(&vec![Work::Noop; 10], &common::Shutdown::new())
+            .unwrap();
+        assert!(t.elapsed() >= Duration::from_secs(1));
+        assert_eq!(r.workers, 1);
+        assert!(r.done.is_some());
+        assert!(sink.handle.join().unwrap().unwrap().complete);
+        w.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_ventilator_stops_within_a_second_while_sending() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        // Small high-water marks: the ventilator blocks in sending.
+        let vent = ventilator(&ctx, &sink, &["--hwm", "5"]);
+        let (wstop, w) = spawn_worker(
+            &ctx,
+            worker_config(&vent.bound()[0], &sink, &["--hwm", "5"]),
+        );
+        let stop = common::Shutdown::new();
+        let s = stop.clone();
+        // Large tasks, so that the kernel's socket buffers fill as well.
+        let task = Work::Exec {
+            command: format!("sleep 0.02 # {}", "x".repeat(100_000)),
+            timeout_ms: None,
+        };
+        let v = thread::spawn(move || vent.run(&vec![task; 1000], &s));
+        thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        stop.trigger();
+        let r = v.join().unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(r.sent < 1000 && r.done.is_none(), "{} sent", r.sent);
+        wstop.trigger();
+        sink.shutdown.trigger();
+        w.join().unwrap().unwrap();
+        sink.handle.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_result_too_large_for_a_message_is_cut_to_fit_and_says_so() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let vent = ventilator(&ctx, &sink, &[]);
+        let (_, w) = spawn_worker(
+            &ctx,
+            worker_config(
+                &vent.bound()[0],
+                &sink,
+                &["--max-output", "1000000", "--max-msg-size", "100000"],
+            ),
+        );
+        let big = Work::Exec {
+            command: "head -c 300000 /dev/zero | tr '\\0' a".into(),
+            timeout_ms: None,
+        };
+        vent.run(&[big], &common::Shutdown::new()).unwrap();
+        assert!(sink.handle.join().unwrap().unwrap().complete);
+        let line = &read_lines(&sink.output)[0];
+        let out = line["output"].as_str().unwrap();
+        assert!(out.len() < 100_000 && out.len() > 50_000, "{}", out.len());
+        assert!(
+            line["error"].as_str().unwrap().contains("cut to fit"),
+            "{line}"
+        );
+        w.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &["--max-tasks", "10", "--worker-timeout", "300ms"]);
+        // Hostile announcements: no task, a trillion tasks, a worker with
+        // four billion threads, then a worker that says hello and goes silent.
+        let evil = ctx.socket(zmq::DEALER).unwrap();
+        evil.set_linger(0).unwrap();
+        evil.connect(&sink.feedback).unwrap();
+        for tasks in [0u64, 1 << 40] {
+            let info = common::protocol::BatchInfo {
+                batch: 5,
+                tasks,
+                expected_ms: 0,
+                dispatch: common::protocol::Dispatch::Push,
+            };
+            let [h, p] = common::protocol::json_frames(
+                common::protocol::Header::bare(common::protocol::Kind::Start, 5),
+                &info,
+            );
+            evil.send_multipart([h, p], 0).unwrap();
+        }
+        let fake = ctx.socket(zmq::PUSH).unwrap();
+        fake.set_linger(1000).unwrap();
+        fake.connect(&sink.results).unwrap();
+        for (id, threads) in [(1u64, u32::MAX), (2, 1)] {
+            let info = common::protocol::WorkerInfo {
+                id,
+                host: "fake".into(),
+                pid: id as u32,
+                threads,
+            };
+            let [h, p] = common::protocol::json_frames(
+                common::protocol::Header::bare(common::protocol::Kind::Hello, 0),
+                &info,
+            );
+            fake.send_multipart([h, p], 0).unwrap();
+        }
+        let vent = ventilator(&ctx, &sink, &["--wait", "5s"]);
+        let err = vent
+            .run(&vec![Work::Noop; 20], &common::Shutdown::new())
+            .unwrap_err();
+        assert!(matches!(err, ventilator::Error::Refused(_)), "{err}");
+        assert!(err.to_string().contains("--max-tasks 10"), "{err}");
+        // A batch that fits runs, while the silent fake worker is declared lost.
+        let vent = ventilator(&ctx, &sink, &["--workers", "2"]);
+        let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        vent.run(&vec![Work::Sleep { ms: 100 }; 10], &common::Shutdown::new())
+            .unwrap();
+        let report = sink.handle.join().unwrap().unwrap();
+        assert!(report.complete, "{report:?}");
+        assert!(
+            report.dropped.get("refused batch").copied() >= Some(2),
+            "{:?}",
+            report.dropped
+        );
+        assert!(
+            report.dropped.get("malformed").copied() >= Some(1),
+            "{:?}",
+            report.dropped
+        );
+        assert_eq!(report.lost, vec!["fake:2".to_string()]);
+        w.join().unwrap().unwrap();
+    });
+}
