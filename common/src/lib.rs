@@ -104,6 +104,19 @@ pub mod testing {
         status
     }
 
+    /// A PULL socket bound to a free loopback port, and that port's endpoint:
+    /// for tests of "port in use".
+    pub fn taken_port(ctx: &zmq::Context) -> (zmq::Socket, String) {
+        let taken = ctx.socket(zmq::PULL).expect("a socket");
+        taken.set_linger(0).expect("linger");
+        taken.bind("tcp://127.0.0.1:*").expect("a free port");
+        let at = taken
+            .get_last_endpoint()
+            .expect("the endpoint")
+            .expect("UTF-8");
+        (taken, at)
+    }
+
     /// Reads all of a finished child's stderr.
     pub fn stderr_of(child: &mut Child) -> String {
         use std::io::Read;

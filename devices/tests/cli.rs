@@ -55,10 +55,7 @@ fn a_bad_endpoint_or_a_port_in_use_is_exit_code_2() {
     );
     assert!(stderr_of(&mut child).contains("bad endpoint"));
     let ctx = zmq::Context::new();
-    let taken = ctx.socket(zmq::PULL).unwrap();
-    taken.set_linger(0).unwrap();
-    taken.bind("tcp://127.0.0.1:*").unwrap();
-    let at = taken.get_last_endpoint().unwrap().unwrap();
+    let (_taken, at) = common::testing::taken_port(&ctx);
     let mut child = devices()
         .args(["queue", "--frontend", &at, "--backend", "tcp://127.0.0.1:*"])
         .spawn()

@@ -28,10 +28,7 @@ fn a_bad_endpoint_is_one_line_and_exit_code_2() {
 #[test]
 fn a_port_in_use_is_one_line_and_exit_code_2() {
     let ctx = zmq::Context::new();
-    let taken = ctx.socket(zmq::PULL).unwrap();
-    taken.set_linger(0).unwrap();
-    taken.bind("tcp://127.0.0.1:*").unwrap();
-    let at = taken.get_last_endpoint().unwrap().unwrap();
+    let (_taken, at) = common::testing::taken_port(&ctx);
     let mut child = sink()
         .args([
             "--result-endpoint",

@@ -121,10 +121,7 @@ fn stdin_is_read_and_its_bad_line_named() {
 #[test]
 fn a_port_in_use_is_one_line_and_exit_code_2() {
     let ctx = zmq::Context::new();
-    let taken = ctx.socket(zmq::PULL).unwrap();
-    taken.set_linger(0).unwrap();
-    taken.bind("tcp://127.0.0.1:*").unwrap();
-    let at = taken.get_last_endpoint().unwrap().unwrap();
+    let (_taken, at) = common::testing::taken_port(&ctx);
     let out = ventilator()
         .args([
             "--task-endpoint",
