@@ -104,6 +104,20 @@ pub mod testing {
         status
     }
 
+    /// Runs `body` on its own thread and fails the test if it takes longer
+    /// than `secs`: a lost message fails instead of hanging CI.
+    pub fn time_bomb<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(Ok(v)) => v,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("test did not finish within {secs} s"),
+        }
+    }
+
     /// A PULL socket bound to a free loopback port, and that port's endpoint:
     /// for tests of "port in use".
     pub fn taken_port(ctx: &zmq::Context) -> (zmq::Socket, String) {

@@ -7,21 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::Shutdown;
+use common::testing::time_bomb;
 use common::work::Work;
 use devices::{Device, DeviceArgs, Kind};
-
-/// Runs `body` on its own thread; fails the test if it takes over `secs`.
-fn time_bomb<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("test did not finish within {secs} s"),
-    }
-}
 
 struct Running {
     frontend: String,

@@ -3,26 +3,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use clap::Parser;
 use common::Shutdown;
-
-/// Runs `body` on its own thread and fails the test if it takes longer than
-/// `secs`: a lost message fails instead of hanging CI.
-pub fn time_bomb<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("test did not finish within {secs} s"),
-    }
-}
+pub use common::testing::time_bomb;
 
 /// A sink running on its own thread, bound to free loopback ports.
 pub struct RunningSink {
