@@ -131,6 +131,71 @@ pub mod testing {
         (taken, at)
     }
 
+    /// A child's stderr, read line by line on a thread as it is written.
+    pub struct Lines {
+        rx: std::sync::mpsc::Receiver<String>,
+        seen: Vec<String>,
+    }
+
+    impl Lines {
+        /// Starts reading `child`'s stderr (which must be piped).
+        pub fn of(child: &mut Child) -> Lines {
+            use std::io::BufRead;
+            let err = child.stderr.take().expect("stderr is piped");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Lines {
+                rx,
+                seen: Vec::new(),
+            }
+        }
+
+        /// Waits at most `timeout` for a line containing `text`.
+        pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Option<String> {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
+                return Some(l.clone());
+            }
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(line) => {
+                        self.seen.push(line.clone());
+                        if line.contains(text) {
+                            return Some(line);
+                        }
+                    }
+                    Err(_) => return None,
+                }
+            }
+        }
+
+        /// Everything read so far, and whatever comes within `timeout`.
+        pub fn all(&mut self, timeout: Duration) -> String {
+            while let Ok(line) = self.rx.recv_timeout(timeout) {
+                self.seen.push(line);
+            }
+            self.seen.join("\n")
+        }
+    }
+
+    /// The first `tcp://…` endpoint in `line` after `after`.
+    pub fn endpoint_in(line: &str, after: &str) -> Option<String> {
+        let rest = &line[line.find(after)? + after.len()..];
+        let start = rest.find("tcp://")?;
+        let end = rest[start..]
+            .find(|c: char| c == '"' || c == ',' || c == ']' || c.is_whitespace())
+            .map_or(rest.len(), |e| start + e);
+        Some(rest[start..end].to_string())
+    }
+
     /// Reads all of a finished child's stderr.
     pub fn stderr_of(child: &mut Child) -> String {
         use std::io::Read;

@@ -15,21 +15,32 @@
 //!
 //! | kind | name | direction | socket pair | payload |
 //! |---|---|---|---|---|
-//! | 1 | TASK | ventilator → worker | PUSH → PULL | task body (below) |
+//! | 1 | TASK | ventilator → worker | PUSH → PULL, or ROUTER → DEALER | task body (below) |
 //! | 2 | RESULT | worker → sink | PUSH → PULL | result body (below) |
 //! | 3 | HELLO | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
 //! | 4 | HEARTBEAT | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
-//! | 5 | CREDIT | worker → ventilator | DEALER → ROUTER | u32 tasks it can take (credit dispatch) |
+//! | 5 | CREDIT | worker → ventilator | DEALER → ROUTER | credit dispatch: the header's `task` field holds how many more tasks this worker thread can take (`attempt` 1: *exactly* that many, it is idle); payload `worker u64`, `thread u16` |
 //! | 6 | START | ventilator → sink | DEALER → ROUTER | JSON [`BatchInfo`] |
 //! | 7 | STATUS | sink → ventilator | ROUTER → DEALER | JSON [`SinkStatus`] |
 //! | 8 | GO | ventilator → sink | DEALER → ROUTER | none: the first task is about to leave |
-//! | 9 | ACK | sink → ventilator | ROUTER → DEALER | pairs of u64 `[from, to)`: task ids received |
+//! | 9 | ACK | sink → ventilator | ROUTER → DEALER | task ids whose result the sink has written: `ok_ranges u32`, `failed_ranges u32`, then that many `[from, to)` pairs of u64, ok ones first |
 //! | 10 | DONE | sink → ventilator | ROUTER → DEALER | JSON [`BatchDone`] |
 //! | 11 | END | sink → workers | PUB → SUB | none: the batch is complete, exit |
 //! | 12 | KILL | anyone → workers | PUB → SUB | none: stop now |
 //! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
 //! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving |
 //! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
+//! | 16 | TASKS | ventilator → worker | ROUTER → DEALER | several tasks for one worker thread with credit for them, as records like RESULTS'; the header's `task` field holds their count |
+//!
+//! HELLO, HEARTBEAT and BYE also go from a worker to the ventilator in credit
+//! dispatch (DEALER → ROUTER), and the ventilator answers each HEARTBEAT with
+//! one (empty payload), as in the guide's Paranoid Pirate. The ventilator
+//! sends the sink a RESULT of its own (worker 0) for a task it gave up on.
+//!
+//! **Envelope.** On the credit path a worker's DEALER puts an empty delimiter
+//! frame before the header, like a REQ socket: the ventilator's ROUTER (and
+//! any `queue` device between them) puts identity frames in front of it, and
+//! everything up to the delimiter is the route the answer goes back on.
 //!
 //! **Task body**: `sent_us u64` (ventilator's clock, µs since the Unix epoch),
 //! `tag u8`, then per tag: 0 noop (nothing), 1 sleep (`ms u64`), 2 primes
@@ -86,6 +97,7 @@ pub enum Kind {
     WorkerLost = 13,
     Bye = 14,
     Results = 15,
+    Tasks = 16,
 }
 
 impl Kind {
@@ -107,6 +119,7 @@ impl Kind {
             13 => WorkerLost,
             14 => Bye,
             15 => Results,
+            16 => Tasks,
             _ => return None,
         })
     }
@@ -397,6 +410,15 @@ pub fn encode_result_record(out: &mut Vec<u8>, task: u64, attempt: u32, r: &Resu
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// Appends one record (of a RESULTS or TASKS payload) whose body is
+/// already encoded.
+pub fn encode_record(out: &mut Vec<u8>, task: u64, attempt: u32, body: &[u8]) {
+    out.extend_from_slice(&task.to_le_bytes());
+    out.extend_from_slice(&attempt.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
 /// One result inside a RESULTS payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultRecord<'a> {
@@ -412,6 +434,12 @@ pub fn split_result_records(
     payload: &[u8],
     count: u64,
 ) -> Result<Vec<ResultRecord<'_>>, DecodeError> {
+    split_records(payload, count)
+}
+
+/// Splits a RESULTS or TASKS payload into its records (a TASKS record's body
+/// is a task body), checking that there are exactly `count` of them.
+pub fn split_records(payload: &[u8], count: u64) -> Result<Vec<ResultRecord<'_>>, DecodeError> {
     let mut r = Reader {
         buf: payload,
         what: "results record",
@@ -429,7 +457,7 @@ pub fn split_result_records(
     }
     if records.len() as u64 != count {
         return Err(DecodeError::Malformed(format!(
-            "RESULTS says {count} records, holds {}",
+            "the header says {count} records, the payload holds {}",
             records.len()
         )));
     }
@@ -446,6 +474,16 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Tasks it runs at once.
     pub threads: u32,
+    /// How it takes tasks.
+    #[serde(default = "Dispatch::push")]
+    pub dispatch: Dispatch,
+    /// How often it says HEARTBEAT, in ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
 }
 
 impl WorkerInfo {
@@ -459,8 +497,26 @@ impl WorkerInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Dispatch {
-    /// The guide's way: the ventilator's PUSH deals round-robin.
+    /// The guide's way: the ventilator's PUSH deals round-robin to whoever
+    /// is connected.
     Push,
+    /// Workers ask for work: each worker thread's DEALER tells the
+    /// ventilator's ROUTER how many tasks it can take.
+    Credit,
+}
+
+impl Dispatch {
+    fn push() -> Dispatch {
+        Dispatch::Push
+    }
+
+    /// The flag's value, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dispatch::Push => "push",
+            Dispatch::Credit => "credit",
+        }
+    }
 }
 
 /// What the ventilator tells the sink about a batch (START).
@@ -485,6 +541,10 @@ pub struct SinkStatus {
     /// Why the sink will not collect the batch announced (too large, empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Random per sink process: a new value means the sink restarted, and
+    /// the ventilator announces its batch again.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 /// The sink's word that a batch is complete (DONE).
@@ -494,6 +554,108 @@ pub struct BatchDone {
     pub ok: u64,
     pub failed: u64,
     pub elapsed_ms: f64,
+}
+
+/// Splits a message that came through a ROUTER into its route (identity
+/// frames, one per ROUTER on the way) and the zpipe message after the empty
+/// delimiter. `None` when there is no delimiter.
+pub fn split_envelope<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> Option<(&[F], &[F])> {
+    let at = frames.iter().position(|f| f.is_empty())?;
+    Some((&frames[..at], &frames[at + 1..]))
+}
+
+/// A CREDIT payload: which worker thread speaks.
+pub fn encode_credit(worker: u64, thread: u16) -> [u8; 10] {
+    let mut b = [0; 10];
+    b[..8].copy_from_slice(&worker.to_le_bytes());
+    b[8..].copy_from_slice(&thread.to_le_bytes());
+    b
+}
+
+/// Reads a CREDIT payload: `(worker, thread)`.
+pub fn decode_credit(payload: &[u8]) -> Result<(u64, u16), DecodeError> {
+    let mut r = Reader {
+        buf: payload,
+        what: "credit",
+    };
+    let worker = r.u64()?;
+    let thread = r.u16()?;
+    if !r.buf.is_empty() {
+        return Err(DecodeError::Malformed("credit: trailing bytes".into()));
+    }
+    Ok((worker, thread))
+}
+
+/// What an ACK says: task ids whose results the sink has written, as
+/// half-open ranges, the ones that succeeded apart from the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acks {
+    pub ok: Vec<std::ops::Range<u64>>,
+    pub failed: Vec<std::ops::Range<u64>>,
+}
+
+impl Acks {
+    /// Most ranges in one ACK: the payload stays far below any size limit.
+    pub const MAX_RANGES: usize = 65_536;
+
+    /// Turns task ids (any order, no duplicates needed) into ranges.
+    pub fn ranges(ids: &mut [u64]) -> Vec<std::ops::Range<u64>> {
+        ids.sort_unstable();
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        for &id in ids.iter() {
+            match out.last_mut() {
+                Some(r) if r.end == id => r.end = id + 1,
+                Some(r) if r.end > id => {}
+                _ => out.push(id..id + 1),
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ok.is_empty() && self.failed.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + 16 * (self.ok.len() + self.failed.len()));
+        b.extend_from_slice(&(self.ok.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.failed.len() as u32).to_le_bytes());
+        for r in self.ok.iter().chain(&self.failed) {
+            b.extend_from_slice(&r.start.to_le_bytes());
+            b.extend_from_slice(&r.end.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Acks, DecodeError> {
+        let mut r = Reader {
+            buf: payload,
+            what: "ack",
+        };
+        let ok = r.u32()? as usize;
+        let failed = r.u32()? as usize;
+        if ok + failed > Self::MAX_RANGES || r.buf.len() != 16 * (ok + failed) {
+            return Err(DecodeError::Malformed(format!(
+                "ack: {ok} + {failed} ranges in {} bytes",
+                r.buf.len()
+            )));
+        }
+        let mut acks = Acks::default();
+        for i in 0..ok + failed {
+            let (from, to) = (r.u64()?, r.u64()?);
+            if from >= to {
+                return Err(DecodeError::Malformed(format!(
+                    "ack: empty range {from}..{to}"
+                )));
+            }
+            if i < ok {
+                acks.ok.push(from..to);
+            } else {
+                acks.failed.push(from..to);
+            }
+        }
+        Ok(acks)
+    }
 }
 
 /// Encodes a message with a JSON payload as two frames.
@@ -617,6 +779,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn acks_round_trip_as_ranges() {
+        let mut ids = vec![5, 1, 2, 3, 9, 3, 10];
+        let ok = Acks::ranges(&mut ids);
+        assert_eq!(ok, vec![1..4, 5..6, 9..11]);
+        let acks = Acks {
+            ok,
+            failed: std::iter::once(20..21).collect(),
+        };
+        assert_eq!(Acks::decode(&acks.encode()).unwrap(), acks);
+        let b = acks.encode();
+        for cut in 0..b.len() {
+            assert!(Acks::decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut empty_range = Acks::default().encode();
+        empty_range[0] = 1;
+        empty_range.extend_from_slice(&[7; 8]);
+        empty_range.extend_from_slice(&[7; 8]);
+        assert!(Acks::decode(&empty_range).is_err());
+        assert_eq!(decode_credit(&encode_credit(7, 3)).unwrap(), (7, 3));
+        assert!(decode_credit(&[1; 11]).is_err());
+        let frames: [&[u8]; 4] = [b"id", b"", b"h", b"p"];
+        let (route, rest) = split_envelope(&frames).unwrap();
+        assert_eq!((route.len(), rest.len()), (1, 2));
+        assert!(split_envelope(&[b"x".as_slice()]).is_none());
     }
 
     #[test]

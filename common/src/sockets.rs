@@ -160,40 +160,139 @@ impl Monitor {
     /// Starts monitoring successful handshakes on `socket`. Call it before
     /// `connect`, so no event is missed.
     pub fn handshakes(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<Monitor, Error> {
+        Monitor::events(ctx, socket, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+    }
+
+    /// Starts monitoring connections and handshakes on `socket`: what it
+    /// takes to notice a peer that connects but never completes the ZMTP
+    /// handshake (a socket type that may not pair with ours).
+    pub fn connections(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<Monitor, Error> {
+        use zmq::SocketEvent as E;
+        let mask = E::CONNECTED as i32
+            | E::ACCEPTED as i32
+            | E::DISCONNECTED as i32
+            | E::HANDSHAKE_SUCCEEDED as i32
+            | E::HANDSHAKE_FAILED_PROTOCOL as i32
+            | E::HANDSHAKE_FAILED_NO_DETAIL as i32;
+        Monitor::events(ctx, socket, mask)
+    }
+
+    fn events(ctx: &zmq::Context, socket: &zmq::Socket, mask: i32) -> Result<Monitor, Error> {
         let n = MONITORS.fetch_add(1, Ordering::Relaxed);
         let addr = format!("inproc://zpipe-monitor-{}-{n}", std::process::id());
         let fail = |e| Error::zmq("starting a socket monitor", e);
-        socket
-            .monitor(&addr, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
-            .map_err(fail)?;
+        socket.monitor(&addr, mask).map_err(fail)?;
         let pair = ctx.socket(zmq::PAIR).map_err(fail)?;
         pair.set_linger(0).map_err(fail)?;
         pair.connect(&addr).map_err(fail)?;
         Ok(Monitor { pair })
     }
 
+    /// Stops monitoring `socket` (the one this monitor watches). libzmq
+    /// sends events with a blocking send: were the reader simply dropped,
+    /// the next event (a reconnect, say) would block the I/O thread that
+    /// emits it, and with it every socket that thread serves. So the
+    /// monitor is moved to a fresh endpoint with no events before the
+    /// reader goes.
+    pub fn stop(self, socket: &zmq::Socket) {
+        let n = MONITORS.fetch_add(1, Ordering::Relaxed);
+        let addr = format!("inproc://zpipe-monitor-{}-{n}-off", std::process::id());
+        if let Err(e) = socket.monitor(&addr, 0) {
+            log::warn!("cannot stop a socket monitor: {e}");
+        }
+        drop(self.pair);
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Result<Recv<zmq::SocketEvent>, Error> {
+        let mut frames = Vec::new();
+        match recv_frames(&self.pair, &mut frames, timeout)? {
+            Recv::Message(()) => {
+                let event = frames
+                    .first()
+                    .filter(|f| f.len() >= 2)
+                    .map(|f| zmq::SocketEvent::from_raw(u16::from_ne_bytes([f[0], f[1]])));
+                Ok(event.map_or(Recv::Timeout, Recv::Message))
+            }
+            Recv::Timeout => Ok(Recv::Timeout),
+            Recv::Stopped => Ok(Recv::Stopped),
+        }
+    }
+
     /// Waits up to `timeout` for a ZMTP handshake to complete on any of the
     /// socket's connections: only then does a PUSH deal to that peer.
     pub fn wait_handshake(&self, timeout: Duration) -> Result<Recv<()>, Error> {
         let deadline = Instant::now() + timeout;
-        let mut frames = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match recv_frames(&self.pair, &mut frames, left)? {
-                Recv::Message(()) => {
-                    let event = frames
-                        .first()
-                        .filter(|f| f.len() >= 2)
-                        .map(|f| u16::from_ne_bytes([f[0], f[1]]));
-                    if event == Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()) {
-                        return Ok(Recv::Message(()));
-                    }
+            match self.next_event(left)? {
+                Recv::Message(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) => {
+                    return Ok(Recv::Message(()));
                 }
+                Recv::Message(_) => {}
                 Recv::Timeout if left.is_zero() => return Ok(Recv::Timeout),
                 Recv::Timeout => {}
                 Recv::Stopped => return Ok(Recv::Stopped),
             }
         }
+    }
+}
+
+/// Watches a socket for peers that connect but never complete the ZMTP
+/// handshake within `grace`: libzmq drops a peer whose socket type may not
+/// pair with ours without any error, so this is the only sign of it.
+pub struct HandshakeWatch {
+    monitor: Monitor,
+    grace: Duration,
+    /// When each connection still without a handshake began.
+    pending: std::collections::VecDeque<Instant>,
+    handshakes: u64,
+}
+
+impl HandshakeWatch {
+    pub fn new(ctx: &zmq::Context, socket: &zmq::Socket, grace: Duration) -> Result<Self, Error> {
+        Ok(HandshakeWatch {
+            monitor: Monitor::connections(ctx, socket)?,
+            grace,
+            pending: Default::default(),
+            handshakes: 0,
+        })
+    }
+
+    /// Reads the events so far; returns how many connections have waited
+    /// longer than the grace period for their handshake (each counted once).
+    pub fn stalled(&mut self) -> Result<usize, Error> {
+        use zmq::SocketEvent as E;
+        while let Recv::Message(event) = self.monitor.next_event(Duration::ZERO)? {
+            match event {
+                E::CONNECTED | E::ACCEPTED => self.pending.push_back(Instant::now()),
+                E::HANDSHAKE_SUCCEEDED => {
+                    self.handshakes += 1;
+                    self.pending.pop_front();
+                }
+                _ => {}
+            }
+        }
+        let mut n = 0;
+        while self
+            .pending
+            .front()
+            .is_some_and(|t| t.elapsed() >= self.grace)
+        {
+            self.pending.pop_front();
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Handshakes completed so far.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes
+    }
+
+    /// Stops watching (see [`Monitor::stop`]).
+    pub fn stop(self, socket: &zmq::Socket) {
+        self.monitor.stop(socket);
     }
 }
 

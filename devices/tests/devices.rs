@@ -93,7 +93,19 @@ fn a_streamer_neither_loses_nor_reorders_one_senders_messages() {
 
 #[test]
 fn a_zpipe_batch_runs_through_streamers_and_a_forwarder() {
-    time_bomb(60, || {
+    batch_through_devices("push");
+}
+
+#[test]
+fn a_credit_batch_runs_through_a_queue_on_the_task_path() {
+    batch_through_devices("credit");
+}
+
+/// A whole batch with a device on each path: on the task path a streamer
+/// (push dispatch: PUSH → PULL|PUSH → PULL) or a queue (credit dispatch:
+/// ROUTER ← DEALER|ROUTER ← DEALER).
+fn batch_through_devices(dispatch: &'static str) {
+    time_bomb(60, move || {
         let ctx = zmq::Context::new();
         // The sink binds as usual.
         let sink_cfg = sink::Config::parse_from([
@@ -113,7 +125,19 @@ fn a_zpipe_batch_runs_through_streamers_and_a_forwarder() {
         let sink_thread = thread::spawn(move || sink.run(&Shutdown::new(), out));
         // Task path: ventilator → streamer (both bound) ; the ventilator
         // connects its PUSH to the streamer's frontend.
-        let tasks_dev = start(&ctx, Kind::Streamer, local(Kind::Streamer));
+        let task_kind = if dispatch == "push" {
+            Kind::Streamer
+        } else {
+            Kind::Queue
+        };
+        let tasks_dev = start(&ctx, task_kind, local(task_kind));
+        // The ventilator connects to the side that faces it: a streamer's
+        // PULL frontend, a queue's DEALER backend; workers to the other.
+        let (vent_side, worker_side) = if dispatch == "push" {
+            (tasks_dev.frontend.clone(), tasks_dev.backend.clone())
+        } else {
+            (tasks_dev.backend.clone(), tasks_dev.frontend.clone())
+        };
         // Result path: workers → streamer → sink (the streamer connects on).
         let results_dev = start(
             &ctx,
@@ -130,11 +154,13 @@ fn a_zpipe_batch_runs_through_streamers_and_a_forwarder() {
         let vent_cfg = ventilator::Config::parse_from([
             "ventilator",
             "--task-endpoint",
-            &format!(">{}", tasks_dev.frontend),
+            &format!(">{vent_side}"),
             "--feedback-endpoint",
             &sb.feedback[0],
             "--workers",
             "3",
+            "--dispatch",
+            dispatch,
         ]);
         let vent = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
         let tasks: Vec<Work> = (0..300).map(|i| Work::Sleep { ms: i % 3 }).collect();
@@ -144,7 +170,9 @@ fn a_zpipe_batch_runs_through_streamers_and_a_forwarder() {
                 let cfg = worker::Config::parse_from([
                     "worker",
                     "--task-endpoint",
-                    &tasks_dev.backend,
+                    &worker_side,
+                    "--dispatch",
+                    dispatch,
                     "--result-endpoint",
                     &results_dev.frontend,
                     "--control-endpoint",
@@ -174,7 +202,13 @@ fn a_zpipe_batch_runs_through_streamers_and_a_forwarder() {
         let lines = std::fs::read_to_string(&out_path).unwrap();
         assert_eq!(lines.lines().count(), 300);
         let t = tasks_dev.stop();
-        assert!(t.frontend.msgs_in >= 300, "{t:?}");
+        if dispatch == "push" {
+            assert!(t.frontend.msgs_in >= 300, "{t:?}");
+        } else {
+            // Credit in through the frontend, tasks (some packed several to
+            // a message) in through the backend.
+            assert!(t.frontend.msgs_in >= 6 && t.backend.msgs_in >= 6, "{t:?}");
+        }
         let r = results_dev.stop();
         assert!(r.backend.msgs_out >= 1, "{r:?}");
         let c = control_dev.stop();

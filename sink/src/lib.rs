@@ -15,6 +15,15 @@
 //! A result that arrives twice is dropped (the first one wins); a message that
 //! cannot be read is counted and dropped; neither stops the sink.
 //!
+//! **Acknowledgements.** The sink writes each accepted result to its output
+//! (handed to the operating system, so it survives the sink being killed)
+//! before it acknowledges it to the ventilator (ACK, task ids as ranges,
+//! every 10 ms while results flow); the ventilator keeps every task until
+//! then. When a ventilator announces its batch, the sink answers with
+//! everything it already holds, so a restarted ventilator sends only the
+//! rest; a sink restarted with `--resume` reads back its output and carries
+//! on, and the ventilator re-sends whatever the old sink had not written.
+//!
 //! **High-water marks and linger.** The result PULL queues up to `--hwm`
 //! messages per worker connection; the PUB drops END for a subscriber that is
 //! not connected, so the sink repeats END until every worker said BYE (or a
@@ -95,6 +104,10 @@ pub struct Config {
     /// bit per task).
     #[arg(long, env = "ZPIPE_MAX_TASKS", default_value_t = 100_000_000)]
     pub max_tasks: u64,
+    /// Carry on after a restart: read the results already in `--output`,
+    /// append to it, and collect only the rest of the same batch.
+    #[arg(long, env = "ZPIPE_RESUME")]
+    pub resume: bool,
     /// Classic mode only: how many results make a batch (the guide's 100).
     #[arg(long, env = "ZPIPE_CLASSIC_TASKS", default_value_t = 100)]
     pub tasks: u64,
@@ -112,16 +125,118 @@ pub enum Error {
     },
     #[error("cannot write results")]
     Write(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot resume from {path}: line {line}: {reason}")]
+    Resume {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 impl common::cli::Usage for Error {
     fn is_usage(&self) -> bool {
         match self {
             Error::Setup(e) => e.is_usage(),
-            Error::OpenOutput { .. } => true,
+            Error::OpenOutput { .. } | Error::Usage(_) | Error::Resume { .. } => true,
             Error::Write(_) => false,
         }
     }
+}
+
+/// Opens `--output` as the configuration says: appending with `--resume`
+/// (after [`Sink::bind`] has read it back), else from empty.
+pub fn open_output_for(config: &Config) -> Result<Box<dyn Write + Send>, Error> {
+    if !config.resume {
+        return open_output(&config.output);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.output)
+        .map_err(|source| Error::OpenOutput {
+            path: config.output.clone(),
+            source,
+        })?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// What a sink resuming finds in its output: one batch's results.
+#[derive(Debug, Default)]
+struct Resumed {
+    batch: u64,
+    ok: Vec<u64>,
+    failed: Vec<u64>,
+}
+
+/// Reads back an output for `--resume`. A last line cut short (the sink was
+/// killed while writing it) is cut off the file; any other line that is not
+/// a result of the same batch is an error.
+fn read_back(path: &std::path::Path) -> Result<Option<Resumed>, Error> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::OpenOutput {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        log::warn!(
+            "{}: cutting off a last line left half-written ({} bytes)",
+            path.display(),
+            text.len() - whole
+        );
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(whole as u64));
+        f.map_err(|source| Error::OpenOutput {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let mut resumed: Option<Resumed> = None;
+    for (i, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| Error::Resume {
+            path: path.to_owned(),
+            line: i + 1,
+            reason,
+        };
+        #[derive(serde::Deserialize)]
+        struct Line<'a> {
+            task: u64,
+            batch: &'a str,
+            status: &'a str,
+        }
+        let l: Line =
+            serde_json::from_slice(line).map_err(|e| bad(format!("not a result: {e}")))?;
+        let batch = u64::from_str_radix(l.batch, 16)
+            .map_err(|_| bad(format!("batch {:?} is not a batch id", l.batch)))?;
+        let r = resumed.get_or_insert_with(|| Resumed {
+            batch,
+            ..Resumed::default()
+        });
+        if r.batch != batch {
+            return Err(bad(format!(
+                "results of two batches ({:016x} and {batch:016x}): resume works on one batch's output",
+                r.batch
+            )));
+        }
+        if l.status == "ok" {
+            r.ok.push(l.task);
+        } else {
+            r.failed.push(l.task);
+        }
+    }
+    Ok(resumed)
 }
 
 /// Opens `--output`.
@@ -167,6 +282,8 @@ struct Batch {
     last_result: Option<Instant>,
     /// One bit per task: its result is in.
     received: Vec<u64>,
+    /// One bit per task: its result is ok.
+    ok_bits: Vec<u64>,
     count: u64,
     ok: u64,
     failed: u64,
@@ -185,6 +302,13 @@ struct State<'a> {
     progress: Option<indicatif::ProgressBar>,
     /// A worker joined: tell the ventilator now rather than at the next tick.
     status_due: bool,
+    /// Random per process, in every STATUS: the ventilator sees a restart.
+    instance: u64,
+    /// What `--resume` read back, until its batch is announced.
+    resumed: Option<Resumed>,
+    /// Results written since the last ACK.
+    ack_ok: Vec<u64>,
+    ack_failed: Vec<u64>,
     /// Microseconds since the epoch, refreshed as results are drained.
     clock_us: u64,
 }
@@ -207,14 +331,40 @@ pub struct Sink {
     results: zmq::Socket,
     /// PUB: END and KILL to the workers.
     control: zmq::Socket,
-    /// ROUTER: the ventilator's START and GO in; STATUS and DONE out.
+    /// ROUTER: the ventilator's START and GO in; STATUS, ACK and DONE out.
     feedback: Option<zmq::Socket>,
     bound: Bound,
+    resumed: Option<Resumed>,
 }
 
 impl Sink {
     /// Makes and binds (or connects) the sink's sockets.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Sink, Error> {
+        let resumed = if config.resume {
+            if config.output.as_os_str() == "-" {
+                return Err(Error::Usage(
+                    "--resume reads back --output: give it a file, not stdout".into(),
+                ));
+            }
+            if config.ordered {
+                return Err(Error::Usage(
+                    "--resume appends results as they come; it cannot be combined with --ordered"
+                        .into(),
+                ));
+            }
+            let r = read_back(&config.output)?;
+            if let Some(r) = &r {
+                log::info!(
+                    "resuming batch {:016x} from {}: {} results already there",
+                    r.batch,
+                    config.output.display(),
+                    r.ok.len() + r.failed.len()
+                );
+            }
+            r
+        } else {
+            None
+        };
         let tuning = config.sockets.tuning();
         let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
         let results_at = config
@@ -250,6 +400,7 @@ impl Sink {
             control,
             feedback,
             bound,
+            resumed,
         })
     }
 
@@ -265,6 +416,7 @@ impl Sink {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
         let report = collect(
+            self.resumed,
             &self.config,
             &self.results,
             &self.control,
@@ -294,6 +446,7 @@ pub fn run(
 }
 
 fn collect(
+    resumed: Option<Resumed>,
     config: &Config,
     results: &zmq::Socket,
     control: &zmq::Socket,
@@ -312,10 +465,15 @@ fn collect(
         progress: None,
         status_due: false,
         clock_us: common::now_micros(),
+        instance: rand::random(),
+        resumed,
+        ack_ok: Vec::new(),
+        ack_failed: Vec::new(),
     };
     let mut frames = Vec::new();
     let mut next_status = Instant::now();
     let mut next_flush = Instant::now();
+    let mut next_ack = Instant::now();
     while !shutdown.is_triggered() && !st.complete() {
         {
             let mut items = [
@@ -352,11 +510,16 @@ fn collect(
             st.send_status(feedback);
             next_status = now + Duration::from_millis(200);
         }
+        if now >= next_ack || st.ack_ok.len() + st.ack_failed.len() >= 16_384 {
+            st.send_acks(feedback)?;
+            next_ack = now + Duration::from_millis(10);
+        }
         if now >= next_flush {
             st.out.flush()?;
             next_flush = now + Duration::from_millis(200);
         }
     }
+    st.send_acks(feedback)?;
     if st.complete() {
         st.finish_batch(control, results, feedback, &mut frames, shutdown)?;
     }
@@ -487,12 +650,18 @@ impl State<'_> {
         batch.received[word] |= bit;
         batch.count += 1;
         if body.outcome.status == Status::Ok {
+            batch.ok_bits[word] |= bit;
             batch.ok += 1;
         } else {
             batch.failed += 1;
         }
         if batch.count == batch.info.tasks {
             batch.last_result = Some(Instant::now());
+        }
+        if body.outcome.status == Status::Ok {
+            self.ack_ok.push(task);
+        } else {
+            self.ack_failed.push(task);
         }
         let now_us = self.clock_us;
         let latency_us =
@@ -509,6 +678,8 @@ impl State<'_> {
                 w.counted = true;
                 w.name_json.as_str()
             }
+            // The ventilator's own word on a task it gave up.
+            None if body.worker == 0 => "\"ventilator\"",
             None => {
                 fallback = format!("\"worker-{:016x}\"", body.worker);
                 fallback.as_str()
@@ -554,6 +725,7 @@ impl State<'_> {
                         return;
                     }
                 };
+                let info_batch = info.batch;
                 let refused = if info.tasks == 0 {
                     Some("the batch has no task".to_string())
                 } else if info.tasks > self.config.max_tasks {
@@ -576,12 +748,24 @@ impl State<'_> {
                             ready: Vec::new(),
                             received: 0,
                             refused: Some(why),
+                            instance: self.instance,
                         };
                         send_status(feedback, identity, &status);
                     }
                     None => {
-                        self.on_start(identity.to_vec(), info);
+                        if let Some(why) = self.on_start(identity.to_vec(), info) {
+                            let status = SinkStatus {
+                                batch: Some(info_batch),
+                                ready: Vec::new(),
+                                received: 0,
+                                refused: Some(why),
+                                instance: self.instance,
+                            };
+                            send_status(feedback, identity, &status);
+                            return;
+                        }
                         self.send_status_to(feedback, identity);
+                        self.send_snapshot(feedback, identity);
                     }
                 }
             }
@@ -616,6 +800,12 @@ impl State<'_> {
                     ),
                 ),
             },
+            // A failed result the ventilator sends for a task it gave up.
+            Kind::Result => {
+                if let Err(e) = self.on_result(header.batch, header.task, header.attempt, payload) {
+                    log::error!("cannot write a result: {e}");
+                }
+            }
             other => self.drops.note(
                 "feedback",
                 "unexpected kind",
@@ -624,31 +814,149 @@ impl State<'_> {
         }
     }
 
-    fn on_start(&mut self, identity: Vec<u8>, info: BatchInfo) {
+    /// Acknowledges the results written since the last ACK, once they are
+    /// out of our buffers.
+    fn send_acks(&mut self, feedback: &zmq::Socket) -> Result<(), Error> {
+        if self.ack_ok.is_empty() && self.ack_failed.is_empty() {
+            return Ok(());
+        }
+        let Some(b) = &self.batch else {
+            return Ok(());
+        };
+        self.out.flush()?;
+        let acks = protocol::Acks {
+            ok: protocol::Acks::ranges(&mut self.ack_ok),
+            failed: protocol::Acks::ranges(&mut self.ack_failed),
+        };
+        self.ack_ok.clear();
+        self.ack_failed.clear();
+        let head = Header::bare(Kind::Ack, b.info.batch).encode();
+        let _ = feedback.send_multipart(
+            [&b.ventilator[..], &head[..], &acks.encode()[..]],
+            zmq::DONTWAIT,
+        );
+        Ok(())
+    }
+
+    /// Tells a ventilator everything this sink holds of the batch: ACKs
+    /// marked `attempt` 1, the header's `task` saying how many parts follow.
+    fn send_snapshot(&mut self, feedback: &zmq::Socket, identity: &[u8]) {
+        let Some(b) = &self.batch else { return };
+        let _ = self.out.flush();
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        let mut open: Option<(u64, bool)> = None;
+        let total = b.info.tasks;
+        for t in 0..=total {
+            let here = t < total && b.received[(t / 64) as usize] & (1 << (t % 64)) != 0;
+            let good = here && b.ok_bits[(t / 64) as usize] & (1 << (t % 64)) != 0;
+            match open {
+                Some((from, g)) if !here || g != good => {
+                    if g {
+                        ok.push(from..t)
+                    } else {
+                        failed.push(from..t)
+                    }
+                    open = here.then_some((t, good));
+                }
+                None if here => open = Some((t, good)),
+                _ => {}
+            }
+        }
+        let per = protocol::Acks::MAX_RANGES / 2;
+        let parts = ok
+            .len()
+            .div_ceil(per)
+            .max(failed.len().div_ceil(per))
+            .max(1);
+        let head_for = |left: usize| {
+            Header {
+                kind: Kind::Ack,
+                attempt: 1,
+                batch: b.info.batch,
+                task: left as u64,
+            }
+            .encode()
+        };
+        for i in 0..parts {
+            let part = protocol::Acks {
+                ok: ok.iter().skip(i * per).take(per).cloned().collect(),
+                failed: failed.iter().skip(i * per).take(per).cloned().collect(),
+            };
+            let head = head_for(parts - 1 - i);
+            let _ =
+                feedback.send_multipart([identity, &head[..], &part.encode()[..]], zmq::DONTWAIT);
+        }
+    }
+
+    /// Takes the batch a ventilator announced; `Some(reason)` refuses it.
+    fn on_start(&mut self, identity: Vec<u8>, info: BatchInfo) -> Option<String> {
         match &mut self.batch {
-            Some(b) if b.info.batch == info.batch => b.ventilator = identity,
+            Some(b) if b.info.batch == info.batch => {
+                if b.ventilator != identity {
+                    log::info!("batch {}: a ventilator (re)joined", b.hex);
+                }
+                b.ventilator = identity;
+            }
             Some(b) => log::warn!(
                 "a ventilator announced batch {:016x} while batch {} is being collected; it is told so",
                 info.batch,
                 b.hex
             ),
             None => {
+                if let Some(r) = &self.resumed
+                    && r.batch != info.batch
+                {
+                    return Some(format!(
+                        "this sink resumes batch {:016x} from {}, not batch {:016x} (other tasks?)",
+                        r.batch,
+                        self.config.output.display(),
+                        info.batch
+                    ));
+                }
                 let hex = format!("{:016x}", info.batch);
                 log::info!("batch {hex} announced: {} tasks", info.tasks);
-                self.batch = Some(Batch {
+                let words = info.tasks.div_ceil(64) as usize;
+                let mut b = Batch {
                     hex,
                     ventilator: identity,
                     started: None,
                     last_result: None,
-                    received: vec![0; info.tasks.div_ceil(64) as usize],
+                    received: vec![0; words],
+                    ok_bits: vec![0; words],
                     count: 0,
                     ok: 0,
                     failed: 0,
                     duplicates: 0,
                     info,
-                });
+                };
+                if let Some(r) = self.resumed.take() {
+                    for (tasks, good) in [(&r.ok, true), (&r.failed, false)] {
+                        for &t in tasks.iter().filter(|&&t| t < b.info.tasks) {
+                            let (w, bit) = ((t / 64) as usize, 1u64 << (t % 64));
+                            if b.received[w] & bit != 0 {
+                                continue;
+                            }
+                            b.received[w] |= bit;
+                            b.count += 1;
+                            if good {
+                                b.ok_bits[w] |= bit;
+                                b.ok += 1;
+                            } else {
+                                b.failed += 1;
+                            }
+                        }
+                    }
+                    log::info!(
+                        "batch {}: {} of {} results were already in the output",
+                        b.hex,
+                        b.count,
+                        b.info.tasks
+                    );
+                }
+                self.batch = Some(b);
             }
         }
+        None
     }
 
     /// Says so, once, when a worker falls silent: in the log, and to the
@@ -691,6 +999,7 @@ impl State<'_> {
             ready,
             received: self.batch.as_ref().map_or(0, |b| b.count),
             refused: None,
+            instance: self.instance,
         }
     }
 

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
 fn run(config: &sink::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
     common::cli::on_signals(&shutdown)?;
-    let out = sink::open_output(&config.output)?;
+    let out = sink::open_output_for(config)?;
     let report = sink::run(config, &zmq::Context::new(), &shutdown, out)?;
     sink::print_report(config, &report)?;
     // 130: stopped by a signal before the batch was complete.

@@ -8,11 +8,18 @@
 //! any other line is a plain task, an `exec` command unless `--plain` says
 //! otherwise. A malformed line stops the run before anything is sent, naming
 //! its line number.
+//!
+//! A JSON task may also carry `"id"` (a name other tasks refer to),
+//! `"after"` (a list of ids, or of 0-based task indices, it must wait for),
+//! `"stage"` (a number: later stages wait for all earlier ones) and `"cost"`
+//! (a hint for `--order cost`); see [`crate::plan`].
 
 use std::io::BufRead;
 use std::str::FromStr;
 
 use common::work::Work;
+
+use crate::plan::Plan;
 use rand::{RngExt, SeedableRng};
 
 /// What a plain (non-JSON) input line means.
@@ -104,12 +111,12 @@ pub fn generate(count: u64, kind: Kind, workload: Workload, seed: u64) -> Vec<Wo
 
 /// Reads every task from `reader`; refuses the whole input at its first
 /// malformed line.
-pub fn parse(
-    reader: impl BufRead,
-    plain: Plain,
-    max_bytes: usize,
-) -> Result<Vec<Work>, InputError> {
+pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Plan, InputError> {
     let mut tasks = Vec::new();
+    let mut plan = Plan::default();
+    // Per task: its line, and what it runs after as written.
+    let mut refs: Vec<(usize, Vec<serde_json::Value>)> = Vec::new();
+    let mut named = std::collections::HashMap::new();
     let mut scratch = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
@@ -128,8 +135,39 @@ pub fn parse(
             line: line_no,
             reason,
         };
+        let (mut id, mut after, mut stage, mut cost) = (None, Vec::new(), 0u32, None);
         let work = if text.starts_with('{') {
-            serde_json::from_str::<Work>(text).map_err(|e| bad(format!("not a task: {e}")))?
+            let mut map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).map_err(|e| bad(format!("not a task: {e}")))?;
+            if let Some(v) = map.remove("id") {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| bad("\"id\" must be a string".into()))?;
+                if named.insert(v.to_string(), tasks.len() as u64).is_some() {
+                    return Err(bad(format!("the id {v:?} is used twice")));
+                }
+                id = Some(v.to_string());
+            }
+            if let Some(v) = map.remove("after") {
+                after = match v {
+                    serde_json::Value::Array(a) => a,
+                    one => vec![one],
+                };
+            }
+            if let Some(v) = map.remove("stage") {
+                stage = v
+                    .as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .ok_or_else(|| bad("\"stage\" must be a whole number".into()))?;
+            }
+            if let Some(v) = map.remove("cost") {
+                cost = Some(
+                    v.as_u64()
+                        .ok_or_else(|| bad("\"cost\" must be a whole number".into()))?,
+                );
+            }
+            serde_json::from_value::<Work>(serde_json::Value::Object(map))
+                .map_err(|e| bad(format!("not a task: {e}")))?
         } else {
             match plain {
                 Plain::Exec => Work::Exec {
@@ -159,12 +197,37 @@ pub fn parse(
                 scratch.len()
             )));
         }
+        plan.cost.push(cost.or_else(|| work.expected_ms()));
+        plan.ids.push(id);
+        plan.stage.push(stage);
+        refs.push((line_no, after));
         tasks.push(work);
     }
     if tasks.is_empty() {
         return Err(InputError::Empty);
     }
-    Ok(tasks)
+    if refs.iter().any(|(_, a)| !a.is_empty()) {
+        for (line, after) in refs {
+            let mut ids = Vec::with_capacity(after.len());
+            for a in after {
+                let task = match &a {
+                    serde_json::Value::String(s) => named.get(s).copied(),
+                    serde_json::Value::Number(n) => n.as_u64().filter(|&i| i < tasks.len() as u64),
+                    _ => None,
+                };
+                ids.push(task.ok_or_else(|| InputError::Line {
+                    line,
+                    reason: format!("\"after\": {a} is not a task of this input"),
+                })?);
+            }
+            plan.after.push(ids);
+        }
+    }
+    if plan.stage.iter().all(|&s| s == 0) {
+        plan.stage.clear();
+    }
+    plan.works = tasks;
+    Ok(plan)
 }
 
 #[cfg(test)]
@@ -175,8 +238,9 @@ mod tests {
     fn parses_plain_json_comments() {
         let text = "# a batch\n\necho hi\n{\"kind\":\"sleep\",\"ms\":5}\n{\"kind\":\"primes\",\"from\":1,\"to\":9}\n";
         let tasks = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
+        assert!(!tasks.has_constraints());
         assert_eq!(
-            tasks,
+            tasks.works,
             vec![
                 Work::Exec {
                     command: "echo hi".into(),
@@ -187,7 +251,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse("82\n15\n".as_bytes(), Plain::Sleep, usize::MAX).unwrap(),
+            parse("82\n15\n".as_bytes(), Plain::Sleep, usize::MAX)
+                .unwrap()
+                .works,
             vec![Work::Sleep { ms: 82 }, Work::Sleep { ms: 15 }]
         );
     }
@@ -227,6 +293,33 @@ mod tests {
             parse(&b"\xff\n"[..], Plain::Exec, usize::MAX),
             Err(InputError::Line { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn dependencies_stages_and_costs_are_read() {
+        let text = r#"{"kind":"noop","id":"fetch"}
+{"kind":"sleep","ms":5,"after":["fetch"],"stage":1}
+{"kind":"noop","after":[0, 1],"cost":7,"stage":2}
+"#;
+        let p = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
+        assert_eq!(p.after, vec![vec![], vec![0], vec![0, 1]]);
+        assert_eq!(p.stage, vec![0, 1, 2]);
+        assert_eq!(p.cost, vec![None, Some(5), Some(7)]);
+        assert!(p.check().is_ok());
+        for (text, line) in [
+            ("{\"kind\":\"noop\",\"after\":[\"nope\"]}", 1),
+            ("{\"kind\":\"noop\"}\n{\"kind\":\"noop\",\"after\":[5]}", 2),
+            (
+                "{\"kind\":\"noop\",\"id\":\"a\"}\n{\"kind\":\"noop\",\"id\":\"a\"}",
+                2,
+            ),
+            ("{\"kind\":\"noop\",\"stage\":-1}", 1),
+        ] {
+            match parse(text.as_bytes(), Plain::Exec, usize::MAX) {
+                Err(InputError::Line { line: l, .. }) => assert_eq!(l, line, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,57 +1,93 @@
 //! zpipe's **ventilator**: the stable start of the parallel pipeline.
 //!
 //! ```text
-//!  ventilator PUSH (binds tcp://*:5557) ──▶ PULL worker ×N
-//!  ventilator DEALER (connects tcp://localhost:5561) ◀─▶ ROUTER sink
+//!  credit: ventilator ROUTER (binds tcp://*:5557) ◀─▶ DEALER worker thread ×N
+//!  push:   ventilator PUSH   (binds tcp://*:5557) ──▶ PULL   worker thread ×N
+//!          ventilator DEALER (connects tcp://localhost:5561) ◀─▶ ROUTER sink
 //! ```
 //!
-//! The ventilator *binds* its PUSH socket: workers come and go and find it.
-//! PUSH deals tasks round-robin to the workers connected at the moment it
-//! sends, so a worker that connects late (the slow joiner) would miss the
-//! first tasks, or the first worker would get them all. The ventilator
-//! therefore announces the batch to the sink (START), and waits until the sink,
-//! which hears the workers' HELLOs, reports `--workers N` ready; each worker
-//! says HELLO only once its task socket has finished the handshake with us.
-//! Then it says GO (the sink starts its clock) and sends every task, and waits
-//! for the sink's DONE.
+//! The ventilator *binds* its task socket: workers come and go and find it.
+//! It hands tasks out in one of two ways (`--dispatch`):
 //!
-//! **High-water mark.** The PUSH queues at most `--hwm` tasks per worker
-//! connection; beyond that a send waits (while checking for a stop), so a
-//! large batch never sits in memory twice.
+//! - **credit** (the default): each worker thread's DEALER tells the ROUTER
+//!   how many tasks it can take (CREDIT) and asks again as it finishes; the
+//!   ventilator gives the next ready task to a thread with free credit, so
+//!   the least busy worker gets it, and it records which thread holds which
+//!   task. This is the guide's load-balancing broker with Paranoid Pirate
+//!   heartbeats: a worker not heard from for `--liveness` heartbeats is
+//!   dead, and the tasks it held go out again at once. Works through a
+//!   `queue` device (ROUTER/DEALER).
+//! - **push**: the guide's way. The PUSH deals round-robin to the workers
+//!   connected when it sends, blind to how long tasks take and to who holds
+//!   what; when the sink reports a worker lost, every unacknowledged task
+//!   goes out again. Works through a `streamer` device (PULL/PUSH).
 //!
-//! **Shutdown.** The [`Shutdown`] flag (SIGINT, SIGTERM) stops the wait or the
-//! sending within 100 ms; sockets linger at most a second.
+//! A worker in the other mode cannot pair with our socket, and libzmq drops
+//! it without a word: the ventilator watches for connections whose ZMTP
+//! handshake never completes and says so.
+//!
+//! **Start.** The ventilator announces the batch to the sink (START) until
+//! it answers, and starts once `--workers N` are ready (heard by the sink in
+//! push mode, so a PUSH never deals to a slow joiner; heard by us in credit
+//! mode). Then it says GO (the sink starts its clock) and deals.
+//!
+//! **No task lost.** The ventilator keeps every task (see [`ledger`]) until
+//! the sink acknowledges its result (ACK, as ranges). A task whose worker
+//! died, or whose lease (`--task-timeout`) ran out, goes out again with its
+//! attempt raised; after `--retries` re-sends it is given up and the sink is
+//! sent a failed result saying why. The batch id is a fingerprint of the
+//! tasks, so a restarted sink (or a restarted ventilator, `--resume`)
+//! recognises the batch; whenever the sink is new, it tells us everything it
+//! holds and we send the rest.
+//!
+//! **High-water mark.** Credit never exceeds `--hwm`, so a ROUTER queue
+//! never overflows; a PUSH that is full is retried when it can take more,
+//! while acks and heartbeats keep flowing.
+//!
+//! **Shutdown.** The [`Shutdown`] flag (SIGINT, SIGTERM) stops the loop
+//! within 100 ms; sockets close with linger 0, since nothing queued matters
+//! once we stop.
 //!
 //! # Layout
 //!
-//! - `lib.rs`: flags ([`Config`]) and the batch ([`run`]).
+//! - `lib.rs`: flags ([`Config`]), sockets ([`Ventilator`]) and the batch
+//!   loop.
 //! - [`input`]: generated batches and input files.
+//! - [`plan`]: dependencies and stages, checked before anything is sent.
+//! - [`ledger`]: the book of tasks: leases, re-sends, acks.
 //! - `classic.rs`: the guide's taskvent for `--classic`.
 #![forbid(unsafe_code)]
 
 mod classic;
 pub mod input;
+pub mod ledger;
+pub mod plan;
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::drops::Drops;
 use common::protocol::{
-    self, BatchDone, BatchInfo, Dispatch, Header, Kind, SinkStatus, WorkerInfo,
+    self, Acks, BatchDone, BatchInfo, Dispatch, Header, Kind, ResultBody, SinkStatus, WorkerInfo,
 };
-use common::sockets::{self, Recv};
-use common::work::Work;
+use common::sockets::{self, HandshakeWatch, Recv};
+use common::work::{Outcome, Status, Work};
 use common::{Action, Endpoints, Shutdown};
 use serde::Serialize;
+
+pub use ledger::Order;
+use ledger::{Ledger, NOBODY};
+pub use plan::Plan;
 
 /// The ventilator's flags; every one can also come from a `ZPIPE_*` variable.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "ventilator",
     version,
-    about = "zpipe ventilator: waits for workers, then deals a batch of tasks (PUSH) and waits for the sink's DONE",
-    after_help = "Input lines: blank and # lines are skipped; {\"kind\":...} is a JSON task (sleep, primes, exec, noop, data); any other line is a plain task (--plain). Without --input, --tasks tasks are generated."
+    about = "zpipe ventilator: waits for workers, deals a batch of tasks (by credit, or PUSH round-robin), re-sends what is lost, and waits for the sink's DONE",
+    after_help = "Input lines: blank and # lines are skipped; {\"kind\":...} is a JSON task (sleep, primes, exec, noop, data) which may also carry \"id\", \"after\": [ids], \"stage\": N and \"cost\": N; any other line is a plain task (--plain). Without --input, --tasks tasks are generated."
 )]
 pub struct Config {
     /// Where workers (or a streamer) take tasks. `@` binds, `>` connects, bare
@@ -73,6 +109,35 @@ pub struct Config {
         default_value = "tcp://localhost:5558"
     )]
     pub result_endpoint: Endpoints,
+    /// How tasks are handed out: `credit` (workers ask for work; ROUTER,
+    /// through a queue device) or `push` (the guide's round-robin; PUSH,
+    /// through a streamer). Workers must use the same.
+    #[arg(long, env = "ZPIPE_DISPATCH", value_enum, default_value = "credit")]
+    pub dispatch: Dispatch,
+    /// The order ready tasks go out in: `input`, or `cost` (the costliest
+    /// first, by the tasks' cost hints: longest-processing-time first).
+    #[arg(long, env = "ZPIPE_ORDER", value_enum, default_value = "input")]
+    pub order: Order,
+    /// A task without a result this long after it was sent goes out again.
+    /// Set it above your longest task.
+    #[arg(long, env = "ZPIPE_TASK_TIMEOUT", default_value = "15m", value_parser = common::cli::duration)]
+    pub task_timeout: Duration,
+    /// How many times a lost task is sent again before it is given up and
+    /// reported failed.
+    #[arg(long, env = "ZPIPE_RETRIES", default_value_t = 3)]
+    pub retries: u32,
+    /// Credit dispatch: how often a worker is expected to say HEARTBEAT (the
+    /// worker's own `--heartbeat` counts if longer).
+    #[arg(long, env = "ZPIPE_HEARTBEAT", default_value = "1s", value_parser = common::cli::duration)]
+    pub heartbeat: Duration,
+    /// Credit dispatch: a worker silent for this many heartbeats is dead and
+    /// its tasks go to others.
+    #[arg(long, env = "ZPIPE_LIVENESS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub liveness: u32,
+    /// Continue a batch the sink already holds results of (after the
+    /// ventilator or the sink was restarted): only the missing tasks are sent.
+    #[arg(long, env = "ZPIPE_RESUME")]
+    pub resume: bool,
     /// Start once this many workers are ready.
     #[arg(long, env = "ZPIPE_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -124,8 +189,15 @@ impl Config {
             .saturating_sub(64)
     }
 
-    /// The batch this configuration describes: the input, or generated tasks.
-    pub fn load_tasks(&self) -> Result<Vec<Work>, Error> {
+    /// The batch this configuration describes: the input, or generated
+    /// tasks; its dependencies are checked.
+    pub fn load_tasks(&self) -> Result<Plan, Error> {
+        let plan = self.read_tasks()?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    fn read_tasks(&self) -> Result<Plan, Error> {
         match &self.input {
             Some(path) if path.as_os_str() == "-" => Ok(input::parse(
                 std::io::stdin().lock(),
@@ -153,7 +225,12 @@ impl Config {
                     self.kind,
                     self.workload
                 );
-                Ok(input::generate(self.tasks, self.kind, self.workload, seed))
+                Ok(Plan::from(input::generate(
+                    self.tasks,
+                    self.kind,
+                    self.workload,
+                    seed,
+                )))
             }
         }
     }
@@ -166,6 +243,8 @@ pub enum Error {
     Setup(#[from] common::Error),
     #[error(transparent)]
     Input(#[from] input::InputError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
     #[error("{0}")]
     Usage(String),
     #[error(
@@ -180,13 +259,17 @@ pub enum Error {
     NoWorkers { endpoint: String, waited: Duration },
     #[error("the sink refused the batch: {0}")]
     Refused(String),
+    #[error(
+        "the sink already holds {held} results of this batch ({batch:016x}, the same tasks): pass --resume to send only the {missing} missing tasks, or give the sink a new output"
+    )]
+    Resume { batch: u64, held: u64, missing: u64 },
 }
 
 impl common::cli::Usage for Error {
     fn is_usage(&self) -> bool {
         match self {
             Error::Setup(e) => e.is_usage(),
-            Error::Input(_) | Error::Usage(_) => true,
+            Error::Input(_) | Error::Plan(_) | Error::Usage(_) | Error::Resume { .. } => true,
             _ => false,
         }
     }
@@ -196,8 +279,19 @@ impl common::cli::Usage for Error {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub batch: String,
+    pub dispatch: Dispatch,
     pub tasks: u64,
+    /// Task messages sent, re-sends included.
     pub sent: u64,
+    /// Tasks sent again (worker dead, lease out, sink restarted).
+    pub resent: u64,
+    /// Tasks given up after their last attempt, or failed by a failed
+    /// dependency; the sink was sent a failed result for each.
+    pub given_up: u64,
+    /// Workers declared dead during the batch.
+    pub workers_lost: u64,
+    /// Messages dropped, by reason.
+    pub dropped: BTreeMap<String, u64>,
     /// Workers ready when the batch started.
     pub workers: usize,
     /// Time spent waiting for the sink and workers.
@@ -213,24 +307,51 @@ pub struct Report {
 /// batch.
 pub struct Ventilator {
     config: Config,
-    /// PUSH: tasks out to the workers, round-robin.
-    push: zmq::Socket,
-    /// DEALER: START and GO to the sink; STATUS and DONE back. (Classic mode:
-    /// a PUSH to the sink's result socket.)
+    /// ROUTER (credit: CREDIT and heartbeats in, TASK/TASKS out) or PUSH
+    /// (push and classic: tasks out, round-robin).
+    tasks: zmq::Socket,
+    /// DEALER: START and GO to the sink; STATUS, ACK and DONE back. (Classic
+    /// mode: a PUSH to the sink's result socket.)
     feedback: zmq::Socket,
+    /// Peers that connect to the task socket but never complete the
+    /// handshake (a worker in the other dispatch mode).
+    watch: Option<HandshakeWatch>,
     bound: Vec<String>,
 }
 
 impl Ventilator {
     /// Makes the sockets, binds the task endpoint and connects to the sink.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Ventilator, Error> {
+        let mut config = config.clone();
         let mut tuning = config.sockets.tuning();
         if config.classic {
+            // The guide's taskvent has only a PUSH.
+            config.dispatch = Dispatch::Push;
             tuning.linger = config.linger;
             tuning.heartbeat = None;
         }
-        let push = sockets::socket(ctx, zmq::PUSH, "tasks", &tuning)?;
-        let bound = config.task_endpoint.attach(&push, Action::Bind, "tasks")?;
+        let credit = config.dispatch == Dispatch::Credit;
+        let tasks = if credit {
+            let router = sockets::socket(ctx, zmq::ROUTER, "tasks", &tuning)?;
+            // An unroutable task is an error we see (the worker is gone), not
+            // a silent drop.
+            router
+                .set_router_mandatory(true)
+                .map_err(|e| common::Error::zmq("setting up the tasks socket", e))?;
+            router
+        } else {
+            sockets::socket(ctx, zmq::PUSH, "tasks", &tuning)?
+        };
+        let watch = if config.classic {
+            None
+        } else {
+            Some(HandshakeWatch::new(ctx, &tasks, HANDSHAKE_GRACE)?)
+        };
+        let bound = config.task_endpoint.attach(&tasks, Action::Bind, "tasks")?;
+        log::info!(
+            "ventilator listening: tasks {bound:?} ({} dispatch)",
+            config.dispatch.as_str()
+        );
         let feedback = if config.classic {
             let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
             config
@@ -245,9 +366,10 @@ impl Ventilator {
             feedback
         };
         Ok(Ventilator {
-            config: config.clone(),
-            push,
+            config,
+            tasks,
             feedback,
+            watch,
             bound,
         })
     }
@@ -258,19 +380,44 @@ impl Ventilator {
         &self.bound
     }
 
-    /// Runs one batch of `tasks`: waits for the sink and the workers, sends
-    /// every task, and waits for the sink's DONE (or `shutdown`).
+    /// Runs one batch of `tasks` without dependencies (see
+    /// [`Ventilator::run_plan`]).
     pub fn run(self, tasks: &[Work], shutdown: &Shutdown) -> Result<Report, Error> {
-        if tasks.is_empty() {
+        self.run_plan(&Plan::from(tasks.to_vec()), shutdown)
+    }
+
+    /// Runs one batch: waits for the sink and the workers, deals every task,
+    /// sends again what is lost, and waits for the sink's DONE (or
+    /// `shutdown`).
+    pub fn run_plan(mut self, plan: &Plan, shutdown: &Shutdown) -> Result<Report, Error> {
+        if plan.is_empty() {
             return Err(Error::Usage("the batch is empty".into()));
         }
         if self.config.classic {
-            return classic::run(&self.config, tasks, &self.push, &self.feedback, shutdown);
+            if plan.has_constraints() {
+                return Err(Error::Usage(
+                    "classic mode speaks the guide's format, which has no dependencies or stages"
+                        .into(),
+                ));
+            }
+            return classic::run(
+                &self.config,
+                &plan.works,
+                &self.tasks,
+                &self.feedback,
+                shutdown,
+            );
         }
-        let report = push_batch(&self.config, tasks, &self.push, &self.feedback, shutdown);
+        plan.check()?;
+        let watch = self.watch.take();
+        let mut batch = Batch::new(&self.config, plan, &self.tasks, &self.feedback, watch);
+        let report = batch.run(shutdown);
+        if let Some(w) = batch.watch.take() {
+            w.stop(&self.tasks);
+        }
         // Whatever is still queued (START for a sink that never came, tasks
         // after a stop) is moot now: close at once.
-        let _ = self.push.set_linger(0);
+        let _ = self.tasks.set_linger(0);
         let _ = self.feedback.set_linger(0);
         report
     }
@@ -286,227 +433,851 @@ pub fn run(
     Ventilator::bind(config, ctx)?.run(tasks, shutdown)
 }
 
-fn push_batch(
-    config: &Config,
-    tasks: &[Work],
-    push: &zmq::Socket,
-    feedback: &zmq::Socket,
-    shutdown: &Shutdown,
-) -> Result<Report, Error> {
-    let batch = loop {
-        let b: u64 = rand::random();
-        if b != 0 {
-            break b;
-        }
-    };
-    let hex = format!("{batch:016x}");
-    let info = BatchInfo {
-        batch,
-        tasks: tasks.len() as u64,
-        expected_ms: tasks.iter().filter_map(Work::expected_ms).sum(),
-        dispatch: Dispatch::Push,
-    };
-    let mut report = Report {
-        batch: hex.clone(),
-        tasks: info.tasks,
-        sent: 0,
-        workers: 0,
-        wait_ms: 0.0,
-        send_ms: 0.0,
-        done: None,
-    };
-    log::info!(
-        "batch {hex}: {} tasks on {}; waiting for {} worker(s)",
-        info.tasks,
-        config.task_endpoint,
-        config.workers
-    );
+/// How long a peer may stay connected without completing the handshake
+/// before we say it cannot be a worker of our dispatch mode.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(3);
+/// Most tasks in one TASKS message.
+const MAX_PACK: u32 = 64;
 
-    let mut drops = Drops::default();
-    let mut frames = Vec::new();
-    let started = Instant::now();
-    let Some(ready) = wait_ready(
-        config,
-        feedback,
-        &info,
-        &mut drops,
-        &mut frames,
-        shutdown,
-        started,
-    )?
-    else {
-        report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
-        return Ok(report);
-    };
-    report.workers = ready;
-    report.wait_ms = started.elapsed().as_secs_f64() * 1000.0;
+/// One worker thread's DEALER, as the ROUTER knows it.
+struct Peer {
+    route: Vec<Vec<u8>>,
+    worker: u64,
+    credit: u32,
+    /// In `Batch::eligible`.
+    queued: bool,
+}
 
-    // GO first: the sink starts its clock as the first task leaves.
-    sockets::send_frames(feedback, &[Header::bare(Kind::Go, batch).encode()], || {
-        !shutdown.is_triggered()
-    })?;
-    let send_started = Instant::now();
-    let mut body = Vec::with_capacity(64);
-    let mut clock_us = 0;
-    for (id, work) in tasks.iter().enumerate() {
-        let head = Header {
-            kind: Kind::Task,
-            attempt: 1,
+/// What the ventilator knows of a worker process (credit dispatch).
+struct Seen {
+    name: String,
+    /// The route of its main thread's DEALER, for heartbeats back.
+    route: Option<Vec<Vec<u8>>>,
+    last: Instant,
+    heartbeat: Duration,
+    dead: bool,
+    /// Said HELLO or HEARTBEAT: counts as ready.
+    hello: bool,
+    peers: Vec<u32>,
+}
+
+struct Batch<'a> {
+    config: &'a Config,
+    plan: &'a Plan,
+    ledger: Ledger<'a>,
+    info: BatchInfo,
+    hex: String,
+    tasks: &'a zmq::Socket,
+    feedback: &'a zmq::Socket,
+    watch: Option<HandshakeWatch>,
+    credit: bool,
+    report: Report,
+    drops: Drops,
+    peers: Vec<Peer>,
+    peer_index: HashMap<Vec<Vec<u8>>, u32>,
+    eligible: VecDeque<u32>,
+    workers: HashMap<u64, Seen>,
+    /// The sink as last heard: its instance, and the workers it had ready.
+    sink_instance: Option<u64>,
+    sink_ready: usize,
+    /// The current sink knows the batch.
+    announced: bool,
+    /// ... and has told us everything it holds.
+    synced: bool,
+    snapshot: Acks,
+    go_sent: bool,
+    /// The workers were ready once: dealing may begin.
+    started: bool,
+    /// Push dispatch: a task the full PUSH did not take.
+    pending: Option<u64>,
+    body: Vec<u8>,
+    frames: Vec<zmq::Message>,
+    clock_us: u64,
+    sends: u64,
+}
+
+impl<'a> Batch<'a> {
+    fn new(
+        config: &'a Config,
+        plan: &'a Plan,
+        tasks: &'a zmq::Socket,
+        feedback: &'a zmq::Socket,
+        watch: Option<HandshakeWatch>,
+    ) -> Self {
+        let batch = plan.fingerprint();
+        let hex = format!("{batch:016x}");
+        let info = BatchInfo {
             batch,
-            task: id as u64,
+            tasks: plan.len() as u64,
+            expected_ms: plan.works.iter().filter_map(Work::expected_ms).sum(),
+            dispatch: config.dispatch,
+        };
+        Batch {
+            config,
+            plan,
+            ledger: Ledger::new(plan, config.order, config.task_timeout, config.retries),
+            report: Report {
+                batch: hex.clone(),
+                dispatch: config.dispatch,
+                tasks: info.tasks,
+                sent: 0,
+                resent: 0,
+                given_up: 0,
+                workers_lost: 0,
+                dropped: BTreeMap::new(),
+                workers: 0,
+                wait_ms: 0.0,
+                send_ms: 0.0,
+                done: None,
+            },
+            info,
+            hex,
+            tasks,
+            feedback,
+            watch,
+            credit: config.dispatch == Dispatch::Credit,
+            drops: Drops::default(),
+            peers: Vec::new(),
+            peer_index: HashMap::new(),
+            eligible: VecDeque::new(),
+            workers: HashMap::new(),
+            sink_instance: None,
+            sink_ready: 0,
+            announced: false,
+            synced: false,
+            snapshot: Acks::default(),
+            go_sent: false,
+            started: false,
+            pending: None,
+            body: Vec::with_capacity(256),
+            frames: Vec::new(),
+            clock_us: 0,
+            sends: 0,
         }
-        .encode();
+    }
+
+    fn run(&mut self, shutdown: &Shutdown) -> Result<Report, Error> {
+        log::info!(
+            "batch {}: {} tasks on {} ({} dispatch); waiting for {} worker(s)",
+            self.hex,
+            self.info.tasks,
+            self.config.task_endpoint,
+            self.config.dispatch.as_str(),
+            self.config.workers
+        );
+        let began = Instant::now();
+        let mut send_began = None;
+        let mut next_start = Instant::now();
+        let mut next_tick = Instant::now();
+        let mut next_log = Instant::now() + Duration::from_secs(5);
+        while !shutdown.is_triggered() && self.report.done.is_none() {
+            let now = Instant::now();
+            if !self.announced && now >= next_start {
+                // DEALER queues this until the connection is up; repeated in
+                // case the sink (re)starts meanwhile.
+                let start =
+                    protocol::json_frames(Header::bare(Kind::Start, self.info.batch), &self.info);
+                let _ = self.feedback.send_multipart(start.iter(), zmq::DONTWAIT);
+                next_start = now + Duration::from_millis(500);
+            }
+            if !self.started && self.announced && self.synced {
+                let ready = self.ready_workers();
+                let waited = began.elapsed();
+                if ready >= self.config.workers || (waited >= self.config.wait && ready > 0) {
+                    if ready < self.config.workers {
+                        log::warn!(
+                            "only {ready} of {} workers ready after {:?}: starting with them",
+                            self.config.workers,
+                            self.config.wait
+                        );
+                    } else {
+                        log::info!(
+                            "{ready} worker(s) ready after {:.0} ms: starting",
+                            waited.as_secs_f64() * 1000.0
+                        );
+                    }
+                    self.started = true;
+                    self.report.workers = ready;
+                    self.report.wait_ms = waited.as_secs_f64() * 1000.0;
+                }
+            }
+            if !self.started && began.elapsed() >= self.config.wait {
+                return Err(if self.sink_instance.is_none() {
+                    Error::NoSink {
+                        endpoint: self.config.feedback_endpoint.to_string(),
+                        waited: self.config.wait,
+                    }
+                } else {
+                    Error::NoWorkers {
+                        endpoint: self.config.task_endpoint.to_string(),
+                        waited: self.config.wait,
+                    }
+                });
+            }
+            if self.started && self.synced && !self.go_sent {
+                // GO first: the sink starts its clock as the first task leaves.
+                sockets::send_frames(
+                    self.feedback,
+                    &[Header::bare(Kind::Go, self.info.batch).encode()],
+                    || !shutdown.is_triggered(),
+                )?;
+                self.go_sent = true;
+                send_began.get_or_insert_with(Instant::now);
+            }
+            self.send_owed();
+            if self.started && self.synced {
+                if self.credit {
+                    self.deal_credit()?;
+                } else {
+                    self.deal_push()?;
+                }
+            }
+            if now >= next_tick {
+                next_tick = now + Duration::from_millis(100);
+                self.tick(now)?;
+            }
+            if now >= next_log {
+                next_log = now + Duration::from_secs(5);
+                self.log_progress(began);
+            }
+            self.wait_and_read()?;
+        }
+        if let Some(t) = send_began {
+            self.report.send_ms = t.elapsed().as_secs_f64() * 1000.0;
+        }
+        self.report.resent = self.ledger.resent;
+        self.report.given_up = self.ledger.given_up;
+        self.report.dropped = self
+            .drops
+            .by_reason()
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        Ok(self.report.clone())
+    }
+
+    fn ready_workers(&self) -> usize {
+        if self.credit {
+            self.workers.values().filter(|w| w.hello && !w.dead).count()
+        } else {
+            self.sink_ready
+        }
+    }
+
+    fn log_progress(&self, began: Instant) {
+        if !self.announced {
+            log::info!("waiting for the sink at {}", self.config.feedback_endpoint);
+        } else if !self.started {
+            log::info!(
+                "waiting for workers: {} of {} ready",
+                self.ready_workers(),
+                self.config.workers
+            );
+        } else {
+            log::info!(
+                "batch {}: {} of {} acknowledged, {} out, {} re-sent, after {:.1?}",
+                self.hex,
+                self.ledger.done(),
+                self.info.tasks,
+                self.ledger.out(),
+                self.ledger.resent,
+                began.elapsed()
+            );
+        }
+    }
+
+    /// Polls the sockets for up to 20 ms (less when there is work to deal),
+    /// then reads everything that arrived.
+    fn wait_and_read(&mut self) -> Result<(), Error> {
+        let can_deal = self.started && self.synced && self.ledger.has_ready();
+        let timeout = if can_deal && self.credit && !self.eligible.is_empty() {
+            0
+        } else {
+            20
+        };
+        {
+            let mut items = [
+                self.feedback.as_poll_item(zmq::POLLIN),
+                self.tasks.as_poll_item(if self.credit {
+                    zmq::POLLIN
+                } else if can_deal || self.pending.is_some() {
+                    zmq::POLLOUT
+                } else {
+                    zmq::PollEvents::empty()
+                }),
+            ];
+            match zmq::poll(&mut items, timeout) {
+                Ok(_) | Err(zmq::Error::EINTR) | Err(zmq::Error::ETERM) => {}
+                Err(e) => return Err(common::Error::zmq("polling", e).into()),
+            }
+        }
+        for _ in 0..1000 {
+            match sockets::recv_frames_now(self.feedback, &mut self.frames)? {
+                Recv::Message(()) => self.on_feedback()?,
+                _ => break,
+            }
+        }
+        if self.credit {
+            for _ in 0..10_000 {
+                match sockets::recv_frames_now(self.tasks, &mut self.frames)? {
+                    Recv::Message(()) => self.on_worker_message(),
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the sink the failed results of tasks given up.
+    fn send_owed(&mut self) {
+        if !self.announced || self.ledger.owed.is_empty() {
+            return;
+        }
+        let mut body = Vec::new();
+        for (task, attempt, reason) in std::mem::take(&mut self.ledger.owed) {
+            body.clear();
+            protocol::encode_result(
+                &mut body,
+                &ResultBody {
+                    worker: 0,
+                    thread: 0,
+                    sent_us: 0,
+                    duration_us: 0,
+                    outcome: Outcome::failed(Status::Failed, reason),
+                },
+            );
+            let head = Header {
+                kind: Kind::Result,
+                attempt,
+                batch: self.info.batch,
+                task,
+            }
+            .encode();
+            let _ = self
+                .feedback
+                .send_multipart([&head[..], &body[..]], zmq::DONTWAIT);
+        }
+    }
+
+    fn next_clock(&mut self) -> u64 {
         // Reading the clock for every task was a visible cost at millions of
         // tasks per second; 32 tasks leave within microseconds of each other.
-        if id % 32 == 0 {
-            clock_us = common::now_micros();
+        if self.sends % 32 == 0 {
+            self.clock_us = common::now_micros();
         }
-        body.clear();
-        protocol::encode_task(&mut body, clock_us, work);
-        if !sockets::send_frames(push, &[&head[..], &body[..]], || !shutdown.is_triggered())? {
-            break;
-        }
-        report.sent += 1;
-    }
-    report.send_ms = send_started.elapsed().as_secs_f64() * 1000.0;
-    if report.sent == info.tasks {
-        log::info!(
-            "batch {hex}: all {} tasks sent in {:.1} ms; waiting for the sink",
-            report.sent,
-            report.send_ms
-        );
+        self.sends += 1;
+        self.clock_us
     }
 
-    // Wait for DONE.
-    while !shutdown.is_triggered() {
-        match sockets::recv_frames(feedback, &mut frames, Duration::from_millis(100))? {
-            Recv::Message(()) => {}
-            Recv::Timeout => continue,
-            Recv::Stopped => break,
+    fn deal_push(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        for _ in 0..10_000 {
+            let Some(t) = self.pending.take().or_else(|| self.ledger.next_task()) else {
+                return Ok(());
+            };
+            let head = Header {
+                kind: Kind::Task,
+                attempt: self.ledger.attempt(t),
+                batch: self.info.batch,
+                task: t,
+            }
+            .encode();
+            let clock = self.next_clock();
+            self.body.clear();
+            protocol::encode_task(&mut self.body, clock, &self.plan.works[t as usize]);
+            match self
+                .tasks
+                .send_multipart([&head[..], &self.body[..]], zmq::DONTWAIT)
+            {
+                Ok(()) => {
+                    self.ledger.sent(t, NOBODY, now);
+                    self.report.sent += 1;
+                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                    self.pending = Some(t);
+                    return Ok(());
+                }
+                Err(zmq::Error::ETERM) => return Ok(()),
+                Err(e) => return Err(common::Error::zmq("sending a task", e).into()),
+            }
         }
-        match protocol::split(&frames) {
-            Ok((h, p)) if h.kind == Kind::Done && h.batch == batch => {
+        Ok(())
+    }
+
+    fn deal_credit(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut tasks = Vec::with_capacity(MAX_PACK as usize);
+        let mut records = Vec::new();
+        let mut rounds = 0;
+        while let Some(p) = self.eligible.pop_front() {
+            rounds += 1;
+            if rounds > 10_000 {
+                self.eligible.push_front(p);
+                break;
+            }
+            let peer = &mut self.peers[p as usize];
+            peer.queued = false;
+            if peer.credit == 0 || self.workers.get(&peer.worker).is_some_and(|w| w.dead) {
+                continue;
+            }
+            let want = peer.credit.min(MAX_PACK);
+            tasks.clear();
+            while tasks.len() < want as usize {
+                match self.ledger.next_task() {
+                    Some(t) => tasks.push(t),
+                    None => break,
+                }
+            }
+            if tasks.is_empty() {
+                self.peers[p as usize].queued = true;
+                self.eligible.push_front(p);
+                break;
+            }
+            let clock = self.next_clock();
+            let head;
+            self.body.clear();
+            if let [t] = tasks[..] {
+                head = Header {
+                    kind: Kind::Task,
+                    attempt: self.ledger.attempt(t),
+                    batch: self.info.batch,
+                    task: t,
+                };
+                protocol::encode_task(&mut self.body, clock, &self.plan.works[t as usize]);
+            } else {
+                head = Header {
+                    kind: Kind::Tasks,
+                    attempt: 0,
+                    batch: self.info.batch,
+                    task: tasks.len() as u64,
+                };
+                for &t in &tasks {
+                    records.clear();
+                    protocol::encode_task(&mut records, clock, &self.plan.works[t as usize]);
+                    protocol::encode_record(&mut self.body, t, self.ledger.attempt(t), &records);
+                }
+            }
+            let head = head.encode();
+            let peer = &self.peers[p as usize];
+            let frames =
+                peer.route
+                    .iter()
+                    .map(Vec::as_slice)
+                    .chain([&b""[..], &head[..], &self.body[..]]);
+            match self.tasks.send_multipart(frames, zmq::DONTWAIT) {
+                Ok(()) => {
+                    for &t in &tasks {
+                        self.ledger.sent(t, p, now);
+                    }
+                    self.report.sent += tasks.len() as u64;
+                    let peer = &mut self.peers[p as usize];
+                    peer.credit -= tasks.len() as u32;
+                    if peer.credit > 0 {
+                        peer.queued = true;
+                        self.eligible.push_back(p);
+                    }
+                }
+                Err(e) => {
+                    for &t in tasks.iter().rev() {
+                        self.ledger.unsend(t);
+                    }
+                    match e {
+                        // The thread is gone: forget its credit; it asks
+                        // again if it comes back.
+                        zmq::Error::EHOSTUNREACH => self.peers[p as usize].credit = 0,
+                        zmq::Error::EAGAIN | zmq::Error::EINTR => {
+                            self.peers[p as usize].queued = true;
+                            self.eligible.push_back(p);
+                            break;
+                        }
+                        zmq::Error::ETERM => break,
+                        e => return Err(common::Error::zmq("sending a task", e).into()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every 100 ms: leases, dead workers, handshakes that never came.
+    fn tick(&mut self, now: Instant) -> Result<(), Error> {
+        self.ledger.expire(now);
+        if self.credit {
+            let liveness = self.config.liveness;
+            let dead: Vec<u64> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    !w.dead
+                        && now.saturating_duration_since(w.last)
+                            > w.heartbeat.max(self.config.heartbeat) * liveness
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in dead {
+                let w = &self.workers[&id];
+                let why = format!(
+                    "worker {} was silent for {:.1?} ({liveness} heartbeats)",
+                    w.name,
+                    now.saturating_duration_since(w.last)
+                );
+                self.worker_dead(id, &why);
+            }
+        }
+        if let Some(watch) = &mut self.watch {
+            let stalled = watch.stalled()?;
+            if stalled > 0 {
+                let (other, flag) = match self.config.dispatch {
+                    Dispatch::Credit => (
+                        "a PULL (a worker with --dispatch push, or a streamer)",
+                        "credit",
+                    ),
+                    Dispatch::Push => (
+                        "a DEALER (a worker with --dispatch credit, or a queue device)",
+                        "push",
+                    ),
+                };
+                log::error!(
+                    "{stalled} peer(s) connected to the task endpoint {} but never completed the ZMTP handshake: probably {other}, which cannot pair with this ventilator's {}. Start workers and ventilator with the same --dispatch (this one deals by {flag})",
+                    self.config.task_endpoint,
+                    if self.credit { "ROUTER" } else { "PUSH" },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Declares a worker dead: the tasks it held go out again.
+    fn worker_dead(&mut self, id: u64, why: &str) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.dead {
+            return;
+        }
+        w.dead = true;
+        self.report.workers_lost += 1;
+        let peers = w.peers.clone();
+        let mut held = Vec::new();
+        for p in peers {
+            self.peers[p as usize].credit = 0;
+            held.extend(self.ledger.held_by(Some(p)));
+        }
+        log::warn!(
+            "{why}: declared dead; its {} task(s) go out again",
+            held.len()
+        );
+        for t in held {
+            self.ledger.requeue(t, why);
+        }
+    }
+
+    /// A message on the ROUTER from a worker (credit dispatch).
+    fn on_worker_message(&mut self) {
+        let frames = std::mem::take(&mut self.frames);
+        self.worker_message(&frames);
+        self.frames = frames;
+    }
+
+    fn worker_message(&mut self, frames: &[zmq::Message]) {
+        let Some((route, rest)) = protocol::split_envelope(frames) else {
+            self.drops.note(
+                "tasks",
+                "no envelope",
+                "a message without an empty delimiter frame",
+            );
+            return;
+        };
+        if route.is_empty() {
+            self.drops
+                .note("tasks", "no envelope", "a message without a route");
+            return;
+        }
+        let (header, payload) = match protocol::split(rest) {
+            Ok(x) => x,
+            Err(e) => {
+                self.drops.note("tasks", e.label(), e);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let route: Vec<Vec<u8>> = route.iter().map(|f| f.to_vec()).collect();
+        match header.kind {
+            Kind::Credit => {
+                let (worker, _thread) = match protocol::decode_credit(payload) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.drops.note("tasks", e.label(), e);
+                        return;
+                    }
+                };
+                let cap = u32::try_from(self.config.sockets.hwm.max(1)).unwrap_or(1000);
+                let n = u32::try_from(header.task).unwrap_or(u32::MAX).min(cap);
+                let p = match self.peer_index.get(&route) {
+                    Some(&p) => p,
+                    None => {
+                        let p = self.peers.len() as u32;
+                        self.peers.push(Peer {
+                            route: route.clone(),
+                            worker,
+                            credit: 0,
+                            queued: false,
+                        });
+                        self.peer_index.insert(route, p);
+                        p
+                    }
+                };
+                let seen = self.seen(worker, now);
+                if !seen.peers.contains(&p) {
+                    seen.peers.push(p);
+                }
+                let peer = &mut self.peers[p as usize];
+                peer.worker = worker;
+                peer.credit = if header.attempt == 1 {
+                    n
+                } else {
+                    peer.credit.saturating_add(n).min(cap)
+                };
+                if peer.credit > 0 && !peer.queued {
+                    peer.queued = true;
+                    self.eligible.push_back(p);
+                }
+            }
+            Kind::Hello | Kind::Heartbeat | Kind::Bye => {
+                let info = match protocol::from_json::<WorkerInfo>(payload, "worker info") {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.drops.note("tasks", e.label(), e);
+                        return;
+                    }
+                };
+                let beat =
+                    protocol::json_frames(Header::bare(Kind::Heartbeat, self.info.batch), &());
+                let reply =
+                    route
+                        .iter()
+                        .map(Vec::as_slice)
+                        .chain([&b""[..], &beat[0][..], &b""[..]]);
+                let _ = self.tasks.send_multipart(reply, zmq::DONTWAIT);
+                let name = info.name();
+                let seen = self.seen(info.id, now);
+                seen.name = name;
+                seen.heartbeat = Duration::from_millis(info.heartbeat_ms.clamp(10, 60_000));
+                seen.route = Some(route);
+                if !seen.hello && header.kind != Kind::Bye {
+                    seen.hello = true;
+                    log::info!("worker {} joined ({} thread(s))", seen.name, info.threads);
+                }
+                if header.kind == Kind::Bye {
+                    let why = format!("worker {} left", info.name());
+                    self.worker_dead(info.id, &why);
+                    if let Some(w) = self.workers.get_mut(&info.id) {
+                        w.hello = false;
+                    }
+                }
+            }
+            other => self.drops.note(
+                "tasks",
+                "unexpected kind",
+                format!("{other:?} on the task socket"),
+            ),
+        }
+    }
+
+    /// The worker's entry, marked alive now.
+    fn seen(&mut self, id: u64, now: Instant) -> &mut Seen {
+        let w = self.workers.entry(id).or_insert_with(|| Seen {
+            name: format!("worker-{id:016x}"),
+            route: None,
+            last: now,
+            heartbeat: Duration::from_secs(1),
+            dead: false,
+            hello: false,
+            peers: Vec::new(),
+        });
+        w.last = now;
+        if w.dead {
+            w.dead = false;
+            log::info!("worker {} is heard from again", w.name);
+        }
+        w
+    }
+
+    fn on_feedback(&mut self) -> Result<(), Error> {
+        let frames = std::mem::take(&mut self.frames);
+        let r = self.feedback_message(&frames);
+        self.frames = frames;
+        r
+    }
+
+    fn feedback_message(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
+        let (h, p) = match protocol::split(frames) {
+            Ok(x) => x,
+            Err(e) => {
+                self.drops.note("feedback", e.label(), e);
+                return Ok(());
+            }
+        };
+        match h.kind {
+            Kind::Status => {
+                let s = match protocol::from_json::<SinkStatus>(p, "status") {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.drops.note("feedback", e.label(), e);
+                        return Ok(());
+                    }
+                };
+                if self.sink_instance.is_some_and(|i| i != s.instance) {
+                    log::warn!(
+                        "the sink restarted: announcing batch {} again; what it lost goes out again",
+                        self.hex
+                    );
+                    self.announced = false;
+                    self.synced = false;
+                    self.go_sent = false;
+                    self.snapshot = Acks::default();
+                }
+                self.sink_instance = Some(s.instance);
+                match s.batch {
+                    Some(b) if b == self.info.batch => {
+                        if let Some(why) = s.refused {
+                            return Err(Error::Refused(why));
+                        }
+                        self.announced = true;
+                        self.sink_ready = s.ready.len();
+                        if self.credit {
+                            for w in &s.ready {
+                                if w.dispatch != Dispatch::Credit {
+                                    self.drops.note(
+                                        "feedback",
+                                        "dispatch mismatch",
+                                        format!(
+                                            "worker {} takes tasks by {}, this ventilator deals by credit: restart it with --dispatch credit",
+                                            w.name(),
+                                            w.dispatch.as_str()
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        // A sink that knows no batch: it has just started.
+                        self.announced = false;
+                        self.synced = false;
+                        self.go_sent = false;
+                    }
+                    Some(other) => {
+                        if s.refused.is_some() {
+                            return Ok(());
+                        }
+                        return Err(Error::SinkBusy(other));
+                    }
+                }
+            }
+            Kind::Ack => {
+                let acks = match Acks::decode(p) {
+                    Ok(a) if h.batch == self.info.batch => a,
+                    Ok(_) => {
+                        self.drops
+                            .note("feedback", "foreign batch", "ACK of another batch");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.drops.note("feedback", e.label(), e);
+                        return Ok(());
+                    }
+                };
+                if h.attempt == 1 {
+                    // Part of the sink's full account; `task` parts follow.
+                    self.snapshot.ok.extend(acks.ok);
+                    self.snapshot.failed.extend(acks.failed);
+                    if h.task == 0 && !self.synced {
+                        self.sync()?;
+                    } else if h.task == 0 {
+                        self.snapshot = Acks::default();
+                    }
+                } else {
+                    let unknown = self.ledger.ack(&acks.ok, &acks.failed);
+                    if unknown > 0 {
+                        self.drops.note(
+                            "feedback",
+                            "unknown task",
+                            format!("ACK of {unknown} task ids beyond the batch"),
+                        );
+                    }
+                }
+            }
+            Kind::Done if h.batch == self.info.batch => {
                 match protocol::from_json::<BatchDone>(p, "done") {
                     Ok(done) => {
                         log::info!(
-                            "batch {hex} done: {} ok, {} failed in {:.1} ms",
+                            "batch {} done: {} ok, {} failed in {:.1} ms",
+                            self.hex,
                             done.ok,
                             done.failed,
                             done.elapsed_ms
                         );
-                        report.done = Some(done);
-                        break;
+                        self.report.done = Some(done);
                     }
-                    Err(e) => drops.note("feedback", e.label(), e),
+                    Err(e) => self.drops.note("feedback", e.label(), e),
                 }
             }
-            Ok((h, _)) if h.kind == Kind::Status => {}
-            Ok((h, p)) if h.kind == Kind::WorkerLost => {
-                match protocol::from_json::<WorkerInfo>(p, "worker info") {
-                    Ok(w) => log::warn!(
-                        "the sink lost worker {}: the tasks dealt to it will not come back, and the batch cannot complete without them (push mode does not re-send)",
-                        w.name()
-                    ),
-                    Err(e) => drops.note("feedback", e.label(), e),
+            Kind::WorkerLost => match protocol::from_json::<WorkerInfo>(p, "worker info") {
+                Ok(w) if self.credit => {
+                    let why = format!("the sink lost worker {}", w.name());
+                    self.worker_dead(w.id, &why);
                 }
-            }
-            Ok((h, _)) => drops.note(
-                "feedback",
-                "unexpected kind",
-                format!("{:?} while waiting for DONE", h.kind),
-            ),
-            Err(e) => drops.note("feedback", e.label(), e),
-        }
-    }
-    Ok(report)
-}
-
-/// Announces the batch until the sink answers, then waits until enough
-/// workers are ready. `Ok(None)` means stopped by `shutdown`.
-fn wait_ready(
-    config: &Config,
-    feedback: &zmq::Socket,
-    info: &BatchInfo,
-    drops: &mut Drops,
-    frames: &mut Vec<zmq::Message>,
-    shutdown: &Shutdown,
-    started: Instant,
-) -> Result<Option<usize>, Error> {
-    let start = protocol::json_frames(Header::bare(Kind::Start, info.batch), info);
-    let mut heard: Option<SinkStatus> = None;
-    let mut next_start = Instant::now();
-    let mut next_log = Instant::now() + Duration::from_secs(5);
-    loop {
-        if shutdown.is_triggered() {
-            return Ok(None);
-        }
-        let now = Instant::now();
-        if heard.is_none() && now >= next_start {
-            // DEALER queues this until the connection is up; repeated in case
-            // the sink restarted meanwhile.
-            let _ = feedback.send_multipart(start.iter(), zmq::DONTWAIT);
-            next_start = now + Duration::from_millis(500);
-        }
-        let ready = heard.as_ref().map_or(0, |s| s.ready.len());
-        if ready >= config.workers && heard.is_some() {
-            log::info!(
-                "{ready} worker(s) ready after {:.0} ms: starting",
-                started.elapsed().as_secs_f64() * 1000.0
-            );
-            return Ok(Some(ready));
-        }
-        if started.elapsed() >= config.wait {
-            let endpoint = config.task_endpoint.to_string();
-            return match (&heard, ready) {
-                (None, _) => Err(Error::NoSink {
-                    endpoint: config.feedback_endpoint.to_string(),
-                    waited: config.wait,
-                }),
-                (Some(_), 0) => Err(Error::NoWorkers {
-                    endpoint,
-                    waited: config.wait,
-                }),
-                (Some(_), n) => {
+                Ok(w) => {
+                    let held = self.ledger.held_by(None);
+                    self.report.workers_lost += 1;
                     log::warn!(
-                        "only {n} of {} workers ready after {:?}: starting with them",
-                        config.workers,
-                        config.wait
+                        "the sink lost worker {}: push dispatch cannot tell which tasks it held, so all {} unacknowledged tasks go out again",
+                        w.name(),
+                        held.len()
                     );
-                    Ok(Some(n))
-                }
-            };
-        }
-        if now >= next_log {
-            match &heard {
-                None => log::info!("waiting for the sink at {}", config.feedback_endpoint),
-                Some(_) => log::info!("waiting for workers: {ready} of {} ready", config.workers),
-            }
-            next_log = now + Duration::from_secs(5);
-        }
-        match sockets::recv_frames(feedback, frames, Duration::from_millis(50))? {
-            Recv::Message(()) => {}
-            Recv::Timeout => continue,
-            Recv::Stopped => return Ok(None),
-        }
-        match protocol::split(frames) {
-            Ok((h, p)) if h.kind == Kind::Status => {
-                match protocol::from_json::<SinkStatus>(p, "status") {
-                    Ok(s) if s.batch == Some(info.batch) => {
-                        if let Some(why) = s.refused {
-                            return Err(Error::Refused(why));
-                        }
-                        heard = Some(s);
+                    let why = format!("worker {} was lost", w.name());
+                    for t in held {
+                        self.ledger.requeue(t, &why);
                     }
-                    Ok(s) => return Err(Error::SinkBusy(s.batch.unwrap_or(0))),
-                    Err(e) => drops.note("feedback", e.label(), e),
                 }
-            }
-            Ok((h, _)) => drops.note(
+                Err(e) => self.drops.note("feedback", e.label(), e),
+            },
+            other => self.drops.note(
                 "feedback",
                 "unexpected kind",
-                format!("{:?} while waiting for workers", h.kind),
+                format!("{other:?} on the feedback socket"),
             ),
-            Err(e) => drops.note("feedback", e.label(), e),
         }
+        Ok(())
+    }
+
+    /// The sink has told us everything it holds of this batch.
+    fn sync(&mut self) -> Result<(), Error> {
+        let snapshot = std::mem::take(&mut self.snapshot);
+        let held: u64 = snapshot
+            .ok
+            .iter()
+            .chain(&snapshot.failed)
+            .map(|r| r.end.min(self.info.tasks).saturating_sub(r.start))
+            .sum();
+        if !self.started && held > 0 {
+            if !self.config.resume {
+                return Err(Error::Resume {
+                    batch: self.info.batch,
+                    held,
+                    missing: self.info.tasks.saturating_sub(held),
+                });
+            }
+            log::info!(
+                "resuming batch {}: the sink holds {held} results, {} tasks to go",
+                self.hex,
+                self.info.tasks.saturating_sub(held)
+            );
+        }
+        self.ledger.reconcile(&snapshot.ok, &snapshot.failed);
+        self.synced = true;
+        Ok(())
     }
 }

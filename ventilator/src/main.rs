@@ -15,7 +15,7 @@ fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
     // batch: nothing is sent before both succeeded.
     let vent = ventilator::Ventilator::bind(config, &zmq::Context::new())?;
     let tasks = config.load_tasks()?;
-    let report = vent.run(&tasks, &shutdown)?;
+    let report = vent.run_plan(&tasks, &shutdown)?;
     if !config.classic && report.done.is_none() {
         eprintln!(
             "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",

@@ -136,3 +136,41 @@ fn a_port_in_use_is_one_line_and_exit_code_2() {
     assert!(err.contains("already in use"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_ventilator_names_workers_of_the_other_dispatch_mode() {
+    // A push-mode worker (PULL) connects to a credit ventilator (ROUTER):
+    // no error anywhere in libzmq, so the ventilator must say it.
+    let mut child = ventilator()
+        .args([
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:9",
+            "--wait",
+            "30s",
+        ])
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let mut lines = common::testing::Lines::of(&mut child);
+    let line = lines
+        .wait_for("listening", Duration::from_secs(10))
+        .expect("the ventilator says where it listens");
+    let at = common::testing::endpoint_in(&line, "tasks").expect("an endpoint");
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_linger(0).unwrap();
+    pull.connect(&at).unwrap();
+    let said = lines.wait_for("same --dispatch", Duration::from_secs(8));
+    stop_within(
+        &mut child,
+        nix::sys::signal::Signal::SIGTERM,
+        Duration::from_secs(1),
+    );
+    let said = said.unwrap_or_else(|| lines.all(Duration::from_millis(100)));
+    assert!(
+        said.contains("never completed the ZMTP handshake"),
+        "{said}"
+    );
+}

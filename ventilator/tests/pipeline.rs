@@ -512,6 +512,8 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 host: "fake".into(),
                 pid: id as u32,
                 threads,
+                dispatch: common::protocol::Dispatch::Push,
+                heartbeat_ms: 1000,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Hello, 0),
@@ -525,9 +527,13 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
             .unwrap_err();
         assert!(matches!(err, ventilator::Error::Refused(_)), "{err}");
         assert!(err.to_string().contains("--max-tasks 10"), "{err}");
-        // A batch that fits runs, while the silent fake worker is declared lost.
-        let vent = ventilator(&ctx, &sink, &["--workers", "2"]);
-        let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        // A batch that fits runs, while the silent fake worker is declared
+        // lost. (Push dispatch: the sink's word on who is ready counts.)
+        let vent = ventilator(&ctx, &sink, &["--workers", "2", "--dispatch", "push"]);
+        let (_, w) = spawn_worker(
+            &ctx,
+            worker_config(&vent.bound()[0], &sink, &["--dispatch", "push"]),
+        );
         vent.run(&vec![Work::Sleep { ms: 100 }; 10], &common::Shutdown::new())
             .unwrap();
         let report = sink.handle.join().unwrap().unwrap();

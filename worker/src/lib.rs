@@ -1,17 +1,30 @@
 //! zpipe's **worker**: the dynamic part of the parallel pipeline.
 //!
 //! ```text
-//!  ventilator PUSH ──▶ PULL ┐
-//!                           worker thread ×N ── PUSH ──▶ PULL sink
-//!  sink PUB ──▶ SUB (END, KILL) ┘
+//!  credit: ventilator ROUTER ◀─▶ DEALER ┐
+//!  push:   ventilator PUSH   ──▶ PULL   ┤
+//!                                       worker thread ×N ── PUSH ──▶ PULL sink
+//!  sink PUB ──▶ SUB (END, KILL) ────────┘
 //! ```
 //!
 //! A worker *connects* (workers come and go; the ventilator and the sink stay
-//! and bind). Each of its `--threads N` threads owns one PULL socket to the
+//! and bind). Each of its `--threads N` threads owns one task socket to the
 //! ventilator and one PUSH socket to the sink, so one process with N threads is
-//! N peers in the ventilator's round-robin: the guide's multithreaded worker
-//! without a shared queue in the middle. The main thread subscribes to the
-//! sink's control PUB and stops everything on END or KILL.
+//! N peers of the ventilator: the guide's multithreaded worker without a
+//! shared queue in the middle. The main thread subscribes to the sink's
+//! control PUB and stops everything on END or KILL.
+//!
+//! **Credit dispatch** (`--dispatch credit`, the default): each thread's
+//! DEALER tells the ventilator's ROUTER how many tasks it can take (CREDIT),
+//! and asks again as it finishes them. A thread asks for one task at a time
+//! while tasks are long, so the least busy worker gets the next one; when
+//! tasks are short (under a millisecond) it asks for up to `--prefetch` more,
+//! so that a flood of tiny tasks is not one round trip each. The main thread
+//! says HEARTBEAT to the ventilator too (the guide's Paranoid Pirate), so a
+//! worker that dies is noticed and its tasks go to others. **Push dispatch**
+//! (`--dispatch push`) is the guide's PULL socket; the ventilator and the
+//! worker must use the same mode: a thread that connects but never completes
+//! the handshake says so.
 //!
 //! **Start.** Each thread waits until its task socket has completed the ZMTP
 //! handshake with the ventilator (a PUSH deals only to peers already connected:
@@ -74,8 +87,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::drops::Drops;
-use common::protocol::{self, DecodeError, Header, Kind, ResultBody, WorkerInfo};
-use common::sockets::{self, Monitor, Recv, Tuning};
+use std::collections::VecDeque;
+
+use common::protocol::{self, DecodeError, Dispatch, Header, Kind, ResultBody, WorkerInfo};
+use common::sockets::{self, HandshakeWatch, Recv, Tuning};
 use common::work::{Outcome, Status, Work};
 use common::{Action, Endpoints, Shutdown};
 
@@ -111,10 +126,20 @@ pub struct Config {
         default_value = "tcp://localhost:5559"
     )]
     pub control_endpoint: Endpoints,
+    /// How tasks are taken: `credit` (a DEALER asks the ventilator's ROUTER
+    /// for work) or `push` (the guide's PULL). Use the ventilator's mode.
+    #[arg(long, env = "ZPIPE_DISPATCH", value_enum, default_value = "credit")]
+    pub dispatch: Dispatch,
+    /// Credit dispatch: the most tasks a thread asks for beyond the one it
+    /// runs, when tasks are short (under a millisecond); long tasks are asked
+    /// for one at a time.
+    #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub prefetch: u32,
     /// Tasks run at once, each in its own thread with its own sockets.
     #[arg(long, env = "ZPIPE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
-    /// How often to tell the sink this worker is alive.
+    /// How often to tell the sink (and, in credit dispatch, the ventilator)
+    /// this worker is alive.
     #[arg(long, env = "ZPIPE_HEARTBEAT", default_value = "1s", value_parser = common::cli::duration)]
     pub heartbeat: Duration,
     /// Default time limit for an `exec` task; its whole process group is
@@ -227,11 +252,18 @@ pub fn run_with<H: Handler + 'static>(
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
     let tuning = config.sockets.tuning();
     let worker_id: u64 = rand::random();
+    let dispatch = if config.classic {
+        Dispatch::Push
+    } else {
+        config.dispatch
+    };
     let info = WorkerInfo {
         id: worker_id,
         host: common::hostname(),
         pid: std::process::id(),
         threads: config.threads,
+        dispatch,
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
     };
 
     // SUB: the control channel; subscribe to everything (END, KILL).
@@ -252,6 +284,17 @@ pub fn run_with<H: Handler + 'static>(
             .attach(&s, Action::Connect, "results")?;
         Some(s)
     };
+    // DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the ventilator,
+    // which answers each HEARTBEAT.
+    let vent = if dispatch == Dispatch::Credit {
+        let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", &tuning)?;
+        config
+            .task_endpoint
+            .attach(&s, Action::Connect, "heartbeats")?;
+        Some(s)
+    } else {
+        None
+    };
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
@@ -263,6 +306,8 @@ pub fn run_with<H: Handler + 'static>(
             index,
             worker: worker_id,
             classic: config.classic,
+            dispatch,
+            prefetch: config.prefetch,
             task_endpoint: config.task_endpoint.clone(),
             result_endpoint: config.result_endpoint.clone(),
             tuning,
@@ -286,6 +331,8 @@ pub fn run_with<H: Handler + 'static>(
     let mut waiting_since = Instant::now();
     let mut frames = Vec::new();
     let mut drops = Drops::default();
+    let mut vent_heard: Option<Instant> = None;
+    let mut vent_silent = false;
     let stopped_by = loop {
         if shutdown.is_triggered() {
             break StopReason::Signal;
@@ -311,6 +358,9 @@ pub fn run_with<H: Handler + 'static>(
             if let Some(s) = &status {
                 send_info(s, Kind::Hello, &info, &stop);
             }
+            if let Some(v) = &vent {
+                send_to_ventilator(v, Kind::Hello, &info);
+            }
             next_beat = Instant::now() + config.heartbeat;
         } else if !hello_sent && waiting_since.elapsed() >= Duration::from_secs(5) {
             log::info!(
@@ -324,7 +374,28 @@ pub fn run_with<H: Handler + 'static>(
             if let Some(s) = &status {
                 send_info(s, Kind::Heartbeat, &info, &stop);
             }
+            if let Some(v) = &vent {
+                send_to_ventilator(v, Kind::Heartbeat, &info);
+            }
             next_beat = Instant::now() + config.heartbeat;
+        }
+        if let Some(v) = &vent {
+            // The ventilator's heartbeats: only liveness matters.
+            while let Recv::Message(()) = sockets::recv_frames_now(v, &mut frames)? {
+                vent_heard = Some(Instant::now());
+                vent_silent = false;
+            }
+            if let Some(at) = vent_heard
+                && !vent_silent
+                && at.elapsed() > config.heartbeat * 3
+            {
+                vent_silent = true;
+                log::warn!(
+                    "the ventilator at {} has been silent for {:.1?}: waiting for it (the sockets reconnect by themselves)",
+                    config.task_endpoint,
+                    at.elapsed()
+                );
+            }
         }
         match sockets::recv_frames(&control, &mut frames, Duration::from_millis(50))? {
             Recv::Timeout => continue,
@@ -350,6 +421,9 @@ pub fn run_with<H: Handler + 'static>(
     let (tasks, failed, thread_drops) = join(threads);
     if let Some(s) = &status {
         send_info(s, Kind::Bye, &info, &Shutdown::new());
+    }
+    if let Some(v) = &vent {
+        send_to_ventilator(v, Kind::Bye, &info);
     }
     let report = Report {
         worker: worker_id,
@@ -393,6 +467,13 @@ fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdow
     }) {
         log::warn!("cannot send {kind:?} to the sink: {e}");
     }
+}
+
+/// HELLO, HEARTBEAT or BYE to the ventilator (credit dispatch), after the
+/// empty delimiter; dropped rather than queued when the ventilator is away.
+fn send_to_ventilator(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo) {
+    let [h, p] = protocol::json_frames(Header::bare(kind, 0), info);
+    let _ = socket.send_multipart([&b""[..], &h[..], &p[..]], zmq::DONTWAIT);
 }
 
 /// Cuts a result's output, then its error, so that the whole result fits in
@@ -495,6 +576,8 @@ struct Executor<H> {
     index: usize,
     worker: u64,
     classic: bool,
+    dispatch: Dispatch,
+    prefetch: u32,
     task_endpoint: Endpoints,
     result_endpoint: Endpoints,
     tuning: Tuning,
@@ -502,6 +585,33 @@ struct Executor<H> {
     stop: Shutdown,
     handler: Arc<H>,
 }
+
+/// A task waiting in a thread's own queue (credit dispatch may send
+/// several at once).
+struct Queued {
+    header: Header,
+    body: Vec<u8>,
+}
+
+/// Credit dispatch: what a thread has asked for and how much it wants.
+struct Credit {
+    /// Tasks asked for that have not arrived yet.
+    expected: u32,
+    /// Tasks it wants to hold (running, queued or coming): 1 + prefetch.
+    window: u32,
+    /// Average task time, µs (exponentially weighted); `None` before the
+    /// first task.
+    average_us: Option<f64>,
+    last_asked: Instant,
+}
+
+/// Prefetch covers about this much work: enough that the round trip of a
+/// CREDIT is hidden behind short tasks, too little to matter for
+/// scheduling long ones.
+const PREFETCH_WORK_US: f64 = 1000.0;
+/// An idle thread says again how much it can take this often (a
+/// restarted ventilator learns of it; lost credit is restored).
+const IDLE_RESET: Duration = Duration::from_secs(1);
 
 impl<H: Handler> Executor<H> {
     fn run(self, ready: mpsc::Sender<Result<(), common::Error>>) -> Counts {
@@ -514,13 +624,37 @@ impl<H: Handler> Executor<H> {
         }
     }
 
+    fn credit_mode(&self) -> bool {
+        self.dispatch == Dispatch::Credit
+    }
+
+    /// Asks the ventilator for `n` more tasks (`exact`: this thread is idle
+    /// and can take exactly `n`).
+    fn ask(&self, tasks: &zmq::Socket, n: u32, exact: bool) {
+        let head = Header {
+            kind: Kind::Credit,
+            attempt: u32::from(exact),
+            batch: 0,
+            task: u64::from(n),
+        }
+        .encode();
+        let who = protocol::encode_credit(self.worker, self.index as u16);
+        let _ = tasks.send_multipart([&b""[..], &head[..], &who[..]], zmq::DONTWAIT);
+    }
+
     fn serve(
         &self,
         ready: &mpsc::Sender<Result<(), common::Error>>,
     ) -> Result<Counts, common::Error> {
-        // PULL: tasks from the ventilator, one connection per thread.
-        let tasks = sockets::socket(&self.ctx, zmq::PULL, "tasks", &self.tuning)?;
-        let monitor = Monitor::handshakes(&self.ctx, &tasks)?;
+        // DEALER (credit) or PULL (push): tasks from the ventilator, one
+        // connection per thread.
+        let kind = if self.credit_mode() {
+            zmq::DEALER
+        } else {
+            zmq::PULL
+        };
+        let tasks = sockets::socket(&self.ctx, kind, "tasks", &self.tuning)?;
+        let mut watch = HandshakeWatch::new(&self.ctx, &tasks, Duration::from_secs(3))?;
         self.task_endpoint
             .attach(&tasks, Action::Connect, "tasks")?;
         // PUSH: results to the sink.
@@ -532,70 +666,95 @@ impl<H: Handler> Executor<H> {
             if self.stop.is_triggered() {
                 return Ok(counts);
             }
-            match monitor.wait_handshake(Duration::from_millis(100))? {
-                Recv::Message(()) => break,
-                Recv::Timeout => {}
-                Recv::Stopped => return Ok(counts),
+            let stalled = watch.stalled()?;
+            if stalled > 0 && self.index == 0 && !self.classic {
+                let (mine, other) = match self.dispatch {
+                    Dispatch::Credit => ("DEALER (--dispatch credit)", "push"),
+                    Dispatch::Push => ("PULL (--dispatch push)", "credit"),
+                };
+                log::error!(
+                    "connected to {} but the ZMTP handshake never completed: the peer cannot pair with this worker's {mine}. Is the ventilator dealing by {other}? Start workers and ventilator with the same --dispatch",
+                    self.task_endpoint
+                );
             }
+            if watch.handshakes() > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        drop(monitor);
+        watch.stop(&tasks);
         let _ = ready.send(Ok(()));
 
+        let mut credit = Credit {
+            expected: 1,
+            window: 1,
+            average_us: None,
+            last_asked: Instant::now(),
+        };
+        if self.credit_mode() {
+            self.ask(&tasks, 1, true);
+        }
         let mut frames = Vec::new();
+        let mut queue: VecDeque<Queued> = VecDeque::new();
         let mut body = Vec::with_capacity(256);
         let mut pack = Pack::default();
         let mut drops = Drops::default();
         while !self.stop.is_triggered() {
-            // With results held back, only look for a task that is already
-            // here; otherwise wait for one.
-            let got = if pack.count > 0 {
+            // With tasks queued or results held back, only look for a
+            // message that is already here; otherwise wait for one.
+            let got = if pack.count > 0 || !queue.is_empty() {
                 sockets::recv_frames_now(&tasks, &mut frames)?
             } else {
                 sockets::recv_frames(&tasks, &mut frames, Duration::from_millis(100))?
             };
             match got {
-                Recv::Message(()) => {}
-                Recv::Timeout => {
+                Recv::Message(()) => {
+                    let n = self.take(&frames, &mut queue, &mut drops, &results, &mut counts)?;
+                    credit.expected = credit.expected.saturating_sub(n);
+                }
+                Recv::Timeout if queue.is_empty() => {
                     if !pack.flush(&results, &self.stop)? {
                         break;
                     }
+                    if self.credit_mode() && credit.last_asked.elapsed() >= IDLE_RESET {
+                        // Idle: say exactly what we can take.
+                        self.ask(&tasks, credit.window, true);
+                        credit.expected = credit.window;
+                        credit.last_asked = Instant::now();
+                    }
                     continue;
                 }
+                Recv::Timeout => {}
                 Recv::Stopped => break,
             }
-            if self.classic {
-                if self.classic_task(&frames, &mut drops) {
-                    counts.tasks += 1;
-                    // taskwork: the result is an empty message.
-                    if !sockets::send_frames(&results, &[b""], || !self.stop.is_triggered())? {
-                        break;
-                    }
-                }
+            let Some(task) = queue.pop_front() else {
                 continue;
-            }
-            let header = match protocol::split(&frames) {
-                Ok((h, _)) if h.kind == Kind::Task => h,
-                Ok((h, _)) => {
-                    drops.note(
-                        "tasks",
-                        "unexpected kind",
-                        format!("{:?} on the task socket", h.kind),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    drops.note("tasks", e.label(), &e);
-                    continue;
-                }
             };
+            let header = task.header;
             if pack.count > 0 && pack.batch != header.batch && !pack.flush(&results, &self.stop)? {
                 break;
             }
-            let (sent_us, started, finished, outcome) = self.run_task(header, &frames[1]);
+            let (sent_us, started, finished, outcome) = self.run_task(header, &task.body);
             let duration = finished - started;
             counts.tasks += 1;
             if outcome.status != Status::Ok {
                 counts.failed += 1;
+            }
+            if self.credit_mode() {
+                let us = duration.as_secs_f64() * 1e6;
+                let avg = credit.average_us.map_or(us, |a| a * 0.8 + us * 0.2);
+                credit.average_us = Some(avg);
+                let extra = ((PREFETCH_WORK_US / avg.max(1.0)) as u32).min(self.prefetch);
+                credit.window = (1 + extra).min(self.tuning.hwm.max(1) as u32);
+                let holding = credit.expected + queue.len() as u32;
+                let free = credit.window.saturating_sub(holding);
+                // Ask in batches while plenty is queued; at once when the
+                // queue runs dry.
+                if free > 0 && (holding == 0 || free >= credit.window.div_ceil(2)) {
+                    self.ask(&tasks, free, false);
+                    credit.expected += free;
+                    credit.last_asked = Instant::now();
+                }
             }
             let mut outcome = outcome;
             fit(&mut outcome, self.max_body());
@@ -629,6 +788,86 @@ impl<H: Handler> Executor<H> {
         pack.flush(&results, &Shutdown::new()).ok();
         counts.dropped = drops.total();
         Ok(counts)
+    }
+
+    /// Reads one message from the task socket into the queue; returns how
+    /// many tasks it held. Classic tasks run at once.
+    fn take(
+        &self,
+        frames: &[zmq::Message],
+        queue: &mut VecDeque<Queued>,
+        drops: &mut Drops,
+        results: &zmq::Socket,
+        counts: &mut Counts,
+    ) -> Result<u32, common::Error> {
+        if self.classic {
+            if self.classic_task(frames, drops) {
+                counts.tasks += 1;
+                // taskwork: the result is an empty message.
+                sockets::send_frames(results, &[b""], || !self.stop.is_triggered())?;
+            }
+            return Ok(0);
+        }
+        let frames = if self.credit_mode() {
+            match protocol::split_envelope(frames) {
+                Some(([], rest)) => rest,
+                _ => {
+                    drops.note(
+                        "tasks",
+                        "no envelope",
+                        "a message without a leading empty frame",
+                    );
+                    return Ok(0);
+                }
+            }
+        } else {
+            frames
+        };
+        match protocol::split(frames) {
+            Ok((h, p)) if h.kind == Kind::Task => {
+                queue.push_back(Queued {
+                    header: h,
+                    body: p.to_vec(),
+                });
+                Ok(1)
+            }
+            Ok((h, p)) if h.kind == Kind::Tasks && self.credit_mode() => {
+                match protocol::split_records(p, h.task) {
+                    Ok(records) => {
+                        for r in &records {
+                            queue.push_back(Queued {
+                                header: Header {
+                                    kind: Kind::Task,
+                                    attempt: r.attempt,
+                                    batch: h.batch,
+                                    task: r.task,
+                                },
+                                body: r.body.to_vec(),
+                            });
+                        }
+                        Ok(records.len() as u32)
+                    }
+                    Err(e) => {
+                        drops.note("tasks", e.label(), &e);
+                        Ok(0)
+                    }
+                }
+            }
+            // The ventilator's answer to our heartbeat goes to the main
+            // thread's socket; nothing else is expected here.
+            Ok((h, _)) => {
+                drops.note(
+                    "tasks",
+                    "unexpected kind",
+                    format!("{:?} on the task socket", h.kind),
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                drops.note("tasks", e.label(), &e);
+                Ok(0)
+            }
+        }
     }
 
     /// The most a result message may carry: the sockets' message size limit,

@@ -40,6 +40,8 @@ fn sigterm_mid_task_kills_the_command_and_exits_within_a_second() {
             &results_at,
             "--control-endpoint",
             &control_at,
+            "--dispatch",
+            "push",
         ])
         .spawn()
         .unwrap();
@@ -111,6 +113,8 @@ fn end_from_the_sink_makes_it_exit_0_and_bad_flags_exit_2() {
             &control_at,
             "--threads",
             "3",
+            "--dispatch",
+            "push",
         ])
         .spawn()
         .unwrap();
@@ -134,4 +138,41 @@ fn end_from_the_sink_makes_it_exit_0_and_bad_flags_exit_2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_worker_in_the_other_dispatch_mode_says_so_within_seconds() {
+    // A worker dealing by credit (DEALER) against a push ventilator (PUSH),
+    // and one taking pushed tasks (PULL) against a credit ventilator
+    // (ROUTER): libzmq drops both without an error; the worker must say it.
+    let ctx = zmq::Context::new();
+    let (_results, results_at) = bound(&ctx, zmq::PULL);
+    let (_control, control_at) = bound(&ctx, zmq::PUB);
+    for (stand_in, mode) in [(zmq::PUSH, "credit"), (zmq::ROUTER, "push")] {
+        let (_tasks, tasks_at) = bound(&ctx, stand_in);
+        let mut child = worker()
+            .args([
+                "--task-endpoint",
+                &tasks_at,
+                "--result-endpoint",
+                &results_at,
+                "--control-endpoint",
+                &control_at,
+                "--dispatch",
+                mode,
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(4500));
+        stop_within(
+            &mut child,
+            nix::sys::signal::Signal::SIGTERM,
+            Duration::from_secs(1),
+        );
+        let err = stderr_of(&mut child);
+        assert!(
+            err.contains("handshake never completed") && err.contains("same --dispatch"),
+            "{mode}: {err}"
+        );
+    }
 }

@@ -1,0 +1,509 @@
+//! The ventilator's book of tasks: which are waiting for their dependencies,
+//! ready, out with a worker (and until when), or acknowledged by the sink.
+//!
+//! Every task stays in the book until the sink acknowledges its result, so
+//! nothing is lost when a worker dies or a lease runs out: the task goes out
+//! again with its attempt number raised, and the sink keeps the first result
+//! (at-least-once execution, exactly-once results). A task that has used up
+//! its attempts is given up: the sink is sent a failed result for it, with
+//! the reason, and the batch still completes.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::plan::Plan;
+
+/// No worker thread holds the task.
+pub const NOBODY: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for tasks it runs after, or an earlier stage.
+    Blocked,
+    /// In the ready queue.
+    Ready,
+    /// Sent; its lease runs.
+    Out,
+    /// The sink has its result: ok.
+    Ok,
+    /// The sink has its result: not ok (or it was given up).
+    Failed,
+}
+
+/// The order ready tasks go out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    /// Input order.
+    Input,
+    /// The costliest ready task first (longest-processing-time first), by
+    /// the tasks' cost hints; tasks without one come after, in input order.
+    Cost,
+}
+
+enum Queue {
+    Fifo(VecDeque<u64>),
+    Cost(BinaryHeap<(u64, Reverse<u64>)>),
+}
+
+pub struct Ledger<'p> {
+    plan: &'p Plan,
+    state: Vec<State>,
+    attempt: Vec<u32>,
+    /// The peer (worker thread) holding an `Out` task, in credit dispatch.
+    holder: Vec<u32>,
+    /// How many things each blocked task still waits for.
+    waiting: Vec<u32>,
+    dependants: Vec<Vec<u64>>,
+    /// Per stage, its tasks; and how many of them are not yet ok.
+    stages: BTreeMap<u32, Vec<u64>>,
+    stage_left: BTreeMap<u32, u64>,
+    /// Stages up to this one are released.
+    open_stage: Option<u32>,
+    failed_stage: Option<u32>,
+    retry: VecDeque<u64>,
+    ready: Queue,
+    /// Lease deadlines in the order tasks went out (the timeout is the same
+    /// for all, so the front expires first).
+    leases: VecDeque<(Instant, u64, u32)>,
+    task_timeout: Duration,
+    max_attempts: u32,
+    done: u64,
+    out: u64,
+    pub resent: u64,
+    pub given_up: u64,
+    /// Failed results the ventilator owes the sink: tasks given up or failed
+    /// because of a dependency, with the reason.
+    pub owed: Vec<(u64, u32, String)>,
+    /// Everything given up so far, to say again to a restarted sink.
+    gave_up: HashMap<u64, String>,
+}
+
+impl<'p> Ledger<'p> {
+    pub fn new(plan: &'p Plan, order: Order, task_timeout: Duration, retries: u32) -> Self {
+        let n = plan.len();
+        let mut l = Ledger {
+            plan,
+            state: vec![State::Blocked; n],
+            attempt: vec![1; n],
+            holder: vec![NOBODY; n],
+            waiting: vec![0; n],
+            dependants: Vec::new(),
+            stages: BTreeMap::new(),
+            stage_left: BTreeMap::new(),
+            open_stage: None,
+            failed_stage: None,
+            retry: VecDeque::new(),
+            ready: match order {
+                Order::Input => Queue::Fifo(VecDeque::with_capacity(n)),
+                Order::Cost => Queue::Cost(BinaryHeap::with_capacity(n)),
+            },
+            leases: VecDeque::new(),
+            task_timeout,
+            max_attempts: retries.saturating_add(1),
+            done: 0,
+            out: 0,
+            resent: 0,
+            given_up: 0,
+            owed: Vec::new(),
+            gave_up: HashMap::new(),
+        };
+        if !plan.after.is_empty() {
+            l.dependants = vec![Vec::new(); n];
+            for t in 0..n as u64 {
+                for &a in plan.after_of(t) {
+                    l.dependants[a as usize].push(t);
+                    l.waiting[t as usize] += 1;
+                }
+            }
+        }
+        for t in 0..n as u64 {
+            let s = plan.stage_of(t);
+            l.stages.entry(s).or_default().push(t);
+            *l.stage_left.entry(s).or_default() += 1;
+        }
+        let first = l.stages.keys().next().copied();
+        for (&s, tasks) in &l.stages {
+            if Some(s) != first {
+                for &t in tasks {
+                    l.waiting[t as usize] += 1;
+                }
+            }
+        }
+        l.open_stage = first;
+        for t in 0..n as u64 {
+            if l.waiting[t as usize] == 0 {
+                l.make_ready(t);
+            }
+        }
+        l
+    }
+
+    pub fn tasks(&self) -> u64 {
+        self.state.len() as u64
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
+    pub fn out(&self) -> u64 {
+        self.out
+    }
+
+    pub fn attempt(&self, t: u64) -> u32 {
+        self.attempt[t as usize]
+    }
+
+    fn make_ready(&mut self, t: u64) {
+        self.state[t as usize] = State::Ready;
+        match &mut self.ready {
+            Queue::Fifo(q) => q.push_back(t),
+            Queue::Cost(h) => {
+                let cost = self.plan.cost.get(t as usize).copied().flatten();
+                h.push((cost.unwrap_or(0), Reverse(t)));
+            }
+        }
+    }
+
+    /// The next task to send: re-sends first, then the ready queue.
+    pub fn next_task(&mut self) -> Option<u64> {
+        while let Some(t) = self.retry.pop_front() {
+            if self.state[t as usize] == State::Ready {
+                return Some(t);
+            }
+        }
+        loop {
+            let t = match &mut self.ready {
+                Queue::Fifo(q) => q.pop_front()?,
+                Queue::Cost(h) => h.pop()?.1.0,
+            };
+            if self.state[t as usize] == State::Ready {
+                return Some(t);
+            }
+        }
+    }
+
+    /// Puts back a task that [`Ledger::next`] gave but that could not be
+    /// sent: it goes first next time, same attempt.
+    pub fn unsend(&mut self, t: u64) {
+        self.retry.push_front(t);
+    }
+
+    /// Whether a task may be waiting in a queue (cheap, may say yes wrongly).
+    pub fn has_ready(&self) -> bool {
+        !self.retry.is_empty()
+            || match &self.ready {
+                Queue::Fifo(q) => !q.is_empty(),
+                Queue::Cost(h) => !h.is_empty(),
+            }
+    }
+
+    /// The task has gone to `holder` (or to the PUSH socket: [`NOBODY`]).
+    pub fn sent(&mut self, t: u64, holder: u32, now: Instant) {
+        self.state[t as usize] = State::Out;
+        self.holder[t as usize] = holder;
+        self.out += 1;
+        self.leases
+            .push_back((now + self.task_timeout, t, self.attempt[t as usize]));
+    }
+
+    /// Sends again, with attempt + 1, every task whose lease ran out.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, t, attempt)) = self.leases.front() {
+            let live = self.state[t as usize] == State::Out && self.attempt[t as usize] == attempt;
+            if live && deadline > now {
+                break;
+            }
+            self.leases.pop_front();
+            if live {
+                let why = format!(
+                    "no result within --task-timeout {}",
+                    humantime::format_duration(self.task_timeout)
+                );
+                log::warn!(
+                    "task {} (attempt {attempt}): {why}; sending it again",
+                    self.plan.name(t)
+                );
+                self.requeue(t, &why);
+            }
+        }
+    }
+
+    /// The task's result is lost (its worker died, or the sink that had it
+    /// restarted): send it again, or give it up after its last attempt.
+    pub fn requeue(&mut self, t: u64, why: &str) {
+        if self.state[t as usize] != State::Out {
+            return;
+        }
+        self.out -= 1;
+        self.holder[t as usize] = NOBODY;
+        let attempt = self.attempt[t as usize];
+        if attempt >= self.max_attempts {
+            let reason = format!("given up after {attempt} attempt(s); the last: {why}");
+            log::warn!("task {}: {reason}", self.plan.name(t));
+            self.given_up += 1;
+            self.fail(t, reason, true);
+            return;
+        }
+        self.attempt[t as usize] = attempt + 1;
+        self.resent += 1;
+        self.state[t as usize] = State::Ready;
+        self.retry.push_back(t);
+    }
+
+    /// Every `Out` task held by `peer`, or (`None`) every `Out` task.
+    pub fn held_by(&self, peer: Option<u32>) -> Vec<u64> {
+        (0..self.tasks())
+            .filter(|&t| {
+                self.state[t as usize] == State::Out
+                    && peer.is_none_or(|p| self.holder[t as usize] == p)
+            })
+            .collect()
+    }
+
+    /// The sink acknowledged these results.
+    pub fn ack(&mut self, ok: &[Range<u64>], failed: &[Range<u64>]) -> u64 {
+        let mut unknown = 0;
+        for (ranges, good) in [(ok, true), (failed, false)] {
+            for r in ranges {
+                let end = r.end.min(self.tasks());
+                unknown += r.end - end;
+                for t in r.start.min(end)..end {
+                    self.acked(t, good);
+                }
+            }
+        }
+        unknown
+    }
+
+    fn acked(&mut self, t: u64, good: bool) {
+        let i = t as usize;
+        match self.state[i] {
+            State::Ok => {}
+            // A result that beat the give-up to the sink: it stands.
+            State::Failed if good => self.state[i] = State::Ok,
+            State::Failed => {}
+            s => {
+                if s == State::Out {
+                    self.out -= 1;
+                }
+                self.holder[i] = NOBODY;
+                if good {
+                    self.state[i] = State::Ok;
+                    self.done += 1;
+                    self.release(t);
+                } else {
+                    self.fail(t, String::new(), false);
+                }
+            }
+        }
+    }
+
+    /// Frees what waited for `t`, now ok.
+    fn release(&mut self, t: u64) {
+        if let Some(ds) = self.dependants.get(t as usize) {
+            for d in ds.clone() {
+                self.unwait(d);
+            }
+        }
+        let s = self.plan.stage_of(t);
+        if let Some(left) = self.stage_left.get_mut(&s) {
+            *left -= 1;
+        }
+        // Open the next stages while the open one is finished.
+        while let Some(open) = self.open_stage {
+            if self.stage_left.get(&open).copied().unwrap_or(0) > 0 {
+                break;
+            }
+            let next = self.stages.range(open + 1..).next().map(|(&s, _)| s);
+            self.open_stage = next;
+            if let Some(next) = next {
+                for d in self.stages[&next].clone() {
+                    self.unwait(d);
+                }
+            }
+        }
+    }
+
+    fn unwait(&mut self, d: u64) {
+        let i = d as usize;
+        if self.state[i] == State::Blocked {
+            self.waiting[i] = self.waiting[i].saturating_sub(1);
+            if self.waiting[i] == 0 {
+                self.make_ready(d);
+            }
+        }
+    }
+
+    /// Marks `t` failed; `tell` when the sink must hear it from us. Fails
+    /// whatever waits for it.
+    fn fail(&mut self, t: u64, reason: String, tell: bool) {
+        let mut stack = vec![(t, reason, tell)];
+        while let Some((t, reason, tell)) = stack.pop() {
+            let i = t as usize;
+            if matches!(self.state[i], State::Ok | State::Failed) {
+                continue;
+            }
+            // (Callers have taken an `Out` task off the count already.)
+            self.state[i] = State::Failed;
+            self.done += 1;
+            if tell {
+                self.gave_up.insert(t, reason.clone());
+                self.owed.push((t, self.attempt[i], reason));
+            }
+            let name = self.plan.name(t);
+            if let Some(ds) = self.dependants.get(i) {
+                for &d in ds {
+                    if self.state[d as usize] == State::Blocked {
+                        stack.push((
+                            d,
+                            format!("not run: task {name}, which it runs after, failed"),
+                            true,
+                        ));
+                    }
+                }
+            }
+            let s = self.plan.stage_of(t);
+            if self.failed_stage.is_none_or(|f| s < f) {
+                self.failed_stage = Some(s);
+                let later: Vec<u64> = self
+                    .stages
+                    .range(s + 1..)
+                    .flat_map(|(_, ts)| ts.iter().copied())
+                    .collect();
+                for d in later {
+                    if self.state[d as usize] == State::Blocked {
+                        stack.push((
+                            d,
+                            format!("not run: task {name} of the earlier stage {s} failed"),
+                            true,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the book agree with what a sink holds (`ok`, `failed`: all of
+    /// it) after the sink restarted or the ventilator did: results the sink
+    /// lost are done again, tasks out may have had their results lost with
+    /// the old sink and go out again, given-up tasks are told again.
+    pub fn reconcile(&mut self, ok: &[Range<u64>], failed: &[Range<u64>]) {
+        let mut held = vec![false; self.state.len()];
+        for r in ok.iter().chain(failed) {
+            for t in r.start.min(self.tasks())..r.end.min(self.tasks()) {
+                held[t as usize] = true;
+            }
+        }
+        for t in 0..self.tasks() {
+            let i = t as usize;
+            if held[i] {
+                continue;
+            }
+            match self.state[i] {
+                State::Out => self.requeue(t, "the sink restarted; its result may be lost"),
+                State::Ok | State::Failed => {
+                    self.done -= 1;
+                    if let Some(reason) = self.gave_up.get(&t) {
+                        self.done += 1;
+                        self.owed.push((t, self.attempt[i], reason.clone()));
+                    } else {
+                        self.attempt[i] += 1;
+                        self.state[i] = State::Ready;
+                        self.retry.push_back(t);
+                        self.resent += 1;
+                    }
+                }
+                State::Ready | State::Blocked => {}
+            }
+        }
+        self.ack(ok, failed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+    use common::work::Work;
+
+    fn drain(l: &mut Ledger<'_>) -> Vec<u64> {
+        let mut v = Vec::new();
+        while let Some(t) = l.next_task() {
+            l.sent(t, NOBODY, Instant::now());
+            v.push(t);
+        }
+        v
+    }
+
+    #[test]
+    fn dependencies_and_stages_hold_tasks_back_until_ok() {
+        let mut plan = Plan::from(vec![Work::Noop; 5]);
+        plan.after = vec![vec![], vec![0], vec![], vec![], vec![]];
+        plan.stage = vec![0, 0, 0, 1, 1];
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        assert_eq!(drain(&mut l), vec![0, 2]);
+        l.ack(&[0..1], &[]);
+        assert_eq!(drain(&mut l), vec![1]);
+        l.ack(&[1..3], &[]);
+        assert_eq!(drain(&mut l), vec![3, 4]);
+        l.ack(&[3..5], &[]);
+        assert_eq!(l.done(), 5);
+        assert!(l.owed.is_empty());
+    }
+
+    #[test]
+    fn a_failed_dependency_fails_its_dependants_and_later_stages() {
+        let mut plan = Plan::from(vec![Work::Noop; 4]);
+        plan.after = vec![vec![], vec![0], vec![1], vec![]];
+        plan.stage = vec![0, 0, 0, 1];
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        assert_eq!(drain(&mut l), vec![0]);
+        l.ack(&[], &[0..1]);
+        assert_eq!(l.done(), 4);
+        let owed: Vec<u64> = l.owed.iter().map(|o| o.0).collect();
+        assert_eq!(owed.len(), 3);
+        assert!(
+            l.owed.iter().all(|o| o.2.contains("failed")),
+            "{:?}",
+            l.owed
+        );
+    }
+
+    #[test]
+    fn lost_tasks_go_out_again_until_their_attempts_run_out() {
+        let plan = Plan::from(vec![Work::Noop; 2]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_millis(1), 1);
+        assert_eq!(drain(&mut l), vec![0, 1]);
+        l.ack(&[1..2], &[]);
+        l.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(l.attempt(0), 2);
+        assert_eq!(drain(&mut l), vec![0]);
+        l.requeue(0, "worker died");
+        assert_eq!(l.next_task(), None);
+        assert_eq!(l.done(), 2);
+        assert_eq!(l.given_up, 1);
+        assert!(l.owed[0].2.contains("worker died"));
+    }
+
+    #[test]
+    fn cost_order_sends_the_costliest_first_and_reconcile_redoes_lost_results() {
+        let plan = Plan::from(vec![
+            Work::Sleep { ms: 5 },
+            Work::Sleep { ms: 50 },
+            Work::Noop,
+            Work::Sleep { ms: 20 },
+        ]);
+        let mut l = Ledger::new(&plan, Order::Cost, Duration::from_secs(60), 3);
+        assert_eq!(drain(&mut l), vec![1, 3, 0, 2]);
+        l.ack(&[0..4], &[]);
+        // A restarted sink holds only 0 and 1.
+        l.reconcile(&[0..2], &[]);
+        assert_eq!(l.done(), 2);
+        let mut again = drain(&mut l);
+        again.sort();
+        assert_eq!(again, vec![2, 3]);
+    }
+}

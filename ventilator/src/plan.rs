@@ -1,0 +1,239 @@
+//! A batch as the ventilator plans it: the task bodies, and what each task
+//! must wait for.
+//!
+//! A task may name tasks it runs `after` (by their `id`, or by their index in
+//! the input, 0-based), and may carry a `stage`: a task of a later stage runs
+//! only once every task of the earlier stages is done. A task is held back
+//! until everything it waits for has been acknowledged **ok** by the sink; a
+//! dependency that failed fails its dependants, with the reason. A cycle, or
+//! an `after` that names an unknown task or a task of a later stage, is
+//! refused before the batch starts, naming the tasks.
+
+use common::work::Work;
+
+/// The tasks of a batch and their order constraints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub works: Vec<Work>,
+    /// Per task, the indices of the tasks it runs after; empty when no task
+    /// has any.
+    pub after: Vec<Vec<u64>>,
+    /// Per task, its stage; empty when no task has one (then all are 0).
+    pub stage: Vec<u32>,
+    /// Per task, its cost hint (ms) for `--order cost`: the input's `cost`,
+    /// or a sleep's own length.
+    pub cost: Vec<Option<u64>>,
+    /// Per task, the input's `id`, to name it in messages.
+    pub ids: Vec<Option<String>>,
+}
+
+impl From<Vec<Work>> for Plan {
+    fn from(works: Vec<Work>) -> Plan {
+        let cost = works.iter().map(Work::expected_ms).collect();
+        Plan {
+            works,
+            cost,
+            ..Plan::default()
+        }
+    }
+}
+
+/// Why a plan cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("task {task} runs after {after:?}, which is not a task of this batch")]
+    Unknown { task: String, after: String },
+    #[error("task {task} (stage {stage}) runs after task {after} of the later stage {later}")]
+    LaterStage {
+        task: String,
+        stage: u32,
+        after: String,
+        later: u32,
+    },
+    #[error("the tasks {0} wait for each other (a cycle): none of them could ever start")]
+    Cycle(String),
+}
+
+impl Plan {
+    pub fn len(&self) -> usize {
+        self.works.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.works.is_empty()
+    }
+
+    /// How the task is named in messages: its id if it has one, else its
+    /// index.
+    pub fn name(&self, task: u64) -> String {
+        match self.ids.get(task as usize).and_then(Option::as_ref) {
+            Some(id) => format!("{task} ({id:?})"),
+            None => task.to_string(),
+        }
+    }
+
+    pub fn stage_of(&self, task: u64) -> u32 {
+        self.stage.get(task as usize).copied().unwrap_or(0)
+    }
+
+    pub fn after_of(&self, task: u64) -> &[u64] {
+        self.after.get(task as usize).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn has_constraints(&self) -> bool {
+        !self.after.is_empty() || self.stage.iter().any(|&s| s != 0)
+    }
+
+    /// Refuses a plan that could never finish: a dependency on a task that
+    /// does not exist, or of a later stage, or a cycle.
+    pub fn check(&self) -> Result<(), PlanError> {
+        let n = self.len() as u64;
+        for t in 0..n {
+            for &a in self.after_of(t) {
+                if a >= n {
+                    return Err(PlanError::Unknown {
+                        task: self.name(t),
+                        after: a.to_string(),
+                    });
+                }
+                if self.stage_of(a) > self.stage_of(t) {
+                    return Err(PlanError::LaterStage {
+                        task: self.name(t),
+                        stage: self.stage_of(t),
+                        after: self.name(a),
+                        later: self.stage_of(a),
+                    });
+                }
+            }
+        }
+        if self.after.is_empty() {
+            return Ok(());
+        }
+        // Kahn's algorithm: what is never freed lies on (or behind) a cycle.
+        let mut waiting: Vec<usize> = (0..n).map(|t| self.after_of(t).len()).collect();
+        let mut dependants: Vec<Vec<u64>> = vec![Vec::new(); n as usize];
+        for t in 0..n {
+            for &a in self.after_of(t) {
+                dependants[a as usize].push(t);
+            }
+        }
+        let mut free: Vec<u64> = (0..n).filter(|&t| waiting[t as usize] == 0).collect();
+        let mut freed = 0;
+        while let Some(t) = free.pop() {
+            freed += 1;
+            for &d in &dependants[t as usize] {
+                waiting[d as usize] -= 1;
+                if waiting[d as usize] == 0 {
+                    free.push(d);
+                }
+            }
+        }
+        if freed == n as usize {
+            return Ok(());
+        }
+        // Name the tasks of one cycle: walk back from a stuck task until a
+        // task repeats.
+        let stuck = |t: u64| waiting[t as usize] > 0;
+        let mut seen = vec![usize::MAX; n as usize];
+        let mut path = Vec::new();
+        let mut t = (0..n).find(|&t| stuck(t)).unwrap_or(0);
+        while seen[t as usize] == usize::MAX {
+            seen[t as usize] = path.len();
+            path.push(t);
+            t = self
+                .after_of(t)
+                .iter()
+                .copied()
+                .find(|&a| stuck(a))
+                .unwrap_or(t);
+        }
+        let cycle: Vec<String> = path[seen[t as usize]..]
+            .iter()
+            .map(|&t| self.name(t))
+            .collect();
+        Err(PlanError::Cycle(cycle.join(", ")))
+    }
+
+    /// A fingerprint of the batch: the same tasks give the same batch id, so
+    /// a restarted ventilator and a sink that resumes its output recognise
+    /// the batch they were collecting (FNV-1a over the encoded tasks).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mut buf = Vec::new();
+        for (t, w) in self.works.iter().enumerate() {
+            buf.clear();
+            common::protocol::encode_task(&mut buf, 0, w);
+            eat(&(buf.len() as u64).to_le_bytes());
+            eat(&buf);
+            eat(&self.stage_of(t as u64).to_le_bytes());
+            for a in self.after_of(t as u64) {
+                eat(&a.to_le_bytes());
+            }
+            eat(b"\n");
+        }
+        h.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(after: Vec<Vec<u64>>, stage: Vec<u32>) -> Plan {
+        let n = after.len().max(stage.len());
+        Plan {
+            works: vec![Work::Noop; n],
+            after,
+            stage,
+            cost: vec![None; n],
+            ids: vec![None; n],
+        }
+    }
+
+    #[test]
+    fn cycles_and_unknown_tasks_are_named() {
+        assert!(
+            plan(vec![vec![], vec![0], vec![0, 1]], vec![])
+                .check()
+                .is_ok()
+        );
+        match plan(vec![vec![], vec![2], vec![3], vec![1]], vec![]).check() {
+            Err(PlanError::Cycle(c)) => {
+                for t in ["1", "2", "3"] {
+                    assert!(c.contains(t), "{c}");
+                }
+                assert!(!c.contains('0'), "{c}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            plan(vec![vec![0]], vec![]).check(),
+            Err(PlanError::Cycle(_))
+        ));
+        assert!(matches!(
+            plan(vec![vec![], vec![7]], vec![]).check(),
+            Err(PlanError::Unknown { .. })
+        ));
+        assert!(matches!(
+            plan(vec![vec![1], vec![]], vec![0, 1]).check(),
+            Err(PlanError::LaterStage { .. })
+        ));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_tasks() {
+        let a = Plan::from(vec![Work::Sleep { ms: 1 }, Work::Noop]);
+        let b = Plan::from(vec![Work::Sleep { ms: 2 }, Work::Noop]);
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = a.clone();
+        c.after = vec![vec![], vec![0]];
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}
