@@ -134,6 +134,11 @@ pub struct Config {
     /// its tasks go to others.
     #[arg(long, env = "ZPIPE_LIVENESS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub liveness: u32,
+    /// Push dispatch: the most tasks out (sent, not yet acknowledged) at
+    /// once. A PUSH deals everything it is given to the workers connected
+    /// now; a window lets workers that join later get a share.
+    #[arg(long, env = "ZPIPE_WINDOW", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
     /// Continue a batch the sink already holds results of (after the
     /// ventilator or the sink was restarted): only the missing tasks are sent.
     #[arg(long, env = "ZPIPE_RESUME")]
@@ -690,7 +695,10 @@ impl<'a> Batch<'a> {
     /// Polls the sockets for up to 20 ms (less when there is work to deal),
     /// then reads everything that arrived.
     fn wait_and_read(&mut self) -> Result<(), Error> {
-        let can_deal = self.started && self.synced && self.ledger.has_ready();
+        let can_deal = self.started
+            && self.synced
+            && self.ledger.has_ready()
+            && (self.credit || self.ledger.out() < self.config.window);
         let timeout = if can_deal && self.credit && !self.eligible.is_empty() {
             0
         } else {
@@ -773,6 +781,9 @@ impl<'a> Batch<'a> {
     fn deal_push(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         for _ in 0..10_000 {
+            if self.pending.is_none() && self.ledger.out() >= self.config.window {
+                return Ok(());
+            }
             let Some(t) = self.pending.take().or_else(|| self.ledger.next_task()) else {
                 return Ok(());
             };

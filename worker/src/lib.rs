@@ -299,6 +299,9 @@ pub fn run_with<H: Handler + 'static>(
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
     let handler = Arc::new(handler);
+    // Raised once HELLO is out: a thread asks for work only then, so the
+    // sink knows this worker before its first result.
+    let hello = Shutdown::new();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), common::Error>>();
     let mut threads = Vec::new();
     for index in 0..config.threads as usize {
@@ -314,6 +317,7 @@ pub fn run_with<H: Handler + 'static>(
             ctx: ctx.clone(),
             stop: stop.clone(),
             handler: Arc::clone(&handler),
+            hello: hello.clone(),
         };
         let ready = ready_tx.clone();
         threads.push(
@@ -361,6 +365,7 @@ pub fn run_with<H: Handler + 'static>(
             if let Some(v) = &vent {
                 send_to_ventilator(v, Kind::Hello, &info);
             }
+            hello.trigger();
             next_beat = Instant::now() + config.heartbeat;
         } else if !hello_sent && waiting_since.elapsed() >= Duration::from_secs(5) {
             log::info!(
@@ -584,6 +589,8 @@ struct Executor<H> {
     ctx: zmq::Context,
     stop: Shutdown,
     handler: Arc<H>,
+    /// Raised when the main thread has said HELLO.
+    hello: Shutdown,
 }
 
 /// A task waiting in a thread's own queue (credit dispatch may send
@@ -691,6 +698,12 @@ impl<H: Handler> Executor<H> {
             average_us: None,
             last_asked: Instant::now(),
         };
+        while !self.hello.is_triggered() && !self.classic {
+            if self.stop.is_triggered() {
+                return Ok(counts);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         if self.credit_mode() {
             self.ask(&tasks, 1, true);
         }

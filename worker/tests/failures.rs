@@ -1,0 +1,339 @@
+//! Tests that kill: worker processes die (SIGKILL), freeze (SIGSTOP), join
+//! late, or all die at once, in both dispatch modes, directly and through a
+//! device on the task path. Every time, each task's result is in the sink's
+//! output exactly once. The sink, the ventilator and any device run on
+//! threads of this test; the workers are real processes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::Shutdown;
+use common::testing::time_bomb;
+use common::work::Work;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Heartbeats in these tests: the worker's, and how long the sink waits
+/// before it calls a worker lost; the ventilator's liveness is 3 of them.
+const BEAT: &str = "200ms";
+const LOST_AFTER: &str = "700ms";
+
+struct Lab {
+    mode: &'static str,
+    tasks_at: String,
+    results_at: String,
+    control_at: String,
+    output: PathBuf,
+    sink: Option<JoinHandle<Result<sink::Report, sink::Error>>>,
+    vent: Option<JoinHandle<Result<ventilator::Report, ventilator::Error>>>,
+    device: Option<(Shutdown, JoinHandle<Result<devices::Stats, devices::Error>>)>,
+    workers: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// A sink and a ventilator for `tasks` sleeps of `ms` each, the
+    /// ventilator starting once `workers` are ready; with `device`, a queue
+    /// (credit) or a streamer (push) sits on the task path.
+    fn new(mode: &'static str, tasks: u64, ms: u64, workers: usize, device: bool) -> Lab {
+        let ctx = zmq::Context::new();
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("results.jsonl");
+        let sink_cfg = sink::Config::parse_from([
+            "sink",
+            "--result-endpoint",
+            "tcp://127.0.0.1:*",
+            "--control-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:*",
+            "--worker-timeout",
+            LOST_AFTER,
+        ]);
+        let s = sink::Sink::bind(&sink_cfg, &ctx).unwrap();
+        let sb = s.bound().clone();
+        let out = sink::open_output(&output).unwrap();
+        let sink = std::thread::spawn(move || s.run(&Shutdown::new(), out));
+
+        let (vent_endpoint, device, worker_endpoint) = if device {
+            let kind = if mode == "credit" {
+                devices::Kind::Queue
+            } else {
+                devices::Kind::Streamer
+            };
+            let args = devices::DeviceArgs::new("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").unwrap();
+            let d = devices::Device::bind(kind, &args, &ctx).unwrap();
+            let b = d.bound().clone();
+            let stop = Shutdown::new();
+            let s2 = stop.clone();
+            let h = std::thread::spawn(move || d.run(&s2));
+            // The ventilator faces a streamer's PULL frontend or a queue's
+            // DEALER backend; the workers the other side.
+            let (v, w) = if mode == "credit" {
+                (b.backend[0].clone(), b.frontend[0].clone())
+            } else {
+                (b.frontend[0].clone(), b.backend[0].clone())
+            };
+            (format!(">{v}"), Some((stop, h)), Some(w))
+        } else {
+            ("tcp://127.0.0.1:*".to_string(), None, None)
+        };
+        let workers_s = workers.to_string();
+        let vent_cfg = ventilator::Config::parse_from([
+            "ventilator",
+            "--task-endpoint",
+            &vent_endpoint,
+            "--feedback-endpoint",
+            &sb.feedback[0],
+            "--dispatch",
+            mode,
+            "--workers",
+            &workers_s,
+            "--heartbeat",
+            BEAT,
+            "--task-timeout",
+            "4s",
+            "--retries",
+            "10",
+            // Push: few enough tasks out at once that a late joiner gets
+            // some (the default would deal this whole batch at once).
+            "--window",
+            "40",
+        ]);
+        let v = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
+        let tasks_at = worker_endpoint.unwrap_or_else(|| v.bound()[0].clone());
+        let plan: Vec<Work> = (0..tasks).map(|_| Work::Sleep { ms }).collect();
+        let vent = std::thread::spawn(move || v.run(&plan, &Shutdown::new()));
+        Lab {
+            mode,
+            tasks_at,
+            results_at: sb.results[0].clone(),
+            control_at: sb.control[0].clone(),
+            output,
+            sink: Some(sink),
+            vent: Some(vent),
+            device,
+            workers: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a worker process; returns its index.
+    fn worker(&mut self) -> usize {
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args([
+                "--task-endpoint",
+                &self.tasks_at,
+                "--result-endpoint",
+                &self.results_at,
+                "--control-endpoint",
+                &self.control_at,
+                "--dispatch",
+                self.mode,
+                "--heartbeat",
+                BEAT,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+        self.workers.len() - 1
+    }
+
+    fn signal(&self, i: usize, signal: Signal) {
+        kill(Pid::from_raw(self.workers[i].id() as i32), signal).unwrap();
+    }
+
+    /// Results in the output so far (the sink writes a result out before it
+    /// acknowledges it).
+    fn results(&self) -> usize {
+        std::fs::read_to_string(&self.output)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn wait_results(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.results() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} results",
+                self.results()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the batch to end; checks that every task is in the output
+    /// exactly once. Returns the reports and the tasks each worker process
+    /// (by pid) did.
+    fn finish(mut self, tasks: u64) -> (sink::Report, ventilator::Report, HashMap<String, u64>) {
+        let sink = self.sink.take().unwrap().join().unwrap().unwrap();
+        let vent = self.vent.take().unwrap().join().unwrap().unwrap();
+        assert!(sink.complete, "{sink:?}");
+        assert!(vent.done.is_some(), "{vent:?}");
+        let text = std::fs::read_to_string(&self.output).unwrap();
+        let mut seen = vec![0u32; tasks as usize];
+        let mut by_worker = HashMap::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let t = v["task"].as_u64().unwrap();
+            seen[t as usize] += 1;
+            assert_eq!(v["status"], "ok", "{line}");
+            *by_worker
+                .entry(v["worker"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        let wrong: Vec<(usize, u32)> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 1)
+            .map(|(t, n)| (t, *n))
+            .collect();
+        assert!(wrong.is_empty(), "tasks not exactly once: {wrong:?}");
+        (sink, vent, by_worker)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = kill(Pid::from_raw(w.id() as i32), Signal::SIGCONT);
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        if let Some((stop, h)) = self.device.take() {
+            stop.trigger();
+            let _ = h.join();
+        }
+    }
+}
+
+/// (a) SIGKILL one of four workers mid-batch: nothing is lost.
+fn sigkill_one_of_four(mode: &'static str, device: bool) {
+    time_bomb(60, move || {
+        let mut lab = Lab::new(mode, 1000, 8, 4, device);
+        for _ in 0..4 {
+            lab.worker();
+        }
+        lab.wait_results(250);
+        let killed = Instant::now();
+        lab.signal(0, Signal::SIGKILL);
+        let (sink, vent, _) = lab.finish(1000);
+        // Three workers had at most 750 × 8 ms = 2 s of work left; a dead
+        // worker is noticed within a few heartbeats (the sink's or the
+        // ventilator's), or at worst the task timeout.
+        let after = killed.elapsed();
+        assert!(after < Duration::from_secs(9), "{after:?}");
+        assert!(vent.workers_lost >= 1, "{vent:?}");
+        assert_eq!(sink.ok, 1000);
+    });
+}
+
+#[test]
+fn credit_sigkill_one_of_four_workers_loses_nothing() {
+    sigkill_one_of_four("credit", false);
+}
+
+#[test]
+fn push_sigkill_one_of_four_workers_loses_nothing() {
+    sigkill_one_of_four("push", false);
+}
+
+#[test]
+fn credit_through_a_queue_sigkill_one_of_four_workers_loses_nothing() {
+    sigkill_one_of_four("credit", true);
+}
+
+#[test]
+fn push_through_a_streamer_sigkill_one_of_four_workers_loses_nothing() {
+    sigkill_one_of_four("push", true);
+}
+
+/// (b) SIGSTOP a worker, SIGCONT it once it has been given up for dead: its
+/// late results are duplicates, and the output has none.
+fn sigstop_then_sigcont(mode: &'static str) {
+    time_bomb(60, move || {
+        let mut lab = Lab::new(mode, 600, 10, 3, false);
+        for _ in 0..3 {
+            lab.worker();
+        }
+        lab.wait_results(100);
+        lab.signal(1, Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(1500));
+        lab.signal(1, Signal::SIGCONT);
+        let (sink, vent, _) = lab.finish(600);
+        assert_eq!(sink.ok, 600);
+        assert!(vent.resent >= 1, "{vent:?}");
+    });
+}
+
+#[test]
+fn credit_sigstop_then_sigcont_duplicates_nothing() {
+    sigstop_then_sigcont("credit");
+}
+
+#[test]
+fn push_sigstop_then_sigcont_duplicates_nothing() {
+    sigstop_then_sigcont("push");
+}
+
+/// (c) A worker that joins mid-batch gets work.
+fn join_mid_batch(mode: &'static str) {
+    time_bomb(60, move || {
+        let mut lab = Lab::new(mode, 400, 10, 1, false);
+        lab.worker();
+        lab.wait_results(50);
+        lab.worker();
+        let (sink, _, by_worker) = lab.finish(400);
+        assert_eq!(sink.ok, 400);
+        assert_eq!(by_worker.len(), 2, "{by_worker:?}");
+        assert!(by_worker.values().all(|&n| n >= 20), "{by_worker:?}");
+    });
+}
+
+#[test]
+fn credit_a_worker_joining_mid_batch_gets_work() {
+    join_mid_batch("credit");
+}
+
+#[test]
+fn push_a_worker_joining_mid_batch_gets_work() {
+    join_mid_batch("push");
+}
+
+/// (d) Every worker dies; new ones start; the batch completes.
+fn all_die_then_new_ones(mode: &'static str) {
+    time_bomb(60, move || {
+        let mut lab = Lab::new(mode, 400, 5, 2, false);
+        lab.worker();
+        lab.worker();
+        lab.wait_results(100);
+        lab.signal(0, Signal::SIGKILL);
+        lab.signal(1, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(1200));
+        let before = lab.results();
+        assert!(before < 400, "the batch ended without workers");
+        lab.worker();
+        lab.worker();
+        let (sink, _, by_worker) = lab.finish(400);
+        assert_eq!(sink.ok, 400);
+        assert!(by_worker.len() >= 3, "{by_worker:?}");
+    });
+}
+
+#[test]
+fn credit_all_workers_die_then_new_ones_finish_the_batch() {
+    all_die_then_new_ones("credit");
+}
+
+#[test]
+fn push_all_workers_die_then_new_ones_finish_the_batch() {
+    all_die_then_new_ones("push");
+}
