@@ -480,7 +480,17 @@ fn collect(
                 results.as_poll_item(zmq::POLLIN),
                 feedback.as_poll_item(zmq::POLLIN),
             ];
-            match zmq::poll(&mut items, 100) {
+            // Pending acks go out within 10 ms even when nothing else comes:
+            // the ventilator may be waiting for them to send more.
+            let wait = if st.ack_ok.is_empty() && st.ack_failed.is_empty() {
+                100
+            } else {
+                next_ack
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(100) as i64
+            };
+            match zmq::poll(&mut items, wait) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(zmq::Error::ETERM) => break,
                 Err(e) => return Err(common::Error::zmq("polling", e).into()),
@@ -510,7 +520,7 @@ fn collect(
             st.send_status(feedback);
             next_status = now + Duration::from_millis(200);
         }
-        if now >= next_ack || st.ack_ok.len() + st.ack_failed.len() >= 16_384 {
+        if now >= next_ack || st.ack_ok.len() + st.ack_failed.len() >= 2048 {
             st.send_acks(feedback)?;
             next_ack = now + Duration::from_millis(10);
         }

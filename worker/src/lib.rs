@@ -133,7 +133,7 @@ pub struct Config {
     /// Credit dispatch: the most tasks a thread asks for beyond the one it
     /// runs, when tasks are short (under a millisecond); long tasks are asked
     /// for one at a time.
-    #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub prefetch: u32,
     /// Tasks run at once, each in its own thread with its own sockets.
     #[arg(long, env = "ZPIPE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -610,12 +610,19 @@ struct Credit {
     /// first task.
     average_us: Option<f64>,
     last_asked: Instant,
+    /// When this thread, idle, last asked for work; and how long work takes
+    /// to come (the round trip, µs, exponentially weighted).
+    idle_since: Option<Instant>,
+    round_trip_us: Option<f64>,
 }
 
 /// Prefetch covers about this much work: enough that the round trip of a
 /// CREDIT is hidden behind short tasks, too little to matter for
 /// scheduling long ones.
 const PREFETCH_WORK_US: f64 = 1000.0;
+/// A thread that waits for its next task longer than this share of the
+/// task's own time asks for one task ahead.
+const ROUND_TRIP_SHARE: f64 = 0.02;
 /// An idle thread says again how much it can take this often (a
 /// restarted ventilator learns of it; lost credit is restored).
 const IDLE_RESET: Duration = Duration::from_secs(1);
@@ -697,6 +704,8 @@ impl<H: Handler> Executor<H> {
             window: 1,
             average_us: None,
             last_asked: Instant::now(),
+            idle_since: None,
+            round_trip_us: None,
         };
         while !self.hello.is_triggered() && !self.classic {
             if self.stop.is_triggered() {
@@ -713,15 +722,24 @@ impl<H: Handler> Executor<H> {
         let mut pack = Pack::default();
         let mut drops = Drops::default();
         while !self.stop.is_triggered() {
-            // With tasks queued or results held back, only look for a
-            // message that is already here; otherwise wait for one.
-            let got = if pack.count > 0 || !queue.is_empty() {
+            // With results held back, only look for a message that is
+            // already here; otherwise wait for one.
+            // (With tasks queued, the socket is left alone: each look costs
+            // a system call, and the queue has work.)
+            let got = if !queue.is_empty() {
+                Recv::Timeout
+            } else if pack.count > 0 {
                 sockets::recv_frames_now(&tasks, &mut frames)?
             } else {
                 sockets::recv_frames(&tasks, &mut frames, Duration::from_millis(100))?
             };
             match got {
                 Recv::Message(()) => {
+                    if let Some(since) = credit.idle_since.take() {
+                        let us = since.elapsed().as_secs_f64() * 1e6;
+                        credit.round_trip_us =
+                            Some(credit.round_trip_us.map_or(us, |r| r * 0.8 + us * 0.2));
+                    }
                     let n = self.take(&frames, &mut queue, &mut drops, &results, &mut counts)?;
                     credit.expected = credit.expected.saturating_sub(n);
                 }
@@ -757,7 +775,18 @@ impl<H: Handler> Executor<H> {
                 let us = duration.as_secs_f64() * 1e6;
                 let avg = credit.average_us.map_or(us, |a| a * 0.8 + us * 0.2);
                 credit.average_us = Some(avg);
-                let extra = ((PREFETCH_WORK_US / avg.max(1.0)) as u32).min(self.prefetch);
+                // Short tasks: about a millisecond of work ahead. Longer
+                // ones: one ahead only if waiting for the next costs more
+                // than a sliver of the task itself; else none, so the next
+                // task goes to whoever is free first.
+                let mut extra = (PREFETCH_WORK_US / avg.max(1.0)) as u32;
+                if credit
+                    .round_trip_us
+                    .is_some_and(|rt| rt > avg * ROUND_TRIP_SHARE)
+                {
+                    extra = extra.max(1);
+                }
+                let extra = extra.min(self.prefetch);
                 credit.window = (1 + extra).min(self.tuning.hwm.max(1) as u32);
                 let holding = credit.expected + queue.len() as u32;
                 let free = credit.window.saturating_sub(holding);
@@ -767,6 +796,9 @@ impl<H: Handler> Executor<H> {
                     self.ask(&tasks, free, false);
                     credit.expected += free;
                     credit.last_asked = Instant::now();
+                    if holding == 0 {
+                        credit.idle_since = Some(credit.last_asked);
+                    }
                 }
             }
             let mut outcome = outcome;
