@@ -763,6 +763,9 @@ impl State<'_> {
                         send_status(feedback, identity, &status);
                     }
                     None => {
+                        let known = self.batch.as_ref().is_some_and(|b| {
+                            b.info.batch == info.batch && b.ventilator[..] == identity[..]
+                        });
                         if let Some(why) = self.on_start(identity.to_vec(), info) {
                             let status = SinkStatus {
                                 batch: Some(info_batch),
@@ -775,7 +778,12 @@ impl State<'_> {
                             return;
                         }
                         self.send_status_to(feedback, identity);
-                        self.send_snapshot(feedback, identity);
+                        // A ventilator new to us (or reconnected) learns
+                        // everything we hold; the one we know repeats START
+                        // only to keep in touch.
+                        if !known {
+                            self.send_snapshot(feedback, identity);
+                        }
                     }
                 }
             }

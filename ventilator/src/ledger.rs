@@ -243,7 +243,6 @@ impl<'p> Ledger<'p> {
         if attempt >= self.max_attempts {
             let reason = format!("given up after {attempt} attempt(s); the last: {why}");
             log::warn!("task {}: {reason}", self.plan.name(t));
-            self.given_up += 1;
             self.fail(t, reason, true);
             return;
         }
@@ -350,6 +349,7 @@ impl<'p> Ledger<'p> {
             self.state[i] = State::Failed;
             self.done += 1;
             if tell {
+                self.given_up += 1;
                 self.gave_up.insert(t, reason.clone());
                 self.owed.push((t, self.attempt[i], reason));
             }

@@ -577,13 +577,19 @@ impl<'a> Batch<'a> {
         let mut next_log = Instant::now() + Duration::from_secs(5);
         while !shutdown.is_triggered() && self.report.done.is_none() {
             let now = Instant::now();
-            if !self.announced && now >= next_start {
-                // DEALER queues this until the connection is up; repeated in
-                // case the sink (re)starts meanwhile.
+            if now >= next_start {
+                // DEALER queues this until the connection is up; repeated
+                // (every 500 ms until the sink answers, then every second)
+                // so that a sink that restarted learns of the batch again.
                 let start =
                     protocol::json_frames(Header::bare(Kind::Start, self.info.batch), &self.info);
                 let _ = self.feedback.send_multipart(start.iter(), zmq::DONTWAIT);
-                next_start = now + Duration::from_millis(500);
+                next_start = now
+                    + if self.announced {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_millis(500)
+                    };
             }
             if !self.started && self.announced && self.synced {
                 let ready = self.ready_workers();

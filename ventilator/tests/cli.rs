@@ -174,3 +174,29 @@ fn a_ventilator_names_workers_of_the_other_dispatch_mode() {
         "{said}"
     );
 }
+
+#[test]
+fn a_cycle_or_an_unknown_dependency_is_refused_before_anything_is_sent() {
+    for (input, says) in [
+        (
+            "{\"kind\":\"noop\",\"id\":\"a\",\"after\":[\"b\"]}\n{\"kind\":\"noop\",\"id\":\"b\",\"after\":[\"a\"]}\n",
+            "cycle",
+        ),
+        ("{\"kind\":\"noop\",\"after\":[\"nobody\"]}\n", "\"nobody\""),
+    ] {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(input.as_bytes()).unwrap();
+        let mut child = ventilator()
+            .args(["--task-endpoint", "tcp://127.0.0.1:*", "--input"])
+            .arg(file.path())
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2));
+        let err = stderr_of(&mut child);
+        assert!(err.contains(says), "{err}");
+        if says == "cycle" {
+            assert!(err.contains("\"a\"") && err.contains("\"b\""), "{err}");
+        }
+    }
+}

@@ -552,3 +552,68 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
         w.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn dependencies_and_stages_run_in_order_and_a_failed_one_fails_its_dependants() {
+    time_bomb(60, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let vent = ventilator(&ctx, &sink, &["--workers", "2"]);
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            workers.push(spawn_worker(
+                &ctx,
+                worker_config(&vent.bound()[0], &sink, &["--threads", "2"]),
+            ));
+        }
+        // build after fetch; two tests after build; stage 1 (report) after
+        // all of stage 0; "broken" fails, so "after-broken" never runs.
+        let input = r#"{"kind":"sleep","ms":30,"id":"fetch"}
+{"kind":"sleep","ms":5,"id":"build","after":["fetch"]}
+{"kind":"sleep","ms":5,"after":["build"]}
+{"kind":"sleep","ms":5,"after":["build"]}
+{"kind":"exec","command":"exit 3","id":"broken"}
+{"kind":"noop","id":"after-broken","after":["broken"]}
+{"kind":"noop","stage":1,"id":"report"}
+"#;
+        let plan =
+            ventilator::input::parse(input.as_bytes(), ventilator::input::Plain::Exec, usize::MAX)
+                .unwrap();
+        let vr = vent.run_plan(&plan, &common::Shutdown::new()).unwrap();
+        assert!(vr.done.is_some(), "{vr:?}");
+        assert!(vr.given_up >= 2, "{vr:?}");
+        let report = sink.handle.join().unwrap().unwrap();
+        assert!(report.complete, "{report:?}");
+        let lines = read_lines(&sink.output);
+        assert_eq!(lines.len(), 7);
+        let pos = |task: u64| {
+            lines
+                .iter()
+                .position(|l| l["task"] == task)
+                .unwrap_or_else(|| panic!("task {task} missing"))
+        };
+        // Completion order follows the dependencies.
+        assert!(pos(0) < pos(1) && pos(1) < pos(2) && pos(1) < pos(3));
+        let by_task = |t: u64| &lines[pos(t)];
+        assert_eq!(by_task(4)["status"], "failed");
+        assert_eq!(by_task(5)["status"], "failed");
+        assert_eq!(by_task(5)["worker"], "ventilator");
+        let why = by_task(5)["error"].as_str().unwrap();
+        assert!(
+            why.contains("runs after") && why.contains("broken"),
+            "{why}"
+        );
+        // A failure in stage 0 fails stage 1.
+        assert_eq!(by_task(6)["status"], "failed");
+        assert!(
+            by_task(6)["error"]
+                .as_str()
+                .unwrap()
+                .contains("earlier stage"),
+            "{lines:?}"
+        );
+        for (_, w) in workers {
+            w.join().unwrap().unwrap();
+        }
+    });
+}

@@ -1,0 +1,177 @@
+//! Crash-safe output: the sink is killed (SIGKILL) mid-batch and started
+//! again with `--resume` on the same output; the ventilator notices the new
+//! sink, learns what it holds, and sends the rest. The output ends with
+//! every task exactly once.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::Shutdown;
+use common::testing::{Lines, endpoint_in, time_bomb};
+use common::work::Work;
+
+struct SinkProcess {
+    child: Child,
+    lines: Lines,
+    results: String,
+    control: String,
+    feedback: String,
+}
+
+fn sink_process(output: &std::path::Path, at: Option<(&str, &str, &str)>) -> SinkProcess {
+    let (r, c, f) = at.unwrap_or((
+        "tcp://127.0.0.1:*",
+        "tcp://127.0.0.1:*",
+        "tcp://127.0.0.1:*",
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args([
+            "--result-endpoint",
+            r,
+            "--control-endpoint",
+            c,
+            "--feedback-endpoint",
+            f,
+            "--resume",
+            "--worker-timeout",
+            "1s",
+            "--output",
+        ])
+        .arg(output)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    let line = lines
+        .wait_for("sink listening", Duration::from_secs(10))
+        .expect("the sink says where it listens");
+    SinkProcess {
+        results: endpoint_in(&line, "results").unwrap(),
+        control: endpoint_in(&line, "control").unwrap(),
+        feedback: endpoint_in(&line, "feedback").unwrap(),
+        child,
+        lines,
+    }
+}
+
+fn count_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_sink_killed_mid_batch_resumes_and_every_task_is_in_the_output_once() {
+    time_bomb(90, || {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("results.jsonl");
+        let mut first = sink_process(&output, None);
+        let ctx = zmq::Context::new();
+        let vent_cfg = ventilator::Config::parse_from([
+            "ventilator",
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            &first.feedback,
+            "--workers",
+            "2",
+        ]);
+        let vent = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
+        let tasks_at = vent.bound()[0].clone();
+        let tasks: Vec<Work> = (0..800).map(|_| Work::Sleep { ms: 4 }).collect();
+        let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let cfg = worker::Config::parse_from([
+                    "worker",
+                    "--task-endpoint",
+                    &tasks_at,
+                    "--result-endpoint",
+                    &first.results,
+                    "--control-endpoint",
+                    &first.control,
+                    "--threads",
+                    "2",
+                    "--heartbeat",
+                    "200ms",
+                ]);
+                let ctx = ctx.clone();
+                std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_lines(&output) < 200 {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        first.child.kill().unwrap();
+        first.child.wait().unwrap();
+        let written = count_lines(&output);
+        assert!(written < 800, "the batch ended before the kill");
+        // The same endpoints, the same output: it carries on.
+        let mut second = sink_process(
+            &output,
+            Some((&first.results, &first.control, &first.feedback)),
+        );
+        let vr = v.join().unwrap().unwrap();
+        assert!(vr.done.is_some(), "{vr:?}");
+        assert!(vr.resent > 0, "{vr:?}");
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        let status = common::testing::wait_exit(&mut second.child, Duration::from_secs(10));
+        assert!(status.success(), "{status:?}");
+        let said = second.lines.all(Duration::from_millis(200));
+        assert!(said.contains("already in the output"), "{said}");
+        let text = std::fs::read_to_string(&output).unwrap();
+        let mut seen = vec![0u32; 800];
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("whole lines only");
+            seen[v["task"].as_u64().unwrap() as usize] += 1;
+        }
+        let wrong: Vec<_> = seen.iter().enumerate().filter(|(_, n)| **n != 1).collect();
+        assert!(wrong.is_empty(), "not exactly once: {wrong:?}");
+    });
+}
+
+#[test]
+fn resume_refuses_another_batchs_output_and_ordered_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("results.jsonl");
+    std::fs::write(
+        &output,
+        "{\"task\":0,\"batch\":\"00000000000000aa\",\"status\":\"ok\"}\n{\"task\":1,\"batch\":\"00000000000000bb\",\"status\":\"ok\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args([
+            "--resume",
+            "--feedback-endpoint",
+            "tcp://127.0.0.1:*",
+            "--output",
+        ])
+        .arg(&output)
+        .args([
+            "--result-endpoint",
+            "tcp://127.0.0.1:*",
+            "--control-endpoint",
+            "tcp://127.0.0.1:*",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("two batches"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args(["--resume", "--ordered", "--output"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ordered"));
+}
