@@ -8,7 +8,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testing::{Lines, endpoint_in, stderr_of, time_bomb, wait_exit};
+use common::testing::{Lines, endpoint_in, stderr_of, wait_exit};
 use support::*;
 
 fn vent_process(feedback: &str, task_endpoint: &str, extra: &[&str]) -> std::process::Child {
