@@ -32,6 +32,9 @@ proptest! {
             let _ = protocol::decode_result(payload);
             let _ = protocol::split_result_records(payload, h.task);
         }
+        if let Some((_, rest)) = protocol::split_envelope(&refs) {
+            let _ = protocol::split(rest);
+        }
     }
 
     #[test]
@@ -39,6 +42,20 @@ proptest! {
         let _ = protocol::decode_task(&payload);
         let _ = protocol::decode_result(&payload);
         let _ = protocol::split_result_records(&payload, count);
+        let _ = protocol::split_records(&payload, count);
+        let _ = protocol::Acks::decode(&payload);
+        let _ = protocol::decode_credit(&payload);
+    }
+
+    #[test]
+    fn acks_round_trip_and_cover_exactly_the_ids(ids in proptest::collection::vec(0u64..500, 0..200), failed in proptest::collection::vec(500u64..600, 0..50)) {
+        let (mut a, mut b) = (ids.clone(), failed.clone());
+        let acks = protocol::Acks { ok: protocol::Acks::ranges(&mut a), failed: protocol::Acks::ranges(&mut b) };
+        let back = protocol::Acks::decode(&acks.encode()).unwrap();
+        prop_assert_eq!(&back, &acks);
+        let covered: std::collections::BTreeSet<u64> = back.ok.iter().flat_map(|r| r.clone()).collect();
+        let want: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+        prop_assert_eq!(covered, want);
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub struct Config {
     /// now; a window lets workers that join later get a share.
     #[arg(long, env = "ZPIPE_WINDOW", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
+    /// Write the ventilator's report (sent, re-sent, given up, workers lost,
+    /// messages dropped) as JSON to this file.
+    #[arg(long, env = "ZPIPE_VENTILATOR_REPORT")]
+    pub report: Option<PathBuf>,
     /// Continue a batch the sink already holds results of (after the
     /// ventilator or the sink was restarted): only the missing tasks are sent.
     #[arg(long, env = "ZPIPE_RESUME")]

@@ -16,6 +16,11 @@ fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
     let vent = ventilator::Ventilator::bind(config, &zmq::Context::new())?;
     let tasks = config.load_tasks()?;
     let report = vent.run_plan(&tasks, &shutdown)?;
+    if let Some(path) = &config.report {
+        let json = serde_json::to_string(&report)?;
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
+    }
     if !config.classic && report.done.is_none() {
         eprintln!(
             "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",
