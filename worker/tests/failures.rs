@@ -40,6 +40,17 @@ impl Lab {
     /// ventilator starting once `workers` are ready; with `device`, a queue
     /// (credit) or a streamer (push) sits on the task path.
     fn new(mode: &'static str, tasks: u64, ms: u64, workers: usize, device: bool) -> Lab {
+        let plan: Vec<Work> = (0..tasks).map(|_| Work::Sleep { ms }).collect();
+        Lab::with(mode, plan, workers, device, &["--retries", "10"])
+    }
+
+    fn with(
+        mode: &'static str,
+        plan: Vec<Work>,
+        workers: usize,
+        device: bool,
+        extra: &[&str],
+    ) -> Lab {
         let ctx = zmq::Context::new();
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("results.jsonl");
@@ -83,7 +94,7 @@ impl Lab {
             ("tcp://127.0.0.1:*".to_string(), None, None)
         };
         let workers_s = workers.to_string();
-        let vent_cfg = ventilator::Config::parse_from([
+        let mut args = vec![
             "ventilator",
             "--task-endpoint",
             &vent_endpoint,
@@ -97,16 +108,15 @@ impl Lab {
             BEAT,
             "--task-timeout",
             "4s",
-            "--retries",
-            "10",
             // Push: few enough tasks out at once that a late joiner gets
             // some (the default would deal this whole batch at once).
             "--window",
             "40",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let vent_cfg = ventilator::Config::parse_from(args);
         let v = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
         let tasks_at = worker_endpoint.unwrap_or_else(|| v.bound()[0].clone());
-        let plan: Vec<Work> = (0..tasks).map(|_| Work::Sleep { ms }).collect();
         let vent = std::thread::spawn(move || v.run(&plan, &Shutdown::new()));
         Lab {
             mode,
@@ -173,7 +183,23 @@ impl Lab {
     /// Waits for the batch to end; checks that every task is in the output
     /// exactly once. Returns the reports and the tasks each worker process
     /// (by pid) did.
-    fn finish(mut self, tasks: u64) -> (sink::Report, ventilator::Report, HashMap<String, u64>) {
+    fn finish(self, tasks: u64) -> (sink::Report, ventilator::Report, HashMap<String, u64>) {
+        let (s, v, by, failed) = self.finish_with_failures(tasks);
+        assert!(failed.is_empty(), "{failed:?}");
+        (s, v, by)
+    }
+
+    /// As [`Lab::finish`], and returns the results that were not ok.
+    fn finish_with_failures(
+        mut self,
+        tasks: u64,
+    ) -> (
+        sink::Report,
+        ventilator::Report,
+        HashMap<String, u64>,
+        Vec<serde_json::Value>,
+    ) {
+        let mut failed = Vec::new();
         let sink = self.sink.take().unwrap().join().unwrap().unwrap();
         let vent = self.vent.take().unwrap().join().unwrap().unwrap();
         assert!(sink.complete, "{sink:?}");
@@ -185,7 +211,9 @@ impl Lab {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let t = v["task"].as_u64().unwrap();
             seen[t as usize] += 1;
-            assert_eq!(v["status"], "ok", "{line}");
+            if v["status"] != "ok" {
+                failed.push(v.clone());
+            }
             *by_worker
                 .entry(v["worker"].as_str().unwrap().to_string())
                 .or_insert(0) += 1;
@@ -197,7 +225,7 @@ impl Lab {
             .map(|(t, n)| (t, *n))
             .collect();
         assert!(wrong.is_empty(), "tasks not exactly once: {wrong:?}");
-        (sink, vent, by_worker)
+        (sink, vent, by_worker, failed)
     }
 }
 
@@ -336,4 +364,41 @@ fn credit_all_workers_die_then_new_ones_finish_the_batch() {
 #[test]
 fn push_all_workers_die_then_new_ones_finish_the_batch() {
     all_die_then_new_ones("push");
+}
+
+/// A task that kills whichever worker runs it (SIGKILL to its parent) is
+/// sent again to the next worker, then given up after `--retries`; it is
+/// reported failed with the reason, and the batch completes on the worker
+/// left.
+///
+/// Credit dispatch only: push dispatch cannot tell which tasks a dead worker
+/// held, so every task out at the time pays an attempt with the poison.
+fn a_poison_task_is_given_up(mode: &'static str) {
+    time_bomb(60, move || {
+        let mut plan: Vec<Work> = (0..200).map(|_| Work::Sleep { ms: 5 }).collect();
+        plan[20] = Work::Exec {
+            command: "kill -9 $PPID; sleep 5".into(),
+            timeout_ms: None,
+        };
+        let mut lab = Lab::with(mode, plan, 3, false, &["--retries", "1"]);
+        for _ in 0..3 {
+            lab.worker();
+        }
+        let (sink, vent, _, failed) = lab.finish_with_failures(200);
+        // A task queued behind the poison on a worker it killed shares its
+        // fate (it lost two workers too); the rest are ok.
+        assert!(sink.ok >= 195, "{sink:?}");
+        assert!(failed.iter().any(|f| f["task"] == 20), "{failed:?}");
+        for f in &failed {
+            assert_eq!(f["worker"], "ventilator");
+            let why = f["error"].as_str().unwrap();
+            assert!(why.contains("given up after 2 attempt(s)"), "{why}");
+        }
+        assert_eq!(vent.given_up as usize, failed.len(), "{vent:?}");
+    });
+}
+
+#[test]
+fn credit_a_task_that_kills_its_workers_is_given_up_and_the_batch_completes() {
+    a_poison_task_is_given_up("credit");
 }
