@@ -12,6 +12,8 @@
 # ZPIPE_TASK_ENDPOINT, ZPIPE_RESULT_ENDPOINT, ZPIPE_CONTROL_ENDPOINT and
 # ZPIPE_FEEDBACK_ENDPOINT (default: the guide's ports on 127.0.0.1; a bare
 # endpoint makes the sink and ventilator bind and the workers connect).
+# Any other ZPIPE_* variable reaches every role too: ZPIPE_DISPATCH=push runs
+# the guide's round-robin instead of credit dispatch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
