@@ -527,6 +527,10 @@ pub struct BatchInfo {
     /// Sum of the known costs (`sleep` workloads), in ms.
     pub expected_ms: u64,
     pub dispatch: Dispatch,
+    /// Asks the sink to say again everything it holds (the ventilator
+    /// thinks acknowledgements were lost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
 }
 
 /// What the sink tells the ventilator while it waits (STATUS).

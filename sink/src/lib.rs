@@ -91,7 +91,8 @@ pub struct Config {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "ZPIPE_REPORT")]
     pub report: Option<PathBuf>,
-    /// A worker not heard from for this long is no longer counted as ready.
+    /// A worker not heard from for this long (or for three of its own
+    /// heartbeats, if those are slower) is no longer ready, and is lost.
     #[arg(long, env = "ZPIPE_WORKER_TIMEOUT", default_value = "3s", value_parser = common::cli::duration)]
     pub worker_timeout: Duration,
     #[command(flatten)]
@@ -271,6 +272,16 @@ struct Seen {
     counted: bool,
 }
 
+impl Seen {
+    /// How long this worker may be silent: `--worker-timeout`, or three of
+    /// its own heartbeats if those are slower.
+    fn cutoff(&self, worker_timeout: Duration) -> Duration {
+        worker_timeout.max(Duration::from_millis(
+            self.info.heartbeat_ms.min(3_600_000).saturating_mul(3),
+        ))
+    }
+}
+
 /// The batch being collected.
 #[derive(Debug)]
 struct Batch {
@@ -378,6 +389,11 @@ impl Sink {
             (None, Vec::new())
         } else {
             let feedback = sockets::socket(ctx, zmq::ROUTER, "feedback", &tuning)?;
+            // A ventilator that reconnects keeps its routing id: the new
+            // connection takes it over, so answers reach it at once.
+            feedback
+                .set_router_handover(true)
+                .map_err(|e| common::Error::zmq("setting up the feedback socket", e))?;
             let at = config
                 .feedback_endpoint
                 .attach(&feedback, Action::Bind, "feedback")?;
@@ -517,6 +533,9 @@ fn collect(
         st.check_lost(feedback);
         if now >= next_status || st.status_due {
             st.status_due = false;
+            // Acks first: STATUS counts only what the ventilator has been
+            // told of, so a count ahead of its own means ACKs were lost.
+            st.send_acks(feedback)?;
             st.send_status(feedback);
             next_status = now + Duration::from_millis(200);
         }
@@ -655,6 +674,13 @@ impl State<'_> {
         let (word, bit) = ((task / 64) as usize, 1u64 << (task % 64));
         if batch.received[word] & bit != 0 {
             batch.duplicates += 1;
+            // Acknowledged again: the first ACK may have been lost, and the
+            // ventilator sent the task again for want of it.
+            if batch.ok_bits[word] & bit != 0 {
+                self.ack_ok.push(task);
+            } else {
+                self.ack_failed.push(task);
+            }
             return Ok(());
         }
         batch.received[word] |= bit;
@@ -764,7 +790,9 @@ impl State<'_> {
                     }
                     None => {
                         let known = self.batch.as_ref().is_some_and(|b| {
-                            b.info.batch == info.batch && b.ventilator[..] == identity[..]
+                            !info.resync
+                                && b.info.batch == info.batch
+                                && b.ventilator[..] == identity[..]
                         });
                         if let Some(why) = self.on_start(identity.to_vec(), info) {
                             let status = SinkStatus {
@@ -805,7 +833,7 @@ impl State<'_> {
                         }
                         let cutoff = self.config.worker_timeout;
                         for w in self.workers.values_mut() {
-                            w.counted |= !w.gone && w.last_seen.elapsed() < cutoff;
+                            w.counted |= !w.gone && w.last_seen.elapsed() < w.cutoff(cutoff);
                         }
                     }
                 }
@@ -987,7 +1015,7 @@ impl State<'_> {
             .filter(|b| b.started.is_some() && b.count < b.info.tasks)
             .map(|b| (b.ventilator.clone(), b.info.batch));
         for w in self.workers.values_mut() {
-            if w.gone || w.lost || w.last_seen.elapsed() < cutoff {
+            if w.gone || w.lost || w.last_seen.elapsed() < w.cutoff(cutoff) {
                 continue;
             }
             w.lost = true;
@@ -1008,7 +1036,7 @@ impl State<'_> {
         let mut ready: Vec<WorkerInfo> = self
             .workers
             .values()
-            .filter(|w| !w.gone && w.last_seen.elapsed() < cutoff)
+            .filter(|w| !w.gone && w.last_seen.elapsed() < w.cutoff(cutoff))
             .map(|w| w.info.clone())
             .collect();
         ready.sort_by_key(|w| w.id);
@@ -1071,7 +1099,7 @@ impl State<'_> {
             let waiting = self
                 .workers
                 .values()
-                .filter(|w| !w.gone && w.last_seen.elapsed() < cutoff)
+                .filter(|w| !w.gone && w.last_seen.elapsed() < w.cutoff(cutoff))
                 .count();
             if waiting == 0 || Instant::now() >= deadline || shutdown.is_triggered() {
                 break;

@@ -24,6 +24,8 @@ pub enum State {
     Blocked,
     /// In the ready queue.
     Ready,
+    /// Taken from the queue to be sent ([`Ledger::next_task`]), not sent yet.
+    Taken,
     /// Sent; its lease runs.
     Out,
     /// The sink has its result: ok.
@@ -51,6 +53,10 @@ pub struct Ledger<'p> {
     plan: &'p Plan,
     state: Vec<State>,
     attempt: Vec<u32>,
+    /// Losses counted against `--retries` (a restarted sink's are not).
+    charged: Vec<u32>,
+    /// Whether the task's success has already freed what waits for it.
+    released: Vec<bool>,
     /// The peer (worker thread) holding an `Out` task, in credit dispatch.
     holder: Vec<u32>,
     /// How many things each blocked task still waits for.
@@ -87,6 +93,8 @@ impl<'p> Ledger<'p> {
             plan,
             state: vec![State::Blocked; n],
             attempt: vec![1; n],
+            charged: vec![0; n],
+            released: vec![false; n],
             holder: vec![NOBODY; n],
             waiting: vec![0; n],
             dependants: Vec::new(),
@@ -152,6 +160,12 @@ impl<'p> Ledger<'p> {
         self.out
     }
 
+    /// Tasks done ok, and done not ok.
+    pub fn outcome_counts(&self) -> (u64, u64) {
+        let ok = self.state.iter().filter(|s| **s == State::Ok).count() as u64;
+        (ok, self.done - ok.min(self.done))
+    }
+
     pub fn attempt(&self, t: u64) -> u32 {
         self.attempt[t as usize]
     }
@@ -167,10 +181,13 @@ impl<'p> Ledger<'p> {
         }
     }
 
-    /// The next task to send: re-sends first, then the ready queue.
+    /// The next task to send: re-sends first, then the ready queue. The
+    /// task is `Taken` until [`Ledger::sent`] or [`Ledger::unsend`]. (A task
+    /// may sit in both queues; only one entry finds it ready.)
     pub fn next_task(&mut self) -> Option<u64> {
         while let Some(t) = self.retry.pop_front() {
             if self.state[t as usize] == State::Ready {
+                self.state[t as usize] = State::Taken;
                 return Some(t);
             }
         }
@@ -180,15 +197,25 @@ impl<'p> Ledger<'p> {
                 Queue::Cost(h) => h.pop()?.1.0,
             };
             if self.state[t as usize] == State::Ready {
+                self.state[t as usize] = State::Taken;
                 return Some(t);
             }
         }
     }
 
-    /// Puts back a task that [`Ledger::next`] gave but that could not be
-    /// sent: it goes first next time, same attempt.
+    /// Whether a task taken to be sent still needs sending (its result may
+    /// have been acknowledged meanwhile).
+    pub fn still_taken(&self, t: u64) -> bool {
+        self.state[t as usize] == State::Taken
+    }
+
+    /// Puts back a task that [`Ledger::next_task`] gave but that could not
+    /// be sent: it goes first next time, same attempt.
     pub fn unsend(&mut self, t: u64) {
-        self.retry.push_front(t);
+        if self.state[t as usize] == State::Taken {
+            self.state[t as usize] = State::Ready;
+            self.retry.push_front(t);
+        }
     }
 
     /// Whether a task may be waiting in a queue (cheap, may say yes wrongly).
@@ -202,6 +229,10 @@ impl<'p> Ledger<'p> {
 
     /// The task has gone to `holder` (or to the PUSH socket: [`NOBODY`]).
     pub fn sent(&mut self, t: u64, holder: u32, now: Instant) {
+        if self.state[t as usize] != State::Taken {
+            // Acknowledged while in hand: the copy sent is a spare.
+            return;
+        }
         self.state[t as usize] = State::Out;
         self.holder[t as usize] = holder;
         self.out += 1;
@@ -226,21 +257,27 @@ impl<'p> Ledger<'p> {
                     "task {} (attempt {attempt}): {why}; sending it again",
                     self.plan.name(t)
                 );
-                self.requeue(t, &why);
+                self.requeue(t, &why, true);
             }
         }
     }
 
     /// The task's result is lost (its worker died, or the sink that had it
-    /// restarted): send it again, or give it up after its last attempt.
-    pub fn requeue(&mut self, t: u64, why: &str) {
-        if self.state[t as usize] != State::Out {
+    /// restarted): send it again, or give it up when `charge`d losses have
+    /// used up its retries. (Losses not the task's doing, such as a sink
+    /// restart or a worker's reconnection, are not charged.)
+    pub fn requeue(&mut self, t: u64, why: &str, charge: bool) {
+        let i = t as usize;
+        if self.state[i] != State::Out {
             return;
         }
         self.out -= 1;
-        self.holder[t as usize] = NOBODY;
-        let attempt = self.attempt[t as usize];
-        if attempt >= self.max_attempts {
+        self.holder[i] = NOBODY;
+        let attempt = self.attempt[i];
+        if charge {
+            self.charged[i] += 1;
+        }
+        if self.charged[i] >= self.max_attempts {
             let reason = format!("given up after {attempt} attempt(s); the last: {why}");
             log::warn!("task {}: {reason}", self.plan.name(t));
             self.fail(t, reason, true);
@@ -288,6 +325,7 @@ impl<'p> Ledger<'p> {
                 if s == State::Out {
                     self.out -= 1;
                 }
+                // (A `Taken` task is dropped by `sent`.)
                 self.holder[i] = NOBODY;
                 if good {
                     self.state[i] = State::Ok;
@@ -300,8 +338,12 @@ impl<'p> Ledger<'p> {
         }
     }
 
-    /// Frees what waited for `t`, now ok.
+    /// Frees what waited for `t`, now ok; once per task, however often it
+    /// comes back (a restarted sink may have lost its result).
     fn release(&mut self, t: u64) {
+        if std::mem::replace(&mut self.released[t as usize], true) {
+            return;
+        }
         if let Some(ds) = self.dependants.get(t as usize) {
             for d in ds.clone() {
                 self.unwait(d);
@@ -403,7 +445,7 @@ impl<'p> Ledger<'p> {
                 continue;
             }
             match self.state[i] {
-                State::Out => self.requeue(t, "the sink restarted; its result may be lost"),
+                State::Out => self.requeue(t, "the sink restarted; its result may be lost", false),
                 State::Ok | State::Failed => {
                     self.done -= 1;
                     if let Some(reason) = self.gave_up.get(&t) {
@@ -416,7 +458,7 @@ impl<'p> Ledger<'p> {
                         self.resent += 1;
                     }
                 }
-                State::Ready | State::Blocked => {}
+                State::Ready | State::Taken | State::Blocked => {}
             }
         }
         self.ack(ok, failed);
@@ -481,11 +523,40 @@ mod tests {
         l.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(l.attempt(0), 2);
         assert_eq!(drain(&mut l), vec![0]);
-        l.requeue(0, "worker died");
+        l.requeue(0, "worker died", true);
         assert_eq!(l.next_task(), None);
         assert_eq!(l.done(), 2);
         assert_eq!(l.given_up, 1);
         assert!(l.owed[0].2.contains("worker died"));
+    }
+
+    #[test]
+    fn a_result_lost_and_done_again_releases_its_stage_once() {
+        let mut plan = Plan::from(vec![Work::Noop; 3]);
+        plan.stage = vec![0, 0, 1];
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 0);
+        assert_eq!(drain(&mut l), vec![0, 1]);
+        l.ack(&[0..1], &[]);
+        // The sink restarts having lost task 0's result: 0 goes out again,
+        // not charged against --retries 0.
+        l.reconcile(&[], &[]);
+        assert_eq!(l.given_up, 0);
+        let mut again = drain(&mut l);
+        again.sort();
+        assert_eq!(again, vec![0, 1]);
+        l.ack(&[0..1], &[]);
+        // Stage 1 must still wait for task 1.
+        assert_eq!(l.next_task(), None);
+        l.ack(&[1..2], &[]);
+        assert_eq!(drain(&mut l), vec![2]);
+        // A task acknowledged while in hand is not counted as out.
+        let plan = Plan::from(vec![Work::Noop; 2]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 0);
+        let t = l.next_task().unwrap();
+        l.ack(&[t..t + 1], &[]);
+        assert!(!l.still_taken(t));
+        l.sent(t, NOBODY, Instant::now());
+        assert_eq!(l.out(), 0);
     }
 
     #[test]

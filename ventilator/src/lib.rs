@@ -369,6 +369,12 @@ impl Ventilator {
             sink
         } else {
             let feedback = sockets::socket(ctx, zmq::DEALER, "feedback", &tuning)?;
+            // A routing id of our own, kept across reconnections, so that the
+            // sink's answers (ACK, DONE) find us after a broken link.
+            let id: [u8; 8] = rand::random();
+            feedback
+                .set_identity(&[b"vent-".as_slice(), &id].concat())
+                .map_err(|e| common::Error::zmq("setting up the feedback socket", e))?;
             config
                 .feedback_endpoint
                 .attach(&feedback, Action::Connect, "feedback")?;
@@ -445,6 +451,9 @@ pub fn run(
 /// How long a peer may stay connected without completing the handshake
 /// before we say it cannot be a worker of our dispatch mode.
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(3);
+/// How long the ventilator waits for DONE once every result is
+/// acknowledged.
+const DONE_GRACE: Duration = Duration::from_secs(5);
 /// Most tasks in one TASKS message.
 const MAX_PACK: u32 = 64;
 
@@ -483,7 +492,8 @@ struct Batch<'a> {
     report: Report,
     drops: Drops,
     peers: Vec<Peer>,
-    peer_index: HashMap<Vec<Vec<u8>>, u32>,
+    /// Peers by (worker, thread).
+    peer_index: HashMap<(u64, u16), u32>,
     eligible: VecDeque<u32>,
     workers: HashMap<u64, Seen>,
     /// The sink as last heard: its instance, and the workers it had ready.
@@ -504,6 +514,13 @@ struct Batch<'a> {
     clock_us: u64,
     /// Sends left before the clock is read again.
     clock_left: u32,
+    /// Credit dispatch: the last round stopped at a full pipe.
+    blocked: bool,
+    /// Since when the sink has said it holds more than we know of.
+    behind_since: Option<Instant>,
+    /// When every task was acknowledged, to stop waiting for a DONE that
+    /// was lost.
+    all_acked: Option<Instant>,
 }
 
 impl<'a> Batch<'a> {
@@ -521,6 +538,7 @@ impl<'a> Batch<'a> {
             tasks: plan.len() as u64,
             expected_ms: plan.works.iter().filter_map(Work::expected_ms).sum(),
             dispatch: config.dispatch,
+            resync: false,
         };
         Batch {
             config,
@@ -563,6 +581,9 @@ impl<'a> Batch<'a> {
             frames: Vec::new(),
             clock_us: 0,
             clock_left: 0,
+            blocked: false,
+            behind_since: None,
+            all_acked: None,
         }
     }
 
@@ -586,8 +607,21 @@ impl<'a> Batch<'a> {
                 // DEALER queues this until the connection is up; repeated
                 // (every 500 ms until the sink answers, then every second)
                 // so that a sink that restarted learns of the batch again.
-                let start =
-                    protocol::json_frames(Header::bare(Kind::Start, self.info.batch), &self.info);
+                let mut info = self.info.clone();
+                // Behind the sink's count for a while: acknowledgements were
+                // lost (a broken link); ask it for all it holds.
+                if self
+                    .behind_since
+                    .is_some_and(|t| now - t >= Duration::from_secs(2))
+                {
+                    log::info!(
+                        "batch {}: asking the sink for everything it holds",
+                        self.hex
+                    );
+                    info.resync = true;
+                    self.behind_since = None;
+                }
+                let start = protocol::json_frames(Header::bare(Kind::Start, info.batch), &info);
                 let _ = self.feedback.send_multipart(start.iter(), zmq::DONTWAIT);
                 next_start = now
                     + if self.announced {
@@ -651,6 +685,28 @@ impl<'a> Batch<'a> {
             if now >= next_tick {
                 next_tick = now + Duration::from_millis(100);
                 self.tick(now)?;
+                if self.started && self.ledger.done() == self.info.tasks {
+                    let since = *self.all_acked.get_or_insert(now);
+                    if now - since >= DONE_GRACE {
+                        // Every result is acknowledged, so the batch is
+                        // complete; the sink's DONE was lost (or the sink
+                        // has gone, its work done).
+                        log::warn!(
+                            "batch {}: every result is acknowledged but no DONE came within {DONE_GRACE:?}: finishing",
+                            self.hex
+                        );
+                        let (ok, failed) = self.ledger.outcome_counts();
+                        self.report.done = Some(BatchDone {
+                            batch: self.info.batch,
+                            ok,
+                            failed,
+                            elapsed_ms: send_began
+                                .map_or(0.0, |t: Instant| t.elapsed().as_secs_f64() * 1000.0),
+                        });
+                    }
+                } else {
+                    self.all_acked = None;
+                }
             }
             if now >= next_log {
                 next_log = now + Duration::from_secs(5);
@@ -710,7 +766,7 @@ impl<'a> Batch<'a> {
             && self.synced
             && self.ledger.has_ready()
             && (self.credit || self.ledger.out() < self.config.window);
-        let timeout = if can_deal && self.credit && !self.eligible.is_empty() {
+        let timeout = if can_deal && self.credit && !self.eligible.is_empty() && !self.blocked {
             0
         } else {
             20
@@ -718,7 +774,9 @@ impl<'a> Batch<'a> {
         {
             let mut items = [
                 self.feedback.as_poll_item(zmq::POLLIN),
-                self.tasks.as_poll_item(if self.credit {
+                self.tasks.as_poll_item(if self.credit && self.blocked {
+                    zmq::POLLIN | zmq::POLLOUT
+                } else if self.credit {
                     zmq::POLLIN
                 } else if can_deal || self.pending.is_some() {
                     zmq::POLLOUT
@@ -754,7 +812,9 @@ impl<'a> Batch<'a> {
             return;
         }
         let mut body = Vec::new();
-        for (task, attempt, reason) in std::mem::take(&mut self.ledger.owed) {
+        let owed = std::mem::take(&mut self.ledger.owed);
+        let mut left = owed.into_iter();
+        while let Some((task, attempt, reason)) = left.next() {
             body.clear();
             protocol::encode_result(
                 &mut body,
@@ -763,7 +823,7 @@ impl<'a> Batch<'a> {
                     thread: 0,
                     sent_us: 0,
                     duration_us: 0,
-                    outcome: Outcome::failed(Status::Failed, reason),
+                    outcome: Outcome::failed(Status::Failed, reason.clone()),
                 },
             );
             let head = Header {
@@ -773,9 +833,15 @@ impl<'a> Batch<'a> {
                 task,
             }
             .encode();
-            let _ = self
+            if let Err(zmq::Error::EAGAIN | zmq::Error::EINTR) = self
                 .feedback
-                .send_multipart([&head[..], &body[..]], zmq::DONTWAIT);
+                .send_multipart([&head[..], &body[..]], zmq::DONTWAIT)
+            {
+                // The sink is slow or away: the rest go next time round.
+                self.ledger.owed.push((task, attempt, reason));
+                self.ledger.owed.extend(left);
+                return;
+            }
         }
     }
 
@@ -798,7 +864,12 @@ impl<'a> Batch<'a> {
             if self.pending.is_none() && self.ledger.out() >= self.config.window {
                 return Ok(());
             }
-            let Some(t) = self.pending.take().or_else(|| self.ledger.next_task()) else {
+            let Some(t) = self
+                .pending
+                .take()
+                .filter(|&t| self.ledger.still_taken(t))
+                .or_else(|| self.ledger.next_task())
+            else {
                 return Ok(());
             };
             let head = Header {
@@ -833,6 +904,7 @@ impl<'a> Batch<'a> {
     fn deal_credit(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         self.clock_left = 0;
+        self.blocked = false;
         let mut tasks = Vec::with_capacity(MAX_PACK as usize);
         let mut records = Vec::new();
         let mut rounds = 0;
@@ -913,8 +985,11 @@ impl<'a> Batch<'a> {
                         // again if it comes back.
                         zmq::Error::EHOSTUNREACH => self.peers[p as usize].credit = 0,
                         zmq::Error::EAGAIN | zmq::Error::EINTR => {
+                            // A full pipe (several threads behind one queue
+                            // device share one): wait until it can take more.
                             self.peers[p as usize].queued = true;
                             self.eligible.push_back(p);
+                            self.blocked = true;
                             break;
                         }
                         zmq::Error::ETERM => break,
@@ -995,7 +1070,7 @@ impl<'a> Batch<'a> {
             held.len()
         );
         for t in held {
-            self.ledger.requeue(t, why);
+            self.ledger.requeue(t, why, true);
         }
     }
 
@@ -1031,7 +1106,7 @@ impl<'a> Batch<'a> {
         let route: Vec<Vec<u8>> = route.iter().map(|f| f.to_vec()).collect();
         match header.kind {
             Kind::Credit => {
-                let (worker, _thread) = match protocol::decode_credit(payload) {
+                let (worker, thread) = match protocol::decode_credit(payload) {
                     Ok(x) => x,
                     Err(e) => {
                         self.drops.note("tasks", e.label(), e);
@@ -1040,17 +1115,31 @@ impl<'a> Batch<'a> {
                 };
                 let cap = u32::try_from(self.config.sockets.hwm.max(1)).unwrap_or(1000);
                 let n = u32::try_from(header.task).unwrap_or(u32::MAX).min(cap);
-                let p = match self.peer_index.get(&route) {
-                    Some(&p) => p,
+                // A thread is known by its worker and index: when it comes
+                // back on a new route (it reconnected, so the ROUTER dropped
+                // whatever was queued for the old one), what it held goes
+                // out again at once rather than at the end of its lease.
+                let p = match self.peer_index.get(&(worker, thread)) {
+                    Some(&p) => {
+                        if self.peers[p as usize].route != route {
+                            self.peers[p as usize].route = route;
+                            self.peers[p as usize].credit = 0;
+                            for t in self.ledger.held_by(Some(p)) {
+                                self.ledger
+                                    .requeue(t, "its worker thread reconnected", false);
+                            }
+                        }
+                        p
+                    }
                     None => {
                         let p = self.peers.len() as u32;
                         self.peers.push(Peer {
-                            route: route.clone(),
+                            route,
                             worker,
                             credit: 0,
                             queued: false,
                         });
-                        self.peer_index.insert(route, p);
+                        self.peer_index.insert((worker, thread), p);
                         p
                     }
                 };
@@ -1172,6 +1261,11 @@ impl<'a> Batch<'a> {
                         }
                         self.announced = true;
                         self.sink_ready = s.ready.len();
+                        if self.synced && s.received > self.ledger.done() {
+                            self.behind_since.get_or_insert_with(Instant::now);
+                        } else {
+                            self.behind_since = None;
+                        }
                         if self.credit {
                             for w in &s.ready {
                                 if w.dispatch != Dispatch::Credit {
@@ -1222,7 +1316,10 @@ impl<'a> Batch<'a> {
                     if h.task == 0 && !self.synced {
                         self.sync()?;
                     } else if h.task == 0 {
-                        self.snapshot = Acks::default();
+                        // The sink we know told us all again (an ACK of ours
+                        // may have been lost): take it as acks.
+                        let snapshot = std::mem::take(&mut self.snapshot);
+                        self.ledger.ack(&snapshot.ok, &snapshot.failed);
                     }
                 } else {
                     let unknown = self.ledger.ack(&acks.ok, &acks.failed);
@@ -1252,8 +1349,15 @@ impl<'a> Batch<'a> {
             }
             Kind::WorkerLost => match protocol::from_json::<WorkerInfo>(p, "worker info") {
                 Ok(w) if self.credit => {
-                    let why = format!("the sink lost worker {}", w.name());
-                    self.worker_dead(w.id, &why);
+                    // Results go to the sink, so its word counts; but not
+                    // over our own, fresher news of the worker.
+                    let heard = self.workers.get(&w.id).is_some_and(|s| {
+                        s.last.elapsed() < s.heartbeat.max(self.config.heartbeat) * 2
+                    });
+                    if !heard {
+                        let why = format!("the sink lost worker {}", w.name());
+                        self.worker_dead(w.id, &why);
+                    }
                 }
                 Ok(w) => {
                     let held = self.ledger.held_by(None);
@@ -1265,7 +1369,7 @@ impl<'a> Batch<'a> {
                     );
                     let why = format!("worker {} was lost", w.name());
                     for t in held {
-                        self.ledger.requeue(t, &why);
+                        self.ledger.requeue(t, &why, true);
                     }
                 }
                 Err(e) => self.drops.note("feedback", e.label(), e),

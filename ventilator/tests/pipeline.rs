@@ -496,6 +496,7 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 tasks,
                 expected_ms: 0,
                 dispatch: common::protocol::Dispatch::Push,
+                resync: false,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Start, 5),
@@ -513,7 +514,7 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 pid: id as u32,
                 threads,
                 dispatch: common::protocol::Dispatch::Push,
-                heartbeat_ms: 1000,
+                heartbeat_ms: 100,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Hello, 0),
@@ -615,5 +616,32 @@ fn dependencies_and_stages_run_in_order_and_a_failed_one_fails_its_dependants() 
         for (_, w) in workers {
             w.join().unwrap().unwrap();
         }
+    });
+}
+
+#[test]
+fn a_failure_failing_more_dependants_than_a_queue_holds_still_completes() {
+    time_bomb(60, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let vent = ventilator(&ctx, &sink, &[]);
+        let w = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        // One stage-0 task fails; its 20 000 stage-1 dependants are reported
+        // failed by the ventilator, far more than one send queue holds.
+        let mut plan = ventilator::Plan::from(vec![Work::Noop; 20_001]);
+        plan.works[0] = Work::Exec {
+            command: "exit 1".into(),
+            timeout_ms: None,
+        };
+        plan.stage = vec![1; 20_001];
+        plan.stage[0] = 0;
+        let vr = vent.run_plan(&plan, &common::Shutdown::new()).unwrap();
+        assert!(vr.done.is_some());
+        assert_eq!(vr.given_up, 20_000);
+        let report = sink.handle.join().unwrap().unwrap();
+        assert!(report.complete, "{report:?}");
+        assert_eq!(report.failed, 20_001);
+        assert_eq!(read_lines(&sink.output).len(), 20_001);
+        w.1.join().unwrap().unwrap();
     });
 }
