@@ -40,9 +40,10 @@
 //! recognises the batch; whenever the sink is new, it tells us everything it
 //! holds and we send the rest.
 //!
-//! **High-water mark.** Credit never exceeds `--hwm`, so a ROUTER queue
-//! never overflows; a PUSH that is full is retried when it can take more,
-//! while acks and heartbeats keep flowing.
+//! **High-water mark.** A thread's credit never exceeds `--hwm`; a pipe that
+//! is full all the same (threads behind one queue device share one) or a
+//! full PUSH is retried when it can take more, while acks and heartbeats keep
+//! flowing.
 //!
 //! **Shutdown.** The [`Shutdown`] flag (SIGINT, SIGTERM) stops the loop
 //! within 100 ms; sockets close with linger 0, since nothing queued matters
