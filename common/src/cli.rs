@@ -53,7 +53,7 @@ pub fn duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Socket flags every role takes.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SocketArgs {
     /// High-water mark: messages queued per connection before sends wait.
     #[arg(long, env = "ZPIPE_HWM", default_value_t = 1000)]
@@ -62,15 +62,20 @@ pub struct SocketArgs {
     /// the sender's connection.
     #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
     pub max_msg_size: i64,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
 }
 
 impl SocketArgs {
-    /// These flags over the default [`Tuning`](crate::sockets::Tuning).
-    pub fn tuning(&self) -> crate::sockets::Tuning {
-        crate::sockets::Tuning {
+    /// These flags over the default [`Tuning`](crate::sockets::Tuning); a
+    /// security flag that cannot be used (an unreadable file, CURVE on a
+    /// build without it) is an error.
+    pub fn tuning(&self) -> Result<crate::sockets::Tuning, crate::Error> {
+        Ok(crate::sockets::Tuning {
             hwm: self.hwm,
             max_msg_size: self.max_msg_size,
+            security: crate::security::Security::from_args(&self.security)?,
             ..Default::default()
-        }
+        })
     }
 }

@@ -174,6 +174,29 @@ impl Endpoints {
         natural: Action,
         socket_name: &'static str,
     ) -> Result<Vec<String>, Error> {
+        self.attach_secured(socket, natural, socket_name, None)
+    }
+
+    /// [`Endpoints::attach`], with `security` applied first: a socket whose
+    /// endpoints bind is a server, one whose endpoints connect a client (a
+    /// socket cannot be both, so a mixed list is refused).
+    pub fn attach_secured(
+        &self,
+        socket: &zmq::Socket,
+        natural: Action,
+        socket_name: &'static str,
+        security: Option<&crate::security::Security>,
+    ) -> Result<Vec<String>, Error> {
+        if let Some(sec) = security {
+            let mut actions = self.0.iter().map(|ep| ep.action.unwrap_or(natural));
+            let first = actions.next().unwrap_or(natural);
+            if actions.any(|a| a != first) {
+                return Err(Error::Usage(format!(
+                    "the {socket_name} socket both binds and connects ({self}): with security flags, a socket is either a server (binds) or a client (connects)"
+                )));
+            }
+            sec.apply(socket, first)?;
+        }
         let mut resolved = Vec::with_capacity(self.0.len());
         for ep in &self.0 {
             match ep.action.unwrap_or(natural) {

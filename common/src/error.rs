@@ -20,6 +20,9 @@ pub enum Error {
         socket: &'static str,
         reason: String,
     },
+    /// A flag's value cannot be used (exit code 2).
+    #[error("{0}")]
+    Usage(String),
     /// Any other libzmq call failed.
     #[error("{context}")]
     Zmq { context: String, source: zmq::Error },

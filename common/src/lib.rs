@@ -32,6 +32,7 @@ pub mod endpoint;
 mod error;
 pub mod protocol;
 pub mod report;
+pub mod security;
 pub mod shutdown;
 pub mod sockets;
 pub mod work;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 
 /// Settings applied to every socket a role makes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// How long a closed socket may keep trying to deliver (libzmq's default,
     /// forever, would hang the exit when a peer is gone).
@@ -19,6 +19,8 @@ pub struct Tuning {
     /// ZMTP heartbeat interval on connection-oriented transports: a dead peer
     /// is noticed even when no packet comes back. `None` leaves it off.
     pub heartbeat: Option<Duration>,
+    /// Access control and encryption (see [`crate::security`]).
+    pub security: Option<std::sync::Arc<crate::security::Security>>,
 }
 
 impl Default for Tuning {
@@ -28,6 +30,7 @@ impl Default for Tuning {
             hwm: 1000,
             max_msg_size: 16 << 20,
             heartbeat: Some(Duration::from_secs(2)),
+            security: None,
         }
     }
 }
@@ -49,6 +52,11 @@ pub fn socket(
     s.set_sndhwm(tuning.hwm).map_err(fail)?;
     s.set_rcvhwm(tuning.hwm).map_err(fail)?;
     s.set_maxmsgsize(tuning.max_msg_size).map_err(fail)?;
+    if let Some(sec) = &tuning.security {
+        // Before any socket binds: a socket that needs a ZAP handler and
+        // finds none lets everyone in.
+        sec.start_handler(ctx)?;
+    }
     if let Some(hb) = tuning.heartbeat {
         s.set_heartbeat_ivl(ms(hb)).map_err(fail)?;
         s.set_heartbeat_timeout(ms(hb * 3)).map_err(fail)?;

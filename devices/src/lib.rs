@@ -122,6 +122,8 @@ pub struct DeviceArgs {
     /// Log the statistics this often.
     #[arg(long, env = "ZPIPE_STATS_EVERY", default_value = "30s", value_parser = common::cli::duration)]
     pub stats_every: Duration,
+    #[command(flatten)]
+    pub security: common::security::SecurityArgs,
 }
 
 impl DeviceArgs {
@@ -137,6 +139,7 @@ impl DeviceArgs {
             max_msg_size: 16 << 20,
             max_subscription: 1024,
             stats_every: Duration::from_secs(30),
+            security: Default::default(),
         })
     }
 }
@@ -196,15 +199,18 @@ impl Device {
         let base = common::sockets::Tuning {
             max_msg_size: args.max_msg_size,
             heartbeat: Some(Duration::from_secs(2)),
+            security: common::security::Security::from_args(&args.security)?,
             ..Default::default()
         };
+        let secured = base.security.clone();
+        let security = secured.as_deref();
         let front_tuning = common::sockets::Tuning {
             hwm: args.frontend_hwm,
-            ..base
+            ..base.clone()
         };
         let mut back_tuning = common::sockets::Tuning {
             hwm: args.backend_hwm,
-            ..base
+            ..base.clone()
         };
         if kind == Kind::Forwarder {
             // The XPUB only ever receives subscriptions.
@@ -221,15 +227,15 @@ impl Device {
             .clone()
             .unwrap_or_else(|| Endpoints::single(back_default));
         let mut bound = Bound {
-            frontend: front_eps.attach(&frontend, Action::Bind, "frontend")?,
-            backend: back_eps.attach(&backend, Action::Bind, "backend")?,
+            frontend: front_eps.attach_secured(&frontend, Action::Bind, "frontend", security)?,
+            backend: back_eps.attach_secured(&backend, Action::Bind, "backend", security)?,
             capture: Vec::new(),
             control: Vec::new(),
         };
         let capture = match &args.capture {
             Some(eps) => {
                 let s = common::sockets::socket(ctx, zmq::PUB, "capture", &base)?;
-                bound.capture = eps.attach(&s, Action::Bind, "capture")?;
+                bound.capture = eps.attach_secured(&s, Action::Bind, "capture", security)?;
                 Some(s)
             }
             None => None,
@@ -242,10 +248,10 @@ impl Device {
                     "control",
                     &common::sockets::Tuning {
                         max_msg_size: 4096,
-                        ..base
+                        ..base.clone()
                     },
                 )?;
-                bound.control = eps.attach(&s, Action::Bind, "control")?;
+                bound.control = eps.attach_secured(&s, Action::Bind, "control", security)?;
                 Some(s)
             }
             None => None,

@@ -33,6 +33,13 @@ enum Command {
         #[arg(long, default_value = "tcp", value_parser = ["tcp", "ipc", "inproc"])]
         transport: String,
     },
+    /// Makes a CURVE key pair: writes it to FILE (for --curve-secret) and
+    /// prints the public key (for --curve-server-key). Needs a libzmq with
+    /// CURVE.
+    Keygen {
+        /// Where the pair goes (created with mode 0600; never overwritten).
+        file: std::path::PathBuf,
+    },
     /// Sends a command to a device's control socket and prints the answer:
     /// PAUSE, RESUME, TERMINATE or STATISTICS.
     Control {
@@ -77,6 +84,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let trial = devices::pairs::try_pair(&ctx, pair[0], pair[1], &endpoint)?;
             print!("{trial}");
             let _ = std::fs::remove_dir_all(&dir);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { file } => {
+            let pair = common::security::KeyPair::generate().map_err(devices::Error::Common)?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(|e| {
+                    devices::Error::Common(common::Error::Usage(format!(
+                        "cannot create {}: {e}",
+                        file.display()
+                    )))
+                })?;
+            f.write_all(pair.to_file_text().as_bytes())?;
+            println!("{}", zmq::z85_encode(&pair.public)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Control { endpoint, command } => {

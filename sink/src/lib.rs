@@ -376,15 +376,21 @@ impl Sink {
         } else {
             None
         };
-        let tuning = config.sockets.tuning();
+        let tuning = config.sockets.tuning()?;
         let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
-        let results_at = config
-            .result_endpoint
-            .attach(&results, Action::Bind, "results")?;
+        let results_at = config.result_endpoint.attach_secured(
+            &results,
+            Action::Bind,
+            "results",
+            tuning.security.as_deref(),
+        )?;
         let control = sockets::socket(ctx, zmq::PUB, "control", &tuning)?;
-        let control_at = config
-            .control_endpoint
-            .attach(&control, Action::Bind, "control")?;
+        let control_at = config.control_endpoint.attach_secured(
+            &control,
+            Action::Bind,
+            "control",
+            tuning.security.as_deref(),
+        )?;
         let (feedback, feedback_at) = if config.classic {
             (None, Vec::new())
         } else {
@@ -394,9 +400,12 @@ impl Sink {
             feedback
                 .set_router_handover(true)
                 .map_err(|e| common::Error::zmq("setting up the feedback socket", e))?;
-            let at = config
-                .feedback_endpoint
-                .attach(&feedback, Action::Bind, "feedback")?;
+            let at = config.feedback_endpoint.attach_secured(
+                &feedback,
+                Action::Bind,
+                "feedback",
+                tuning.security.as_deref(),
+            )?;
             (Some(feedback), at)
         };
         let bound = Bound {

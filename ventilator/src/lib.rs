@@ -333,7 +333,7 @@ impl Ventilator {
     /// Makes the sockets, binds the task endpoint and connects to the sink.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Ventilator, Error> {
         let mut config = config.clone();
-        let mut tuning = config.sockets.tuning();
+        let mut tuning = config.sockets.tuning()?;
         if config.classic {
             // The guide's taskvent has only a PUSH.
             config.dispatch = Dispatch::Push;
@@ -357,16 +357,24 @@ impl Ventilator {
         } else {
             Some(HandshakeWatch::new(ctx, &tasks, HANDSHAKE_GRACE)?)
         };
-        let bound = config.task_endpoint.attach(&tasks, Action::Bind, "tasks")?;
+        let bound = config.task_endpoint.attach_secured(
+            &tasks,
+            Action::Bind,
+            "tasks",
+            tuning.security.as_deref(),
+        )?;
         log::info!(
             "ventilator listening: tasks {bound:?} ({} dispatch)",
             config.dispatch.as_str()
         );
         let feedback = if config.classic {
             let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
-            config
-                .result_endpoint
-                .attach(&sink, Action::Connect, "sink")?;
+            config.result_endpoint.attach_secured(
+                &sink,
+                Action::Connect,
+                "sink",
+                tuning.security.as_deref(),
+            )?;
             sink
         } else {
             let feedback = sockets::socket(ctx, zmq::DEALER, "feedback", &tuning)?;
@@ -376,9 +384,12 @@ impl Ventilator {
             feedback
                 .set_identity(&[b"vent-".as_slice(), &id].concat())
                 .map_err(|e| common::Error::zmq("setting up the feedback socket", e))?;
-            config
-                .feedback_endpoint
-                .attach(&feedback, Action::Connect, "feedback")?;
+            config.feedback_endpoint.attach_secured(
+                &feedback,
+                Action::Connect,
+                "feedback",
+                tuning.security.as_deref(),
+            )?;
             feedback
         };
         Ok(Ventilator {

@@ -250,7 +250,7 @@ pub fn run_with<H: Handler + 'static>(
     }
     // Enough I/O threads that a many-threaded worker is not bound by one.
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
-    let tuning = config.sockets.tuning();
+    let tuning = config.sockets.tuning()?;
     let worker_id: u64 = rand::random();
     let dispatch = if config.classic {
         Dispatch::Push
@@ -271,26 +271,35 @@ pub fn run_with<H: Handler + 'static>(
     control
         .set_subscribe(b"")
         .map_err(|e| common::Error::zmq("subscribing", e))?;
-    config
-        .control_endpoint
-        .attach(&control, Action::Connect, "control")?;
+    config.control_endpoint.attach_secured(
+        &control,
+        Action::Connect,
+        "control",
+        tuning.security.as_deref(),
+    )?;
     // PUSH: HELLO, HEARTBEAT and BYE to the sink (results go from the threads).
     let status = if config.classic {
         None
     } else {
         let s = sockets::socket(ctx, zmq::PUSH, "results", &tuning)?;
-        config
-            .result_endpoint
-            .attach(&s, Action::Connect, "results")?;
+        config.result_endpoint.attach_secured(
+            &s,
+            Action::Connect,
+            "results",
+            tuning.security.as_deref(),
+        )?;
         Some(s)
     };
     // DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the ventilator,
     // which answers each HEARTBEAT.
     let vent = if dispatch == Dispatch::Credit {
         let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", &tuning)?;
-        config
-            .task_endpoint
-            .attach(&s, Action::Connect, "heartbeats")?;
+        config.task_endpoint.attach_secured(
+            &s,
+            Action::Connect,
+            "heartbeats",
+            tuning.security.as_deref(),
+        )?;
         Some(s)
     } else {
         None
@@ -313,7 +322,7 @@ pub fn run_with<H: Handler + 'static>(
             prefetch: config.prefetch,
             task_endpoint: config.task_endpoint.clone(),
             result_endpoint: config.result_endpoint.clone(),
-            tuning,
+            tuning: tuning.clone(),
             ctx: ctx.clone(),
             stop: stop.clone(),
             handler: Arc::clone(&handler),
@@ -669,12 +678,20 @@ impl<H: Handler> Executor<H> {
         };
         let tasks = sockets::socket(&self.ctx, kind, "tasks", &self.tuning)?;
         let mut watch = HandshakeWatch::new(&self.ctx, &tasks, Duration::from_secs(3))?;
-        self.task_endpoint
-            .attach(&tasks, Action::Connect, "tasks")?;
+        self.task_endpoint.attach_secured(
+            &tasks,
+            Action::Connect,
+            "tasks",
+            self.tuning.security.as_deref(),
+        )?;
         // PUSH: results to the sink.
         let results = sockets::socket(&self.ctx, zmq::PUSH, "results", &self.tuning)?;
-        self.result_endpoint
-            .attach(&results, Action::Connect, "results")?;
+        self.result_endpoint.attach_secured(
+            &results,
+            Action::Connect,
+            "results",
+            self.tuning.security.as_deref(),
+        )?;
         let mut counts = Counts::default();
         loop {
             if self.stop.is_triggered() {
