@@ -181,7 +181,8 @@ impl Monitor {
             | E::DISCONNECTED as i32
             | E::HANDSHAKE_SUCCEEDED as i32
             | E::HANDSHAKE_FAILED_PROTOCOL as i32
-            | E::HANDSHAKE_FAILED_NO_DETAIL as i32;
+            | E::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | E::HANDSHAKE_FAILED_AUTH as i32;
         Monitor::events(ctx, socket, mask)
     }
 
@@ -276,6 +277,12 @@ impl HandshakeWatch {
                 E::CONNECTED | E::ACCEPTED => self.pending.push_back(Instant::now()),
                 E::HANDSHAKE_SUCCEEDED => {
                     self.handshakes += 1;
+                    self.pending.pop_front();
+                }
+                // Refused by the ZAP handler, which logs it itself: not a
+                // socket-type mismatch (that one fails as a protocol error,
+                // or silently).
+                E::HANDSHAKE_FAILED_AUTH => {
                     self.pending.pop_front();
                 }
                 _ => {}

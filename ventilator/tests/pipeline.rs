@@ -645,3 +645,58 @@ fn a_failure_failing_more_dependants_than_a_queue_holds_still_completes() {
         w.1.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_whole_batch_runs_encrypted_with_curve_and_behind_an_allow_list() {
+    if zmq::has("curve") != Some(true) {
+        eprintln!(
+            "skipped: this build's libzmq has no CURVE (CI runs it against the system libzmq)"
+        );
+        return;
+    }
+    time_bomb(60, || {
+        // Every binding part shares one key pair; every connecting part knows
+        // its public key.
+        let dir = tempfile::tempdir().unwrap();
+        let pair = common::security::KeyPair::generate().unwrap();
+        let key = dir.path().join("cluster.key");
+        std::fs::write(&key, pair.to_file_text()).unwrap();
+        let key = key.to_str().unwrap().to_string();
+        let public = zmq::z85_encode(&pair.public).unwrap();
+        // Each role in its own context, as in its own process (one ZAP
+        // handler per context).
+        let sink = start_sink(
+            &zmq::Context::new(),
+            &["--curve-secret", &key, "--allow", "127.0.0.0/8"],
+        );
+        let vent = ventilator(
+            &zmq::Context::new(),
+            &sink,
+            &[
+                "--curve-secret",
+                &key,
+                "--curve-server-key",
+                &public,
+                "--workers",
+                "2",
+            ],
+        );
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                spawn_worker(
+                    &zmq::Context::new(),
+                    worker_config(&vent.bound()[0], &sink, &["--curve-server-key", &public]),
+                )
+            })
+            .collect();
+        let vr = vent
+            .run(&vec![Work::Sleep { ms: 2 }; 100], &common::Shutdown::new())
+            .unwrap();
+        assert!(vr.done.is_some());
+        let report = sink.handle.join().unwrap().unwrap();
+        assert!(report.complete && report.ok == 100, "{report:?}");
+        for (_, w) in workers {
+            w.join().unwrap().unwrap();
+        }
+    });
+}
