@@ -132,6 +132,16 @@ pub mod testing {
         (taken, at)
     }
 
+    /// Sink flags that bind its three sockets on free loopback ports.
+    pub const SINK_ON_FREE_PORTS: [&str; 6] = [
+        "--result-endpoint",
+        "tcp://127.0.0.1:*",
+        "--control-endpoint",
+        "tcp://127.0.0.1:*",
+        "--feedback-endpoint",
+        "tcp://127.0.0.1:*",
+    ];
+
     /// A child's stderr, read line by line on a thread as it is written.
     pub struct Lines {
         rx: std::sync::mpsc::Receiver<String>,

@@ -171,15 +171,8 @@ fn hostile_input_on_every_bound_endpoint_then_a_normal_batch_completes() {
         let vent_report = dir.path().join("vent.json");
         let (mut sink, mut sink_lines) = spawn(
             Command::new(sibling("sink"))
-                .args([
-                    "--result-endpoint",
-                    "tcp://127.0.0.1:*",
-                    "--control-endpoint",
-                    "tcp://127.0.0.1:*",
-                    "--feedback-endpoint",
-                    "tcp://127.0.0.1:*",
-                    "--output",
-                ])
+                .args(common::testing::SINK_ON_FREE_PORTS)
+                .arg("--output")
                 .arg(&output)
                 .arg("--report")
                 .arg(&sink_report),

@@ -54,17 +54,11 @@ impl Lab {
         let ctx = zmq::Context::new();
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("results.jsonl");
-        let sink_cfg = sink::Config::parse_from([
-            "sink",
-            "--result-endpoint",
-            "tcp://127.0.0.1:*",
-            "--control-endpoint",
-            "tcp://127.0.0.1:*",
-            "--feedback-endpoint",
-            "tcp://127.0.0.1:*",
-            "--worker-timeout",
-            LOST_AFTER,
-        ]);
+        let sink_cfg = sink::Config::parse_from(
+            std::iter::once("sink")
+                .chain(common::testing::SINK_ON_FREE_PORTS)
+                .chain(["--worker-timeout", LOST_AFTER]),
+        );
         let s = sink::Sink::bind(&sink_cfg, &ctx).unwrap();
         let sb = s.bound().clone();
         let out = sink::open_output(&output).unwrap();

@@ -23,15 +23,8 @@ pub struct RunningSink {
 pub fn start_sink(ctx: &zmq::Context, extra: &[&str]) -> RunningSink {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("results.jsonl");
-    let mut args = vec![
-        "sink",
-        "--result-endpoint",
-        "tcp://127.0.0.1:*",
-        "--control-endpoint",
-        "tcp://127.0.0.1:*",
-        "--feedback-endpoint",
-        "tcp://127.0.0.1:*",
-    ];
+    let mut args = vec!["sink"];
+    args.extend_from_slice(&common::testing::SINK_ON_FREE_PORTS);
     args.extend_from_slice(extra);
     let config = sink::Config::parse_from(args);
     let s = sink::Sink::bind(&config, ctx).unwrap();
