@@ -28,7 +28,7 @@
 //! | 11 | END | sink → workers | PUB → SUB | none: the batch is complete, exit |
 //! | 12 | KILL | anyone → workers | PUB → SUB | none: stop now |
 //! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
-//! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving |
+//! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving; also ventilator → sink (DEALER → ROUTER, payload `{}`): DONE reached it, the sink may stop repeating DONE |
 //! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
 //! | 16 | TASKS | ventilator → worker | ROUTER → DEALER | several tasks for one worker thread with credit for them, as records like RESULTS'; the header's `task` field holds their count |
 //!

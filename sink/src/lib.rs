@@ -1101,6 +1101,11 @@ impl State<'_> {
             b.failed
         );
         let deadline = Instant::now() + Duration::from_secs(1);
+        // The ventilator says BYE when DONE reached it; without that word,
+        // DONE is repeated for a while (a reconnecting ventilator would miss
+        // a single one, and then wait).
+        let ventilator_deadline = Instant::now() + Duration::from_secs(3);
+        let mut ventilator_bye = false;
         loop {
             let _ = control.send(&end[..], zmq::DONTWAIT);
             let _ = feedback.send_multipart([&ventilator[..], &dh[..], &dp[..]], zmq::DONTWAIT);
@@ -1110,7 +1115,11 @@ impl State<'_> {
                 .values()
                 .filter(|w| !w.gone && w.last_seen.elapsed() < w.cutoff(cutoff))
                 .count();
-            if waiting == 0 || Instant::now() >= deadline || shutdown.is_triggered() {
+            let now = Instant::now();
+            if shutdown.is_triggered()
+                || ((waiting == 0 || now >= deadline)
+                    && (ventilator_bye || now >= ventilator_deadline))
+            {
                 break;
             }
             let until = Instant::now() + Duration::from_millis(100);
@@ -1124,7 +1133,14 @@ impl State<'_> {
                     Recv::Timeout | Recv::Stopped => break,
                 }
             }
-            while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {}
+            while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {
+                if let Some((_, rest)) = frames.split_first()
+                    && let Ok((h, _)) = protocol::split(rest)
+                    && h.kind == Kind::Bye
+                {
+                    ventilator_bye = true;
+                }
+            }
         }
         Ok(())
     }

@@ -443,9 +443,11 @@ impl Ventilator {
             w.stop(&self.tasks);
         }
         // Whatever is still queued (START for a sink that never came, tasks
-        // after a stop) is moot now: close at once.
+        // after a stop) is moot now: close at once; but the BYE that tells
+        // the sink its DONE arrived gets a moment to leave.
         let _ = self.tasks.set_linger(0);
-        let _ = self.feedback.set_linger(0);
+        let done = report.as_ref().is_ok_and(|r| r.done.is_some());
+        let _ = self.feedback.set_linger(if done { 500 } else { 0 });
         report
     }
 }
@@ -1355,6 +1357,12 @@ impl<'a> Batch<'a> {
                             done.elapsed_ms
                         );
                         self.report.done = Some(done);
+                        // BYE: the sink may stop repeating DONE and exit.
+                        let bye = protocol::json_frames(
+                            Header::bare(Kind::Bye, self.info.batch),
+                            &serde_json::json!({}),
+                        );
+                        let _ = self.feedback.send_multipart(bye.iter(), zmq::DONTWAIT);
                     }
                     Err(e) => self.drops.note("feedback", e.label(), e),
                 }
