@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Starts, watches and stops a zpipe deployment described by an inventory:
-# one process a line, `ROLE HOST [FLAGS...]`, `#` starts a comment. ROLE is
-# sink, ventilator, worker, queue, forwarder or streamer; HOST is what ssh
-# takes (`host`, `user@host`). See scripts/hosts.example.
+# one process a line, `ROLE HOST [NAME=VALUE...] [FLAGS...]`; a word that
+# starts with `#` starts a comment. ROLE is sink, ventilator, worker, queue,
+# forwarder or streamer; HOST is what ssh takes (`host`, `user@host`).
+# NAME=VALUE words (ZPIPE_LOGIN=..., say) are set in the process's
+# environment rather than on its command line, where `ps` would show them.
+# Words are split as xargs does: quote a flag that holds spaces. Paths in
+# flags are on the remote host, relative to $ZPIPE_REMOTE_DIR. See
+# scripts/hosts.example.
 #
 #   scripts/deploy.sh [up] [--copy] INVENTORY   start: stable parts first
 #                                                (sink, ventilator, devices),
@@ -14,7 +19,9 @@
 #
 # --copy first copies the release binaries (cargo build --release) to every
 # host. Each process keeps its pid and log on its host, in
-# $ZPIPE_REMOTE_DIR/run/LINE-ROLE.{pid,log}.
+# $ZPIPE_REMOTE_DIR/run/ROLE-ID.{pid,log}, ID a checksum of the line: a line
+# keeps its files while other lines are added or removed, and a changed line
+# is a new process.
 #
 # Environment: ZPIPE_SSH (default: ssh in batch mode with a 5 s connect
 # timeout), ZPIPE_SCP (the same for copies), ZPIPE_REMOTE_DIR (default
@@ -49,13 +56,26 @@ LINES=()
 n=0
 while IFS= read -r raw || [ -n "$raw" ]; do
     n=$((n + 1))
-    line=${raw%%#*}
-    read -r -a words <<<"$line" || true
+    # A comment starts at a word beginning with #, not inside one (a CURVE
+    # key or a password may hold a #).
+    line=$(sed -E 's/(^|[[:space:]])#.*$//' <<<"$raw")
+    words=()
+    if ! words_text=$(printf '%s' "$line" | xargs printf '%s\n' 2>&1); then
+        echo "deploy: $INVENTORY line $n: cannot split it into words ($words_text)" >&2
+        exit 2
+    fi
+    [ -n "$words_text" ] && mapfile -t words <<<"$words_text"
     [ ${#words[@]} -eq 0 ] && continue
     if [ ${#words[@]} -lt 2 ]; then
         echo "deploy: $INVENTORY line $n: expected ROLE HOST [FLAGS...]" >&2
         exit 2
     fi
+    case "${words[1]}" in
+        -* | *=*)
+            echo "deploy: $INVENTORY line $n: ${words[1]} is not a host (ROLE HOST [FLAGS...])" >&2
+            exit 2
+            ;;
+    esac
     case "${words[0]}" in
         sink | ventilator | worker | queue | forwarder | streamer) ;;
         *)
@@ -63,19 +83,36 @@ while IFS= read -r raw || [ -n "$raw" ]; do
             exit 2
             ;;
     esac
-    LINES+=("$n ${line}")
+    # Kept as one string of shell-quoted words, to be split again with eval.
+    LINES+=("$n $(printf '%q ' "${words[@]}")")
 done <"$INVENTORY"
 [ ${#LINES[@]} -gt 0 ] || { echo "deploy: $INVENTORY holds no process" >&2; exit 2; }
 
-# Runs a command on a host; on failure, names the host and the line.
+# Runs a command on a host; on failure, names the line and the host, and
+# whether ssh or the command failed.
 remote() {
-    local where=$1 host=$2
+    local where=$1 host=$2 rc=0
     shift 2
     # (stdin closed: ssh would read the inventory loop's input.)
-    if ! $SSH "$host" "$@" </dev/null; then
-        echo "deploy: $where: ssh to $host failed" >&2
-        return 1
-    fi
+    $SSH "$host" "$@" </dev/null || rc=$?
+    case $rc in
+        0) return 0 ;;
+        255) echo "deploy: $where: ssh to $host failed" >&2 ;;
+        *) echo "deploy: $where: the command on $host failed (exit code $rc)" >&2 ;;
+    esac
+    return 1
+}
+
+# The words of an inventory entry, into the array W.
+split_entry() {
+    eval "W=($1)"
+}
+
+# A process's name on its host: its role and a checksum of its line.
+name_of() {
+    local sum
+    sum=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
+    echo "$2-$sum"
 }
 
 # The order to start in: stable parts first, workers last.
@@ -103,22 +140,33 @@ ordered() {
 }
 
 start_one() {
-    local num=$1 role=$2 host=$3
-    shift 3
-    local name="$num-$role" where="$INVENTORY line $num ($role on $host)"
-    local program=$role args=()
+    local entry=$1 W
+    split_entry "$entry"
+    local num=${W[0]} role=${W[1]} host=${W[2]}
+    local name where="$INVENTORY line $num ($role on $host)"
+    name=$(name_of "${entry#* }" "$role")
+    local program=$role args=() envs=() w
     case "$role" in
         queue | forwarder | streamer) program=devices; args=("$role") ;;
     esac
-    args+=("$@")
-    local quoted
-    quoted=$(printf '%q ' "${args[@]}")
+    local flags=1
+    for w in "${W[@]:3}"; do
+        if [ "$flags" = 1 ] && [[ "$w" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+            envs+=("$w")
+        else
+            flags=0
+            args+=("$w")
+        fi
+    done
+    local quoted="bin/$program"
+    [ ${#args[@]} -gt 0 ] && quoted+=" $(printf '%q ' "${args[@]}")"
+    [ ${#envs[@]} -gt 0 ] && quoted="env $(printf '%q ' "${envs[@]}") $quoted"
     # A process that exits at once (a port in use, a bad flag) is an error
     # here, with the end of its log.
     remote "$where" "$host" "mkdir -p $DIR/run && cd $DIR &&
         if [ -f run/$name.pid ] && kill -0 \$(cat run/$name.pid) 2>/dev/null; then
             echo 'already running (pid '\$(cat run/$name.pid)')'; exit 0; fi
-        nohup bin/$program $quoted >run/$name.log 2>&1 </dev/null & echo \$! >run/$name.pid
+        nohup $quoted >run/$name.log 2>&1 </dev/null & echo \$! >run/$name.pid
         sleep 0.5
         if ! kill -0 \$(cat run/$name.pid) 2>/dev/null; then
             echo 'exited at once:'; tail -n 5 run/$name.log; exit 1; fi" ||
@@ -132,7 +180,7 @@ case "$ACTION" in
             for b in sink ventilator worker devices; do
                 [ -x "$BIN/$b" ] || { echo "deploy: $BIN/$b is missing: cargo build --release first" >&2; exit 2; }
             done
-            hosts=$(for l in "${LINES[@]}"; do read -r _ _ host _ <<<"$l"; echo "$host"; done | sort -u)
+            hosts=$(for l in "${LINES[@]}"; do split_entry "$l"; echo "${W[2]}"; done | sort -u)
             for host in $hosts; do
                 remote "copy to $host" "$host" "mkdir -p $DIR/bin"
                 for b in sink ventilator worker devices; do
@@ -146,41 +194,52 @@ case "$ACTION" in
             done
         fi
         while read -r l; do
-            read -r -a w <<<"$l"
-            start_one "${w[@]}"
+            start_one "$l"
         done < <(ordered 0)
         ;;
     status)
         rc=0
         while read -r l; do
-            read -r num role host _ <<<"$l"
-            name="$num-$role"
-            state=$($SSH "$host" "cd $DIR 2>/dev/null && if [ -f run/$name.pid ]; then
-                if kill -0 \$(cat run/$name.pid) 2>/dev/null; then echo running \$(cat run/$name.pid); else echo stopped; fi
-                else echo 'not started'; fi" </dev/null 2>/dev/null) || { state="unreachable"; rc=1; }
+            split_entry "$l"
+            num=${W[0]} role=${W[1]} host=${W[2]}
+            name=$(name_of "${l#* }" "$role")
+            err=$(mktemp)
+            state=$($SSH "$host" "if [ -f $DIR/run/$name.pid ]; then
+                if kill -0 \$(cat $DIR/run/$name.pid) 2>/dev/null; then echo running \$(cat $DIR/run/$name.pid); else echo stopped; fi
+                else echo 'not started'; fi" </dev/null 2>"$err") ||
+                { state="unreachable: $(tail -n 1 "$err")"; rc=1; }
+            rm -f "$err"
             printf '%-4s %-10s %-24s %s\n' "$num" "$role" "$host" "$state"
         done < <(ordered 0)
         exit $rc
         ;;
     stop)
+        rc=0
         while read -r l; do
-            read -r num role host _ <<<"$l"
-            name="$num-$role"
-            remote "$INVENTORY line $num ($role on $host)" "$host" "cd $DIR 2>/dev/null || exit 0
-                [ -f run/$name.pid ] || exit 0
-                pid=\$(cat run/$name.pid)
-                kill -TERM \$pid 2>/dev/null || exit 0
-                for _ in \$(seq 50); do kill -0 \$pid 2>/dev/null || exit 0; sleep 0.1; done
-                echo 'still running after 5 s: SIGKILL'; kill -KILL \$pid" || true
-            echo "stopped line $num ($role on $host)"
+            split_entry "$l"
+            num=${W[0]} role=${W[1]} host=${W[2]}
+            name=$(name_of "${l#* }" "$role")
+            where="$INVENTORY line $num ($role on $host)"
+            if said=$(remote "$where" "$host" "[ -f $DIR/run/$name.pid ] || { echo 'not started (no pid file)'; exit 0; }
+                pid=\$(cat $DIR/run/$name.pid)
+                kill -TERM \$pid 2>/dev/null || { echo 'was not running'; exit 0; }
+                for _ in \$(seq 50); do kill -0 \$pid 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done
+                kill -KILL \$pid; echo 'killed (still running 5 s after SIGTERM)'"); then
+                echo "$where: $said"
+            else
+                rc=1
+            fi
         done < <(ordered 1)
+        exit $rc
         ;;
     logs)
         while read -r l; do
-            read -r num role host _ <<<"$l"
+            split_entry "$l"
+            num=${W[0]} role=${W[1]} host=${W[2]}
+            name=$(name_of "${l#* }" "$role")
             echo "== line $num: $role on $host"
-            $SSH "$host" "cat $DIR/run/$num-$role.log 2>/dev/null || echo '(no log)'" </dev/null ||
-                echo "deploy: line $num: ssh to $host failed" >&2
+            remote "$INVENTORY line $num ($role on $host)" "$host" \
+                "cat $DIR/run/$name.log 2>/dev/null || echo '(no log)'" || true
         done < <(ordered 0)
         ;;
 esac

@@ -20,6 +20,7 @@
 #   scripts/netns-lab.sh cut HOST    drop a host's link (zp-b2, say)
 #
 # ZPIPE_LAB (default /tmp/zpipe-lab) holds the lab's keys and sshd files.
+# The namespace names are fixed: one lab per machine (`up` clears an old one).
 set -euo pipefail
 
 LAB=${ZPIPE_LAB:-/tmp/zpipe-lab}
@@ -34,6 +35,7 @@ up() {
     [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
     command -v ip >/dev/null || die "needs iproute2 (ip)"
     [ -x /usr/sbin/sshd ] || die "needs sshd (apt-get install openssh-server)"
+    command -v ssh-keygen >/dev/null || die "needs ssh-keygen (openssh-client)"
     down quiet
     mkdir -p "$LAB"
     ssh-keygen -q -t ed25519 -N '' -f "$LAB/id" <<<y >/dev/null
@@ -78,10 +80,12 @@ EOF
     done
     # Every sshd answers before we say the lab is up.
     for a in 192.0.2.10 198.51.100.11 198.51.100.12 192.0.2.1; do
+        local ok=0
         for _ in $(seq 50); do
-            ip netns exec zp-dev bash -c "exec 3<>/dev/tcp/$a/22" 2>/dev/null && break
+            if ip netns exec zp-dev bash -c "exec 3<>/dev/tcp/$a/22" 2>/dev/null; then ok=1; break; fi
             sleep 0.1
         done
+        [ "$ok" = 1 ] || die "the sshd at $a does not answer"
     done
     echo "netns-lab: up: zp-a1 192.0.2.10 | zp-dev 192.0.2.1, 198.51.100.1 | zp-b1 198.51.100.11, zp-b2 198.51.100.12"
 }

@@ -16,9 +16,14 @@
 //! - `--curve-secret FILE` and `--curve-server-key KEY`: CURVE encryption.
 //!   A socket that binds is a CURVE server with the key pair in FILE (as
 //!   `devices keygen` writes it); a socket that connects encrypts to the
-//!   server's public KEY (Z85), with FILE's pair or a fresh one. CURVE needs
-//!   a libzmq built with libsodium: the bundled one has none, so build with
-//!   the system's (see the README); a binary without it refuses the flags.
+//!   server's public KEY (Z85), with FILE's pair or a fresh one. Any client
+//!   that knows the server's public key may connect, unless
+//!   `--curve-clients FILE` lists the client public keys let in (clients
+//!   then need their own `--curve-secret`). PLAIN and CURVE are two
+//!   mechanisms: a socket has one, so `--auth-file` with `--curve-secret` is
+//!   refused. CURVE needs a libzmq built with libsodium: the bundled one has
+//!   none, so build with the system's (see the README); a binary without it
+//!   refuses the flags.
 //!
 //! Which side a socket is follows from how it attaches: a socket whose
 //! endpoints bind is a server, one whose endpoints connect is a client.
@@ -55,6 +60,10 @@ pub struct SecurityArgs {
     /// process connects to.
     #[arg(long, env = "ZPIPE_CURVE_SERVER_KEY")]
     pub curve_server_key: Option<String>,
+    /// CURVE: only clients whose public keys (Z85, a line each) are in
+    /// this file may connect to the sockets this process binds.
+    #[arg(long, env = "ZPIPE_CURVE_CLIENTS")]
+    pub curve_clients: Option<PathBuf>,
 }
 
 /// A CURVE key pair, binary.
@@ -157,6 +166,7 @@ pub struct Security {
     login: Option<(String, String)>,
     curve: Option<KeyPair>,
     server_key: Option<[u8; 32]>,
+    clients: Option<std::collections::HashSet<[u8; 32]>>,
     denied: AtomicU64,
 }
 
@@ -173,8 +183,20 @@ impl Security {
             && args.login.is_none()
             && args.curve_secret.is_none()
             && args.curve_server_key.is_none()
+            && args.curve_clients.is_none()
         {
             return Ok(None);
+        }
+        if args.auth_file.is_some() && args.curve_secret.is_some() {
+            return Err(Error::Usage(
+                "--auth-file (PLAIN) and --curve-secret (CURVE) are two mechanisms and a socket has one: to check who connects under CURVE, list their public keys with --curve-clients".into(),
+            ));
+        }
+        if args.curve_clients.is_some() && args.curve_secret.is_none() {
+            return Err(Error::Usage(
+                "--curve-clients needs --curve-secret: only a CURVE server checks client keys"
+                    .into(),
+            ));
         }
         let users = match &args.auth_file {
             Some(path) => Some(read_users(path)?),
@@ -206,12 +228,17 @@ impl Security {
             }
             None => None,
         };
+        let clients = match &args.curve_clients {
+            Some(path) => Some(read_client_keys(path)?),
+            None => None,
+        };
         Ok(Some(Arc::new(Security {
             allow: args.allow.clone(),
             users,
             login,
             curve,
             server_key,
+            clients,
             denied: AtomicU64::new(0),
         })))
     }
@@ -305,15 +332,20 @@ impl Security {
         mechanism: &str,
         credentials: &[Vec<u8>],
     ) -> Result<String, String> {
-        if !self.allow.is_empty() {
-            let ip: IpAddr = address
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| format!("address {address:?} is not an IP address"))?;
-            if !self.allow.iter().any(|net| net.contains(&ip)) {
-                return Err(format!("{ip} is outside --allow"));
-            }
+        // The allow-list speaks of IP networks; a peer over ipc:// or
+        // inproc:// (no IP address) is on this host.
+        let ip = address
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+            .map(|ip| ip.to_canonical());
+        if let Some(ip) = ip
+            && !self.allow.is_empty()
+            && !self.allow.iter().any(|net| net.contains(&ip))
+        {
+            return Err(format!("{ip} is outside --allow"));
         }
         match mechanism {
             "PLAIN" => {
@@ -332,9 +364,23 @@ impl Security {
                     _ => Err("no PLAIN credentials".into()),
                 }
             }
-            // CURVE has already proved the client holds its key; any client
-            // key may connect to a server whose public key it knows.
-            "CURVE" => Ok(String::new()),
+            // CURVE has already proved the client holds its key; which keys
+            // may connect is --curve-clients' to say (any, without it).
+            "CURVE" => match &self.clients {
+                None => Ok(String::new()),
+                Some(keys) => {
+                    let key: Option<[u8; 32]> =
+                        credentials.first().and_then(|k| k[..].try_into().ok());
+                    match key {
+                        Some(k) if keys.contains(&k) => Ok(zmq::z85_encode(&k).unwrap_or_default()),
+                        Some(k) => Err(format!(
+                            "client key {} is not in --curve-clients",
+                            zmq::z85_encode(&k).unwrap_or_default()
+                        )),
+                        None => Err("no client key".into()),
+                    }
+                }
+            },
             "NULL" if self.users.is_some() => Err("no credentials (--login) given".into()),
             _ => Ok(String::new()),
         }
@@ -373,6 +419,28 @@ impl Security {
         }
         Ok(())
     }
+}
+
+/// Reads `--curve-clients`: a Z85 public key a line (`#` comments).
+fn read_client_keys(path: &Path) -> Result<std::collections::HashSet<[u8; 32]>, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("--curve-clients {}: {e}", path.display())))?;
+    let mut keys = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = z85_key(line).map_err(|e| {
+            Error::Usage(format!(
+                "--curve-clients {} line {}: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        keys.insert(key);
+    }
+    Ok(keys)
 }
 
 /// Reads `--auth-file`: `user:password` a line.

@@ -90,6 +90,9 @@ fn bad_security_flags_are_usage_errors() {
     let f = Flags::parse_from(["test", "--login", "no-colon"]);
     assert!(common::security::Security::from_args(&f.security).is_err());
     assert!(Flags::try_parse_from(["test", "--allow", "10.0.0.0/33"]).is_err());
+    let f = Flags::parse_from(["test", "--auth-file", "/x", "--curve-secret", "/y"]);
+    let e = common::security::Security::from_args(&f.security).unwrap_err();
+    assert!(e.to_string().contains("--curve-clients"), "{e}");
     let f = Flags::parse_from(["test", "--curve-server-key", "short"]);
     let e = common::security::Security::from_args(&f.security).unwrap_err();
     assert!(e.is_usage(), "{e}");
@@ -128,4 +131,33 @@ fn curve_encrypts_and_refuses_a_wrong_server_key() {
     assert!(!got, "a client with the wrong server key got through");
     let (got, _) = gets_through(&["--curve-secret", key_path], &[]);
     assert!(!got, "a client without CURVE got through");
+
+    // With --curve-clients, only listed client keys get in.
+    let client = KeyPair::generate().unwrap();
+    let client_file = dir.path().join("client.key");
+    std::fs::write(&client_file, client.to_file_text()).unwrap();
+    let clients = dir.path().join("clients");
+    std::fs::write(
+        &clients,
+        format!(
+            "# who may connect\n{}\n",
+            zmq::z85_encode(&client.public).unwrap()
+        ),
+    )
+    .unwrap();
+    let server = [
+        "--curve-secret",
+        key_path,
+        "--curve-clients",
+        clients.to_str().unwrap(),
+    ];
+    let listed = [
+        "--curve-server-key",
+        &public,
+        "--curve-secret",
+        client_file.to_str().unwrap(),
+    ];
+    assert_eq!(gets_through(&server, &listed), (true, 0));
+    let (got, denied) = gets_through(&server, &["--curve-server-key", &public]);
+    assert!(!got && denied >= 1, "an unlisted client key got through");
 }

@@ -311,17 +311,24 @@ pub fn run(
 /// Sends one command to a device's control socket (REQ → REP) and returns the
 /// answer in words. Waits at most two seconds.
 pub fn control(ctx: &zmq::Context, endpoint: &str, command: &str) -> Result<String, Error> {
+    control_secured(ctx, endpoint, command, &Default::default())
+}
+
+/// [`control`] with security flags, for a device that has them.
+pub fn control_secured(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    command: &str,
+    security: &common::security::SecurityArgs,
+) -> Result<String, Error> {
     let endpoints: Endpoints = endpoint.parse()?;
-    let req = common::sockets::socket(
-        ctx,
-        zmq::REQ,
-        "control",
-        &common::sockets::Tuning {
-            linger: Duration::ZERO,
-            ..Default::default()
-        },
-    )?;
-    endpoints.attach(&req, Action::Connect, "control")?;
+    let tuning = common::sockets::Tuning {
+        linger: Duration::ZERO,
+        security: common::security::Security::from_args(security)?,
+        ..Default::default()
+    };
+    let req = common::sockets::socket(ctx, zmq::REQ, "control", &tuning)?;
+    endpoints.attach_secured(&req, Action::Connect, "control", tuning.security.as_deref())?;
     req.send(command, 0)
         .map_err(|e| Error::zmq("sending the command", e))?;
     if req

@@ -46,6 +46,8 @@ enum Command {
         /// The device's --control endpoint.
         endpoint: String,
         command: String,
+        #[command(flatten)]
+        security: common::security::SecurityArgs,
     },
 }
 
@@ -105,8 +107,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", zmq::z85_encode(&pair.public)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Control { endpoint, command } => {
-            let reply = devices::control(&ctx, endpoint, command)?;
+        Command::Control {
+            endpoint,
+            command,
+            security,
+        } => {
+            let reply = devices::control_secured(&ctx, endpoint, command, security)?;
             println!("{reply}");
             Ok(ExitCode::SUCCESS)
         }

@@ -31,6 +31,16 @@ fn unavailable() -> Option<String> {
     if !Path::new("/usr/sbin/sshd").exists() {
         return Some("no /usr/sbin/sshd (.ci/run installs openssh-server)".into());
     }
+    for tool in ["ip", "ssh", "scp", "ssh-keygen"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("no {tool} (.ci/run installs iproute2 and openssh)"));
+        }
+    }
     let probe = "zp-probe";
     let made = Command::new("ip")
         .args(["netns", "add", probe])

@@ -1252,10 +1252,15 @@ pub fn print_report(config: &Config, report: &Report) -> Result<(), Error> {
         eprint!("{}", report.table());
     }
     if let Some(path) = &config.report {
-        std::fs::write(path, format!("{json}\n")).map_err(|source| Error::OpenOutput {
-            path: path.clone(),
-            source,
-        })?;
+        // Written beside, then renamed: whoever waits for the report never
+        // reads half of it.
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, format!("{json}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| Error::OpenOutput {
+                path: path.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
