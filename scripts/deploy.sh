@@ -103,9 +103,13 @@ remote() {
     return 1
 }
 
-# The words of an inventory entry, into the array W.
+# An inventory entry (as LINES holds it) into W (its words), num, role, host,
+# name (the process's name on its host) and where (how errors name it).
 split_entry() {
     eval "W=($1)"
+    num=${W[0]} role=${W[1]} host=${W[2]}
+    name=$(name_of "${1#* }" "$role")
+    where="$INVENTORY line $num ($role on $host)"
 }
 
 # A process's name on its host: its role and a checksum of its line.
@@ -140,11 +144,8 @@ ordered() {
 }
 
 start_one() {
-    local entry=$1 W
-    split_entry "$entry"
-    local num=${W[0]} role=${W[1]} host=${W[2]}
-    local name where="$INVENTORY line $num ($role on $host)"
-    name=$(name_of "${entry#* }" "$role")
+    local W num role host name where
+    split_entry "$1"
     local program=$role args=() envs=() w
     case "$role" in
         queue | forwarder | streamer) program=devices; args=("$role") ;;
@@ -180,7 +181,7 @@ case "$ACTION" in
             for b in sink ventilator worker devices; do
                 [ -x "$BIN/$b" ] || { echo "deploy: $BIN/$b is missing: cargo build --release first" >&2; exit 2; }
             done
-            hosts=$(for l in "${LINES[@]}"; do split_entry "$l"; echo "${W[2]}"; done | sort -u)
+            hosts=$(for l in "${LINES[@]}"; do split_entry "$l"; echo "$host"; done | sort -u)
             for host in $hosts; do
                 remote "copy to $host" "$host" "mkdir -p $DIR/bin"
                 for b in sink ventilator worker devices; do
@@ -201,8 +202,6 @@ case "$ACTION" in
         rc=0
         while read -r l; do
             split_entry "$l"
-            num=${W[0]} role=${W[1]} host=${W[2]}
-            name=$(name_of "${l#* }" "$role")
             err=$(mktemp)
             state=$($SSH "$host" "if [ -f $DIR/run/$name.pid ]; then
                 if kill -0 \$(cat $DIR/run/$name.pid) 2>/dev/null; then echo running \$(cat $DIR/run/$name.pid); else echo stopped; fi
@@ -217,9 +216,6 @@ case "$ACTION" in
         rc=0
         while read -r l; do
             split_entry "$l"
-            num=${W[0]} role=${W[1]} host=${W[2]}
-            name=$(name_of "${l#* }" "$role")
-            where="$INVENTORY line $num ($role on $host)"
             if said=$(remote "$where" "$host" "[ -f $DIR/run/$name.pid ] || { echo 'not started (no pid file)'; exit 0; }
                 pid=\$(cat $DIR/run/$name.pid)
                 kill -TERM \$pid 2>/dev/null || { echo 'was not running'; exit 0; }
@@ -235,11 +231,8 @@ case "$ACTION" in
     logs)
         while read -r l; do
             split_entry "$l"
-            num=${W[0]} role=${W[1]} host=${W[2]}
-            name=$(name_of "${l#* }" "$role")
             echo "== line $num: $role on $host"
-            remote "$INVENTORY line $num ($role on $host)" "$host" \
-                "cat $DIR/run/$name.log 2>/dev/null || echo '(no log)'" || true
+            remote "$where" "$host" "cat $DIR/run/$name.log 2>/dev/null || echo '(no log)'" || true
         done < <(ordered 0)
         ;;
 esac

@@ -108,15 +108,9 @@ fn batch_through_devices(dispatch: &'static str) {
     time_bomb(60, move || {
         let ctx = zmq::Context::new();
         // The sink binds as usual.
-        let sink_cfg = sink::Config::parse_from([
-            "sink",
-            "--result-endpoint",
-            "tcp://127.0.0.1:*",
-            "--control-endpoint",
-            "tcp://127.0.0.1:*",
-            "--feedback-endpoint",
-            "tcp://127.0.0.1:*",
-        ]);
+        let sink_cfg = sink::Config::parse_from(
+            std::iter::once("sink").chain(common::testing::SINK_ON_FREE_PORTS),
+        );
         let sink = sink::Sink::bind(&sink_cfg, &ctx).unwrap();
         let sb = sink.bound().clone();
         let dir = tempfile::tempdir().unwrap();

@@ -54,14 +54,7 @@ fn a_port_in_use_is_one_line_and_exit_code_2() {
 #[test]
 fn sigterm_stops_it_within_a_second_with_its_report() {
     let mut child = sink()
-        .args([
-            "--result-endpoint",
-            "tcp://127.0.0.1:*",
-            "--control-endpoint",
-            "tcp://127.0.0.1:*",
-            "--feedback-endpoint",
-            "tcp://127.0.0.1:*",
-        ])
+        .args(common::testing::SINK_ON_FREE_PORTS)
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
