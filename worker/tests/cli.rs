@@ -15,6 +15,20 @@ fn worker() -> Command {
     c
 }
 
+/// The worker binary pointed at these task, result and control endpoints.
+fn worker_at(tasks: &str, results: &str, control: &str) -> Command {
+    let mut c = worker();
+    c.args([
+        "--task-endpoint",
+        tasks,
+        "--result-endpoint",
+        results,
+        "--control-endpoint",
+        control,
+    ]);
+    c
+}
+
 fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
     let s = ctx.socket(kind).unwrap();
     s.set_linger(0).unwrap();
@@ -32,17 +46,8 @@ fn sigterm_mid_task_kills_the_command_and_exits_within_a_second() {
     let (_control, control_at) = bound(&ctx, zmq::PUB);
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let mut child = worker()
-        .args([
-            "--task-endpoint",
-            &tasks_at,
-            "--result-endpoint",
-            &results_at,
-            "--control-endpoint",
-            &control_at,
-            "--dispatch",
-            "push",
-        ])
+    let mut child = worker_at(&tasks_at, &results_at, &control_at)
+        .args(["--dispatch", "push"])
         .spawn()
         .unwrap();
     // HELLO comes once the task socket is connected.
@@ -103,19 +108,8 @@ fn end_from_the_sink_makes_it_exit_0_and_bad_flags_exit_2() {
     let (_tasks, tasks_at) = bound(&ctx, zmq::PUSH);
     let (results, results_at) = bound(&ctx, zmq::PULL);
     let (control, control_at) = bound(&ctx, zmq::PUB);
-    let mut child = worker()
-        .args([
-            "--task-endpoint",
-            &tasks_at,
-            "--result-endpoint",
-            &results_at,
-            "--control-endpoint",
-            &control_at,
-            "--threads",
-            "3",
-            "--dispatch",
-            "push",
-        ])
+    let mut child = worker_at(&tasks_at, &results_at, &control_at)
+        .args(["--threads", "3", "--dispatch", "push"])
         .spawn()
         .unwrap();
     results.recv_multipart(0).expect("no HELLO from the worker");
@@ -150,17 +144,8 @@ fn a_worker_in_the_other_dispatch_mode_says_so_within_seconds() {
     let (_control, control_at) = bound(&ctx, zmq::PUB);
     for (stand_in, mode) in [(zmq::PUSH, "credit"), (zmq::ROUTER, "push")] {
         let (_tasks, tasks_at) = bound(&ctx, stand_in);
-        let mut child = worker()
-            .args([
-                "--task-endpoint",
-                &tasks_at,
-                "--result-endpoint",
-                &results_at,
-                "--control-endpoint",
-                &control_at,
-                "--dispatch",
-                mode,
-            ])
+        let mut child = worker_at(&tasks_at, &results_at, &control_at)
+            .args(["--dispatch", mode])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(4500));
