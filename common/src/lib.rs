@@ -24,9 +24,15 @@
 //! - [`drops`]: counting and rate-limited logging of frames that are dropped.
 //! - [`report`]: latency histograms and plain-text tables.
 //! - [`cli`]: logging set-up and exit codes shared by the binaries.
+//! - [`clock`]: a wall clock read once every few messages on hot paths.
+//! - [`security`]: the ZAP handler, PLAIN and CURVE.
+//! - `testing` (feature `testing`, for the crates' tests only): bounded
+//!   waits, signals, free ports, a child's log read line by line.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod drops;
 pub mod endpoint;
 mod error;
@@ -35,21 +41,13 @@ pub mod report;
 pub mod security;
 pub mod shutdown;
 pub mod sockets;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod work;
 
 pub use endpoint::{Action, Endpoint, Endpoints};
 pub use error::Error;
 pub use shutdown::Shutdown;
-
-/// The guide's port for tasks (ventilator PUSH → worker PULL).
-pub const TASK_PORT: u16 = 5557;
-/// The guide's port for results (worker PUSH → sink PULL).
-pub const RESULT_PORT: u16 = 5558;
-/// The guide's port for the control channel (sink PUB → worker SUB).
-pub const CONTROL_PORT: u16 = 5559;
-/// zpipe's port for feedback between sink and ventilator (sink ROUTER ←→
-/// ventilator DEALER): batch start, worker readiness, completion.
-pub const FEEDBACK_PORT: u16 = 5561;
 
 /// Microseconds since the Unix epoch, for timestamps carried on the wire.
 pub fn now_micros() -> u64 {
@@ -62,158 +60,4 @@ pub fn now_micros() -> u64 {
 /// This host's name, for worker announcements and reports.
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
-}
-
-/// Helpers for the roles' integration tests that run the real binaries.
-#[doc(hidden)]
-pub mod testing {
-    use std::process::{Child, ExitStatus};
-    use std::time::{Duration, Instant};
-
-    /// Waits for `child` to exit, at most `timeout`; kills it and panics if it
-    /// does not.
-    pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the child") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the process did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Sends `signal` to `child` and asserts that it exits within `limit`.
-    pub fn stop_within(
-        child: &mut Child,
-        signal: nix::sys::signal::Signal,
-        limit: Duration,
-    ) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let sent = Instant::now();
-        nix::sys::signal::kill(pid, signal).expect("sending the signal");
-        let status = wait_exit(child, limit + Duration::from_secs(5));
-        assert!(
-            sent.elapsed() < limit,
-            "{signal} took {:?} to stop the process (limit {limit:?})",
-            sent.elapsed()
-        );
-        status
-    }
-
-    /// Runs `body` on its own thread and fails the test if it takes longer
-    /// than `secs`: a lost message fails instead of hanging CI.
-    pub fn time_bomb<T: Send + 'static>(secs: u64, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-        });
-        match rx.recv_timeout(Duration::from_secs(secs)) {
-            Ok(Ok(v)) => v,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => panic!("test did not finish within {secs} s"),
-        }
-    }
-
-    /// A PULL socket bound to a free loopback port, and that port's endpoint:
-    /// for tests of "port in use".
-    pub fn taken_port(ctx: &zmq::Context) -> (zmq::Socket, String) {
-        let taken = ctx.socket(zmq::PULL).expect("a socket");
-        taken.set_linger(0).expect("linger");
-        taken.bind("tcp://127.0.0.1:*").expect("a free port");
-        let at = taken
-            .get_last_endpoint()
-            .expect("the endpoint")
-            .expect("UTF-8");
-        (taken, at)
-    }
-
-    /// Sink flags that bind its three sockets on free loopback ports.
-    pub const SINK_ON_FREE_PORTS: [&str; 6] = [
-        "--result-endpoint",
-        "tcp://127.0.0.1:*",
-        "--control-endpoint",
-        "tcp://127.0.0.1:*",
-        "--feedback-endpoint",
-        "tcp://127.0.0.1:*",
-    ];
-
-    /// A child's stderr, read line by line on a thread as it is written.
-    pub struct Lines {
-        rx: std::sync::mpsc::Receiver<String>,
-        seen: Vec<String>,
-    }
-
-    impl Lines {
-        /// Starts reading `child`'s stderr (which must be piped).
-        pub fn of(child: &mut Child) -> Lines {
-            use std::io::BufRead;
-            let err = child.stderr.take().expect("stderr is piped");
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            Lines {
-                rx,
-                seen: Vec::new(),
-            }
-        }
-
-        /// Waits at most `timeout` for a line containing `text`.
-        pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Option<String> {
-            if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
-                return Some(l.clone());
-            }
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(line) => {
-                        self.seen.push(line.clone());
-                        if line.contains(text) {
-                            return Some(line);
-                        }
-                    }
-                    Err(_) => return None,
-                }
-            }
-        }
-
-        /// Everything read so far, and whatever comes within `timeout`.
-        pub fn all(&mut self, timeout: Duration) -> String {
-            while let Ok(line) = self.rx.recv_timeout(timeout) {
-                self.seen.push(line);
-            }
-            self.seen.join("\n")
-        }
-    }
-
-    /// The first `tcp://…` endpoint in `line` after `after`.
-    pub fn endpoint_in(line: &str, after: &str) -> Option<String> {
-        let rest = &line[line.find(after)? + after.len()..];
-        let start = rest.find("tcp://")?;
-        let end = rest[start..]
-            .find(|c: char| c == '"' || c == ',' || c == ']' || c.is_whitespace())
-            .map_or(rest.len(), |e| start + e);
-        Some(rest[start..end].to_string())
-    }
-
-    /// Reads all of a finished child's stderr.
-    pub fn stderr_of(child: &mut Child) -> String {
-        use std::io::Read;
-        let mut s = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
 }

@@ -23,7 +23,7 @@
 //! | 6 | START | ventilator → sink | DEALER → ROUTER | JSON [`BatchInfo`] |
 //! | 7 | STATUS | sink → ventilator | ROUTER → DEALER | JSON [`SinkStatus`] |
 //! | 8 | GO | ventilator → sink | DEALER → ROUTER | none: the first task is about to leave |
-//! | 9 | ACK | sink → ventilator | ROUTER → DEALER | task ids whose result the sink has written: `ok_ranges u32`, `failed_ranges u32`, then that many `[from, to)` pairs of u64, ok ones first |
+//! | 9 | ACK | sink → ventilator | ROUTER → DEALER | task ids whose result the sink has written: `ok_ranges u32`, `failed_ranges u32`, then that many `[from, to)` pairs of u64, ok ones first; the header says which form (below) |
 //! | 10 | DONE | sink → ventilator | ROUTER → DEALER | JSON [`BatchDone`] |
 //! | 11 | END | sink → workers | PUB → SUB | none: the batch is complete, exit |
 //! | 12 | KILL | anyone → workers | PUB → SUB | none: stop now |
@@ -31,11 +31,20 @@
 //! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving; also ventilator → sink (DEALER → ROUTER, payload `{}`): DONE reached it, the sink may stop repeating DONE |
 //! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
 //! | 16 | TASKS | ventilator → worker | ROUTER → DEALER | several tasks for one worker thread with credit for them, as records like RESULTS'; the header's `task` field holds their count |
+//! | 17 | GIVEN_UP | ventilator → sink | DEALER → ROUTER | the reason, UTF-8: the ventilator's verdict on task `task` (its last attempt `attempt`): lost once too often (`--retries`), or a task it waited for failed; the sink records it as a failed result from "ventilator" |
 //!
 //! HELLO, HEARTBEAT and BYE also go from a worker to the ventilator in credit
 //! dispatch (DEALER → ROUTER), and the ventilator answers each HEARTBEAT with
-//! one (empty payload), as in the guide's Paranoid Pirate. The ventilator
-//! sends the sink a RESULT of its own (worker 0) for a task it gave up on.
+//! one (payload `null`), as in the guide's Paranoid Pirate. A task the
+//! ventilator gives up on reaches the sink as GIVEN_UP, never as a RESULT:
+//! results come from workers only, on the result socket.
+//!
+//! **ACK, two forms.** An *update* (header `attempt` 0, `task` 0) names the
+//! results written since the last one, at least every 10 ms. A *snapshot*
+//! (header `attempt` 1) is the sink's whole account of the batch, sent to a
+//! ventilator new to it or that asked (START with `resync`); it may take
+//! several ACKs, each header's `task` saying how many parts follow, so the
+//! part with `task` 0 ends it. [`AckPart`] is this convention as a type.
 //!
 //! **Envelope.** On the credit path a worker's DEALER puts an empty delimiter
 //! frame before the header, like a REQ socket: the ventilator's ROUTER (and
@@ -58,6 +67,11 @@
 //! way while more tasks are already waiting for it (at most 64, and never
 //! holding a result back for more than a millisecond), so that a flood of tiny
 //! tasks does not cost one message per result.
+//!
+//! **Decoded form.** [`Message::decode`] turns a message into a [`Message`],
+//! the one typed form the roles `match` on, and [`Message::frames`] writes
+//! one; the functions below it are the pieces, kept for the hot paths that
+//! encode into reused buffers.
 //!
 //! A receiver drops and counts (never crashes on) a message that is empty,
 //! lacks the magic, carries another version, has an unknown kind, the wrong
@@ -98,6 +112,7 @@ pub enum Kind {
     Bye = 14,
     Results = 15,
     Tasks = 16,
+    GivenUp = 17,
 }
 
 impl Kind {
@@ -120,6 +135,7 @@ impl Kind {
             14 => Bye,
             15 => Results,
             16 => Tasks,
+            17 => GivenUp,
             _ => return None,
         })
     }
@@ -678,6 +694,349 @@ pub fn from_json<'a, T: Deserialize<'a>>(
     serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(format!("{what}: {e}")))
 }
 
+/// A task body as read: when the ventilator sent it, and the work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskBody {
+    /// The ventilator's clock when it sent the task (µs since the Unix epoch).
+    pub sent_us: u64,
+    /// What to do.
+    pub work: Work,
+}
+
+/// One task of a TASK or TASKS message, or one result of a RESULT or RESULTS
+/// message: its id, its attempt, and its body as read, or why it could not
+/// be read. The error stays with the item because the id is still good: a
+/// worker answers a task it cannot read with a `rejected` result; a sink
+/// counts and drops a result it cannot read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<T> {
+    /// The task's index in the batch.
+    pub task: u64,
+    /// 1 for the first delivery of the task.
+    pub attempt: u32,
+    /// The body, or why it could not be read.
+    pub body: Result<T, DecodeError>,
+}
+
+/// A CREDIT: a worker thread can take `tasks` more tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    /// The worker process ([`WorkerInfo::id`]).
+    pub worker: u64,
+    /// The thread within it.
+    pub thread: u16,
+    /// How many more tasks it can take.
+    pub tasks: u64,
+    /// The thread is idle and can take *exactly* `tasks` (not `tasks` more
+    /// than it was given credit for already).
+    pub exact: bool,
+}
+
+/// Which form of ACK (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckPart {
+    /// The results written since the last ACK.
+    Update,
+    /// Part of the sink's whole account of the batch; `more` parts follow
+    /// (0: this part ends it).
+    Snapshot {
+        /// Parts still to come.
+        more: u64,
+    },
+}
+
+/// Every zpipe message in decoded form: what [`Message::decode`] reads and
+/// [`Message::frames`] writes. Roles `match` on this; nobody else reads the
+/// header's bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// TASK or TASKS (ventilator → worker): tasks of `batch`.
+    Tasks {
+        /// The batch.
+        batch: u64,
+        /// One task (TASK) or several (TASKS).
+        tasks: Vec<Item<TaskBody>>,
+    },
+    /// RESULT or RESULTS (worker → sink): results of `batch`.
+    Results {
+        /// The batch.
+        batch: u64,
+        /// One result (RESULT) or several (RESULTS).
+        results: Vec<Item<ResultBody>>,
+    },
+    /// HELLO (worker → sink, and → ventilator in credit dispatch).
+    Hello(WorkerInfo),
+    /// HEARTBEAT: a worker's (with its info), or the ventilator's answer
+    /// (`None`).
+    Heartbeat(Option<WorkerInfo>),
+    /// BYE: a worker leaving (with its info), or the ventilator telling the
+    /// sink that DONE reached it (`None`).
+    Bye(Option<WorkerInfo>),
+    /// CREDIT (worker thread → ventilator).
+    Credit(Credit),
+    /// START (ventilator → sink): the batch.
+    Start(BatchInfo),
+    /// STATUS (sink → ventilator).
+    Status(SinkStatus),
+    /// GO (ventilator → sink): the first task is about to leave.
+    Go {
+        /// The batch.
+        batch: u64,
+    },
+    /// ACK (sink → ventilator): results written.
+    Ack {
+        /// The batch.
+        batch: u64,
+        /// The task ids, as ranges.
+        acks: Acks,
+        /// An update, or part of a snapshot.
+        part: AckPart,
+    },
+    /// DONE (sink → ventilator): the batch is complete.
+    Done(BatchDone),
+    /// END (sink → workers): the batch is complete.
+    End {
+        /// The batch.
+        batch: u64,
+    },
+    /// KILL (anyone → workers): stop now.
+    Kill {
+        /// The batch (0 when it concerns none).
+        batch: u64,
+    },
+    /// WORKER_LOST (sink → ventilator).
+    WorkerLost(WorkerInfo),
+    /// GIVEN_UP (ventilator → sink): the ventilator's verdict on a task.
+    GivenUp {
+        /// The batch.
+        batch: u64,
+        /// The task.
+        task: u64,
+        /// Its last attempt.
+        attempt: u32,
+        /// Why it was given up.
+        reason: String,
+    },
+}
+
+/// Reads a JSON payload that is a [`WorkerInfo`], or `null`/`{}` for none.
+fn optional_info(payload: &[u8]) -> Result<Option<WorkerInfo>, DecodeError> {
+    match payload.trim_ascii() {
+        b"null" | b"{}" => Ok(None),
+        _ => from_json(payload, "worker info").map(Some),
+    }
+}
+
+/// Reads the records of a TASKS or RESULTS payload, each body with `read`.
+fn items<T>(
+    payload: &[u8],
+    count: u64,
+    read: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> Result<Vec<Item<T>>, DecodeError> {
+    Ok(split_records(payload, count)?
+        .into_iter()
+        .map(|r| Item {
+            task: r.task,
+            attempt: r.attempt,
+            body: read(r.body),
+        })
+        .collect())
+}
+
+fn read_task(body: &[u8]) -> Result<TaskBody, DecodeError> {
+    decode_task(body).map(|(sent_us, work)| TaskBody { sent_us, work })
+}
+
+impl Message {
+    /// Decodes a whole message (after any envelope: see
+    /// [`split_envelope`]). An error says why it is to be dropped; a body
+    /// of a task or result that cannot be read is not an error here but
+    /// the item's (see [`Item`]).
+    pub fn decode<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> Result<Message, DecodeError> {
+        let (h, p) = split(frames)?;
+        fn one<T>(h: Header, body: Result<T, DecodeError>) -> Vec<Item<T>> {
+            vec![Item {
+                task: h.task,
+                attempt: h.attempt,
+                body,
+            }]
+        }
+        Ok(match h.kind {
+            Kind::Task => Message::Tasks {
+                batch: h.batch,
+                tasks: one(h, read_task(p)),
+            },
+            Kind::Tasks => Message::Tasks {
+                batch: h.batch,
+                tasks: items(p, h.task, read_task)?,
+            },
+            Kind::Result => Message::Results {
+                batch: h.batch,
+                results: one(h, decode_result(p)),
+            },
+            Kind::Results => Message::Results {
+                batch: h.batch,
+                results: items(p, h.task, decode_result)?,
+            },
+            Kind::Hello => Message::Hello(from_json(p, "worker info")?),
+            Kind::Heartbeat => Message::Heartbeat(optional_info(p)?),
+            Kind::Bye => Message::Bye(optional_info(p)?),
+            Kind::Credit => {
+                let (worker, thread) = decode_credit(p)?;
+                Message::Credit(Credit {
+                    worker,
+                    thread,
+                    tasks: h.task,
+                    exact: h.attempt == 1,
+                })
+            }
+            Kind::Start => Message::Start(from_json(p, "batch info")?),
+            Kind::Status => Message::Status(from_json(p, "status")?),
+            Kind::Go => Message::Go { batch: h.batch },
+            Kind::Ack => Message::Ack {
+                batch: h.batch,
+                acks: Acks::decode(p)?,
+                part: if h.attempt == 1 {
+                    AckPart::Snapshot { more: h.task }
+                } else {
+                    AckPart::Update
+                },
+            },
+            Kind::Done => Message::Done(from_json(p, "done")?),
+            Kind::End => Message::End { batch: h.batch },
+            Kind::Kill => Message::Kill { batch: h.batch },
+            Kind::WorkerLost => Message::WorkerLost(from_json(p, "worker info")?),
+            Kind::GivenUp => Message::GivenUp {
+                batch: h.batch,
+                task: h.task,
+                attempt: h.attempt,
+                reason: String::from_utf8_lossy(p).into_owned(),
+            },
+        })
+    }
+
+    /// The message's kind (a TASKS or RESULTS of one item is sent as TASK
+    /// or RESULT).
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Tasks { tasks, .. } if tasks.len() == 1 => Kind::Task,
+            Message::Tasks { .. } => Kind::Tasks,
+            Message::Results { results, .. } if results.len() == 1 => Kind::Result,
+            Message::Results { .. } => Kind::Results,
+            Message::Hello(_) => Kind::Hello,
+            Message::Heartbeat(_) => Kind::Heartbeat,
+            Message::Bye(_) => Kind::Bye,
+            Message::Credit(_) => Kind::Credit,
+            Message::Start(_) => Kind::Start,
+            Message::Status(_) => Kind::Status,
+            Message::Go { .. } => Kind::Go,
+            Message::Ack { .. } => Kind::Ack,
+            Message::Done(_) => Kind::Done,
+            Message::End { .. } => Kind::End,
+            Message::Kill { .. } => Kind::Kill,
+            Message::WorkerLost(_) => Kind::WorkerLost,
+            Message::GivenUp { .. } => Kind::GivenUp,
+        }
+    }
+
+    /// Encodes the message: the header frame, then the payload frame if
+    /// its kind has one. (An item whose body is an error is written with
+    /// an empty body, which reads back as an error.) The hot paths encode
+    /// tasks and results into reused buffers with [`encode_task`],
+    /// [`encode_record`] and [`encode_result`] instead.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        let kind = self.kind();
+        let mut header = Header::bare(kind, 0);
+        let mut payload = Vec::new();
+        fn json<T: Serialize>(v: &T) -> Vec<u8> {
+            serde_json::to_vec(v).unwrap_or_default()
+        }
+        match self {
+            Message::Tasks { batch, tasks } => {
+                header.batch = *batch;
+                let mut body = Vec::new();
+                for t in tasks {
+                    body.clear();
+                    if let Ok(b) = &t.body {
+                        encode_task(&mut body, b.sent_us, &b.work);
+                    }
+                    if let [_] = tasks[..] {
+                        (header.task, header.attempt) = (t.task, t.attempt);
+                        payload = body.clone();
+                    } else {
+                        encode_record(&mut payload, t.task, t.attempt, &body);
+                    }
+                }
+                if tasks.len() != 1 {
+                    header.task = tasks.len() as u64;
+                }
+            }
+            Message::Results { batch, results } => {
+                header.batch = *batch;
+                let mut body = Vec::new();
+                for r in results {
+                    body.clear();
+                    if let Ok(b) = &r.body {
+                        encode_result(&mut body, b);
+                    }
+                    if let [_] = results[..] {
+                        (header.task, header.attempt) = (r.task, r.attempt);
+                        payload = body.clone();
+                    } else {
+                        encode_record(&mut payload, r.task, r.attempt, &body);
+                    }
+                }
+                if results.len() != 1 {
+                    header.task = results.len() as u64;
+                }
+            }
+            Message::Hello(info) | Message::WorkerLost(info) => payload = json(info),
+            Message::Heartbeat(info) | Message::Bye(info) => payload = json(info),
+            Message::Credit(c) => {
+                header.task = c.tasks;
+                header.attempt = u32::from(c.exact);
+                payload = encode_credit(c.worker, c.thread).to_vec();
+            }
+            Message::Start(info) => {
+                header.batch = info.batch;
+                payload = json(info);
+            }
+            Message::Status(s) => {
+                header.batch = s.batch.unwrap_or(0);
+                payload = json(s);
+            }
+            Message::Go { batch } | Message::End { batch } | Message::Kill { batch } => {
+                header.batch = *batch
+            }
+            Message::Ack { batch, acks, part } => {
+                header.batch = *batch;
+                if let AckPart::Snapshot { more } = part {
+                    (header.attempt, header.task) = (1, *more);
+                }
+                payload = acks.encode();
+            }
+            Message::Done(done) => {
+                header.batch = done.batch;
+                payload = json(done);
+            }
+            Message::GivenUp {
+                batch,
+                task,
+                attempt,
+                reason,
+            } => {
+                (header.batch, header.task, header.attempt) = (*batch, *task, *attempt);
+                payload = reason.as_bytes().to_vec();
+            }
+        }
+        let mut frames = vec![header.encode().to_vec()];
+        if kind.has_payload() {
+            frames.push(payload);
+        }
+        frames
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,5 +1195,171 @@ mod tests {
         let mut bad = buf.clone();
         bad[10] = 77;
         assert!(decode_result(&bad).is_err());
+    }
+
+    fn info() -> WorkerInfo {
+        WorkerInfo {
+            id: 9,
+            host: "h".into(),
+            pid: 1,
+            threads: 2,
+            dispatch: Dispatch::Credit,
+            heartbeat_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_through_its_frames() {
+        let body = ResultBody {
+            worker: 1,
+            thread: 0,
+            sent_us: 2,
+            duration_us: 3,
+            outcome: Outcome::ok(b"x".to_vec()),
+        };
+        let task = |t: u64| Item {
+            task: t,
+            attempt: 2,
+            body: Ok(TaskBody {
+                sent_us: 5,
+                work: Work::Sleep { ms: t },
+            }),
+        };
+        let result = |t: u64| Item {
+            task: t,
+            attempt: 1,
+            body: Ok(body.clone()),
+        };
+        let messages = [
+            Message::Tasks {
+                batch: 7,
+                tasks: vec![task(3)],
+            },
+            Message::Tasks {
+                batch: 7,
+                tasks: vec![task(3), task(4), task(9)],
+            },
+            Message::Results {
+                batch: 7,
+                results: vec![result(1)],
+            },
+            Message::Results {
+                batch: 7,
+                results: vec![result(1), result(2)],
+            },
+            Message::Hello(info()),
+            Message::Heartbeat(Some(info())),
+            Message::Heartbeat(None),
+            Message::Bye(Some(info())),
+            Message::Bye(None),
+            Message::Credit(Credit {
+                worker: 4,
+                thread: 3,
+                tasks: 10,
+                exact: true,
+            }),
+            Message::Start(BatchInfo {
+                batch: 7,
+                tasks: 100,
+                expected_ms: 5,
+                dispatch: Dispatch::Push,
+                resync: true,
+            }),
+            Message::Status(SinkStatus {
+                batch: Some(7),
+                ready: vec![info()],
+                received: 3,
+                refused: None,
+                instance: 11,
+            }),
+            Message::Go { batch: 7 },
+            Message::Ack {
+                batch: 7,
+                acks: Acks {
+                    ok: vec![0..3],
+                    failed: vec![5..6],
+                },
+                part: AckPart::Update,
+            },
+            Message::Ack {
+                batch: 7,
+                acks: Acks::default(),
+                part: AckPart::Snapshot { more: 2 },
+            },
+            Message::Done(BatchDone {
+                batch: 7,
+                ok: 1,
+                failed: 2,
+                elapsed_ms: 3.5,
+            }),
+            Message::End { batch: 7 },
+            Message::Kill { batch: 0 },
+            Message::WorkerLost(info()),
+            Message::GivenUp {
+                batch: 7,
+                task: 8,
+                attempt: 4,
+                reason: "lost 4 times".into(),
+            },
+        ];
+        for m in messages {
+            let frames = m.frames();
+            assert_eq!(Header::decode(&frames[0]).unwrap().kind, m.kind());
+            assert_eq!(Message::decode(&frames).unwrap(), m, "{:?}", m.kind());
+        }
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_read_stays_with_its_task_id() {
+        let head = Header {
+            kind: Kind::Task,
+            attempt: 3,
+            batch: 1,
+            task: 42,
+        }
+        .encode();
+        let Message::Tasks { tasks, .. } = Message::decode(&[&head[..], b"junk"]).unwrap() else {
+            panic!("not tasks");
+        };
+        assert_eq!((tasks[0].task, tasks[0].attempt), (42, 3));
+        assert!(tasks[0].body.is_err());
+        // A RESULTS whose count disagrees with its records is dropped whole.
+        let mut bad = Message::Results {
+            batch: 1,
+            results: vec![],
+        }
+        .frames();
+        bad[0] = Header {
+            kind: Kind::Results,
+            attempt: 0,
+            batch: 1,
+            task: 2,
+        }
+        .encode()
+        .to_vec();
+        assert!(Message::decode(&bad).is_err());
+        // Another role's heartbeat payload that is neither info nor null.
+        let hb = Header::bare(Kind::Heartbeat, 0).encode();
+        assert!(Message::decode(&[&hb[..], b"[1]"]).is_err());
+    }
+
+    #[test]
+    fn the_ack_forms_follow_the_header_convention() {
+        let update = Message::Ack {
+            batch: 1,
+            acks: Acks::default(),
+            part: AckPart::Update,
+        }
+        .frames();
+        let h = Header::decode(&update[0]).unwrap();
+        assert_eq!((h.attempt, h.task), (0, 0));
+        let last = Message::Ack {
+            batch: 1,
+            acks: Acks::default(),
+            part: AckPart::Snapshot { more: 0 },
+        }
+        .frames();
+        let h = Header::decode(&last[0]).unwrap();
+        assert_eq!((h.attempt, h.task), (1, 0));
     }
 }

@@ -83,6 +83,19 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Writes `value` as one line of JSON to `path`, whole or not at all: it is
+/// written beside the file and renamed over it, so whoever waits for a
+/// report (a script, a test) never reads half of one. The one way every
+/// role writes a report file.
+pub fn write_json_file<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +114,16 @@ mod tests {
             vec!["a".into(), "1000".into()],
         ]);
         assert_eq!(t, "  worker  tasks\n  a        1000\n");
+    }
+
+    #[test]
+    fn a_report_file_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_json_file(&path, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let missing = dir.path().join("no/such/dir/r.json");
+        assert!(write_json_file(&missing, &1).is_err());
     }
 }

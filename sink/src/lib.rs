@@ -855,9 +855,23 @@ impl State<'_> {
                     ),
                 ),
             },
-            // A failed result the ventilator sends for a task it gave up.
-            Kind::Result => {
-                if let Err(e) = self.on_result(header.batch, header.task, header.attempt, payload) {
+            // The ventilator's verdict on a task it gave up: a failed result.
+            Kind::GivenUp => {
+                let mut body = Vec::new();
+                protocol::encode_result(
+                    &mut body,
+                    &protocol::ResultBody {
+                        worker: 0,
+                        thread: 0,
+                        sent_us: 0,
+                        duration_us: 0,
+                        outcome: common::work::Outcome::failed(
+                            Status::Failed,
+                            String::from_utf8_lossy(payload).into_owned(),
+                        ),
+                    },
+                );
+                if let Err(e) = self.on_result(header.batch, header.task, header.attempt, &body) {
                     log::error!("cannot write a result: {e}");
                 }
             }

@@ -71,10 +71,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::drops::Drops;
 use common::protocol::{
-    self, Acks, BatchDone, BatchInfo, Dispatch, Header, Kind, ResultBody, SinkStatus, WorkerInfo,
+    self, Acks, BatchDone, BatchInfo, Dispatch, Header, Kind, SinkStatus, WorkerInfo,
 };
 use common::sockets::{self, HandshakeWatch, Recv};
-use common::work::{Outcome, Status, Work};
+use common::work::Work;
 use common::{Action, Endpoints, Shutdown};
 use serde::Serialize;
 
@@ -820,36 +820,23 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Sends the sink the failed results of tasks given up.
+    /// Tells the sink of the tasks given up (GIVEN_UP), each with why.
     fn send_owed(&mut self) {
         if !self.announced || self.ledger.owed.is_empty() {
             return;
         }
-        let mut body = Vec::new();
         let owed = std::mem::take(&mut self.ledger.owed);
         let mut left = owed.into_iter();
         while let Some((task, attempt, reason)) = left.next() {
-            body.clear();
-            protocol::encode_result(
-                &mut body,
-                &ResultBody {
-                    worker: 0,
-                    thread: 0,
-                    sent_us: 0,
-                    duration_us: 0,
-                    outcome: Outcome::failed(Status::Failed, reason.clone()),
-                },
-            );
-            let head = Header {
-                kind: Kind::Result,
-                attempt,
+            let verdict = protocol::Message::GivenUp {
                 batch: self.info.batch,
                 task,
-            }
-            .encode();
+                attempt,
+                reason: reason.clone(),
+            };
             if let Err(zmq::Error::EAGAIN | zmq::Error::EINTR) = self
                 .feedback
-                .send_multipart([&head[..], &body[..]], zmq::DONTWAIT)
+                .send_multipart(verdict.frames(), zmq::DONTWAIT)
             {
                 // The sink is slow or away: the rest go next time round.
                 self.ledger.owed.push((task, attempt, reason));
