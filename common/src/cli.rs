@@ -62,6 +62,7 @@ pub struct SocketArgs {
     /// the sender's connection.
     #[arg(long, env = "ZPIPE_MAX_MSG_SIZE", default_value_t = 16 << 20)]
     pub max_msg_size: i64,
+    /// The security flags (`--allow`, PLAIN, CURVE).
     #[command(flatten)]
     pub security: crate::security::SecurityArgs,
 }

@@ -1,10 +1,11 @@
 //! A wall clock for hot paths: read once every few messages.
 //!
-//! The guide's brokers read the clock once per loop, not once per message:
-//! at millions of messages a second the system call shows. Tasks sent (or
-//! results received) in one burst leave (or arrive) within microseconds of
-//! each other, so one reading serves a few of them; [`Coarse::refresh`]
-//! starts each burst with a fresh one.
+//! At millions of messages a second, reading the clock for each one is a
+//! visible cost (the ventilator measured it when it stamped every task).
+//! Tasks sent (or results received) in one burst leave (or arrive) within
+//! microseconds of each other, so one reading serves a few of them, as a
+//! poll loop keeps one reading per pass; [`Coarse::refresh`] starts each
+//! burst with a fresh one.
 
 /// Microseconds since the Unix epoch, read afresh every `every` calls.
 #[derive(Debug, Clone)]

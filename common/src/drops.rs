@@ -3,8 +3,8 @@
 //! Every bound socket faces the network, so garbage is expected: a port
 //! scanner, a peer of another version, a classic-mode role on a default-mode
 //! port. Each dropped message is counted by reason; the first of each reason is
-//! logged, and after that at most one summary line every few seconds, so a
-//! flood cannot flood the log.
+//! logged, and after that at most one line every five seconds, saying how many
+//! went unlogged since the last, so a flood cannot flood the log.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

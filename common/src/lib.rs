@@ -1,33 +1,50 @@
 //! Shared parts of zpipe's roles: endpoints, the wire protocol, socket set-up,
-//! shutdown, logging and reports. No role logic lives here.
+//! security, shutdown, logging and reports. No role logic lives here.
 //!
 //! zpipe is ZeroMQ's parallel pipeline ("Divide and Conquer" in the guide): a
-//! **ventilator** binds a PUSH socket and deals tasks, **workers** connect a PULL
-//! socket to it and a PUSH socket to the **sink**, which binds a PULL socket and
-//! collects the results. The stable parts (ventilator, sink) bind; the dynamic
-//! parts (workers) connect, so any number of workers can come and go.
+//! **ventilator** hands out a batch of tasks, **workers** do them, and a
+//! **sink** collects the results. By default tasks go by *credit*: each worker
+//! thread's DEALER tells the ventilator's ROUTER how many tasks it can take,
+//! so the least busy thread gets the next one (the guide's load-balancing
+//! broker); `--dispatch push` is the guide's own PUSH → PULL round-robin.
+//! Results go from each worker's PUSH to the sink's PULL; the sink publishes
+//! END on a PUB to the workers' SUB. The ventilator's DEALER and the sink's
+//! ROUTER keep each other in step on the feedback link (START, STATUS, GO,
+//! ACK, WORKER_LOST, GIVEN_UP, DONE). The stable parts (ventilator, sink)
+//! bind; the dynamic parts (workers) connect, so any number of workers can
+//! come and go.
 //!
-//! Every socket made here has a bounded linger (libzmq's default is to wait
-//! forever on close, which would hang the process exit), a high-water mark and
-//! a maximum message size, because every bound socket faces the network.
+//! Every socket made by [`sockets::socket`] has a bounded linger (libzmq's
+//! default is to wait forever on close, which would hang the process exit), a
+//! high-water mark and a maximum message size, because every bound socket
+//! faces the network.
 //!
 //! # Layout
 //!
 //! - [`endpoint`]: `@bind` / `>connect` endpoint lists in CZMQ's convention,
 //!   validated before any socket exists, and attached with clear errors.
-//! - [`protocol`]: the versioned multipart wire format (header frame + payload).
+//! - [`protocol`]: the versioned multipart wire format (header frame +
+//!   payload), the one place it is written down: every kind, the ACK
+//!   update/snapshot convention, GIVEN_UP; every message decoded once into
+//!   [`protocol::Message`], which the roles `match` on.
 //! - [`work`]: what a task asks for ([`work::Work`]) and what comes back
 //!   ([`work::Outcome`]).
 //! - [`sockets`]: socket set-up (linger, HWM, message size, ZMTP heartbeats),
 //!   handshake monitoring, and receive helpers that treat `ETERM` as a stop.
+//! - [`security`]: the `--allow`, PLAIN and CURVE flags, and the ZAP handler
+//!   that carries them out.
 //! - [`shutdown`]: a cloneable stop flag wired to SIGINT/SIGTERM.
-//! - [`drops`]: counting and rate-limited logging of frames that are dropped.
-//! - [`report`]: latency histograms and plain-text tables.
-//! - [`cli`]: logging set-up and exit codes shared by the binaries.
-//! - [`clock`]: a wall clock read once every few messages on hot paths.
-//! - [`security`]: the ZAP handler, PLAIN and CURVE.
-//! - `testing` (feature `testing`, for the crates' tests only): bounded
-//!   waits, signals, free ports, a child's log read line by line.
+//! - [`drops`]: counting and rate-limited logging of messages that are dropped.
+//! - [`clock`]: [`clock::Coarse`], a wall clock read once every few messages
+//!   on hot paths.
+//! - [`report`]: latency histograms, plain-text tables, and
+//!   [`report::write_json_file`], the one way a report file is written.
+//! - [`cli`]: logging set-up, exit codes, durations and the socket flags
+//!   ([`cli::SocketArgs`]) shared by the binaries.
+//! - `testing` (feature `testing`, which only dev-dependencies turn on):
+//!   bounded waits, signals, free ports, a child's log read line by line.
+//! - Here: the crate's [`Error`], [`now_micros`] (timestamps carried on the
+//!   wire) and [`hostname`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

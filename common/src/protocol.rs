@@ -9,13 +9,21 @@
 //!   2  1  version  1
 //!   3  1  kind     see below
 //!   4  4  attempt  u32, 1 for the first delivery of a task
-//!   8  8  batch    u64, chosen at random by the ventilator for each batch
+//!   8  8  batch    u64, the batch id: a fingerprint of the batch's tasks
 //!  16  8  task     u64, the task's index in the batch (0-based, input order)
 //! ```
 //!
+//! The batch id is a hash of the tasks (their bodies, stages and
+//! dependencies: `Plan::fingerprint` in the ventilator), never 0, not a random
+//! number: the same tasks make the same id, so a ventilator restarted with
+//! `--resume` and a sink that read back its output recognise each other's
+//! batch. Messages about no task carry `attempt` 0 and `task` 0; CREDIT,
+//! TASKS, RESULTS and ACK give the two fields other meanings, said in the
+//! table below.
+//!
 //! | kind | name | direction | socket pair | payload |
 //! |---|---|---|---|---|
-//! | 1 | TASK | ventilator → worker | PUSH → PULL, or ROUTER → DEALER | task body (below) |
+//! | 1 | TASK | ventilator → worker | ROUTER → DEALER (credit dispatch, the default), or PUSH → PULL (push) | task body (below) |
 //! | 2 | RESULT | worker → sink | PUSH → PULL | result body (below) |
 //! | 3 | HELLO | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
 //! | 4 | HEARTBEAT | worker → sink | PUSH → PULL | JSON [`WorkerInfo`] |
@@ -40,11 +48,18 @@
 //! results come from workers only, on the result socket.
 //!
 //! **ACK, two forms.** An *update* (header `attempt` 0, `task` 0) names the
-//! results written since the last one, at least every 10 ms. A *snapshot*
-//! (header `attempt` 1) is the sink's whole account of the batch, sent to a
-//! ventilator new to it or that asked (START with `resync`); it may take
+//! results written since the last update: the sink sends one every 10 ms
+//! while results come in (sooner once 2048 ids wait), and always before a
+//! STATUS, so that STATUS's `received` never counts a result the ventilator
+//! was not told of (a count ahead of the ventilator's own means ACKs were
+//! lost). A *snapshot* (header `attempt` 1) is the sink's whole account of
+//! the batch, sent in answer to a START from a ventilator it did not know (a
+//! new batch, or a new routing id) or that asked (`resync`); it may take
 //! several ACKs, each header's `task` saying how many parts follow, so the
-//! part with `task` 0 ends it. [`AckPart`] is this convention as a type.
+//! part with `task` 0 ends it, and the ventilator applies the parts together
+//! when that one arrives. Either form names only results the sink has
+//! already handed to the operating system. [`AckPart`] is this convention
+//! as a type.
 //!
 //! **Envelope.** On the credit path a worker's DEALER puts an empty delimiter
 //! frame before the header, like a REQ socket: the ventilator's ROUTER (and
@@ -63,10 +78,12 @@
 //! the rest as the error text.
 //!
 //! **RESULTS payload**: records of `task u64`, `attempt u32`, `len u32`, then
-//! `len` bytes of result body. A worker packs the results of cheap tasks this
-//! way while more tasks are already waiting for it (at most 64, and never
-//! holding a result back for more than a millisecond), so that a flood of tiny
-//! tasks does not cost one message per result.
+//! `len` bytes of result body. A worker packs results this way only behind
+//! cheap tasks (under a millisecond) while more tasks are already waiting
+//! for it: at most 64 in one message, never more than `--max-msg-size`, and
+//! never holding a result back for more than a millisecond, so that a flood
+//! of tiny tasks does not cost one message per result. A lone result goes
+//! as a RESULT.
 //!
 //! **Decoded form.** [`Message::decode`] turns a message into a [`Message`],
 //! the one typed form the roles `match` on, and [`Message::frames`] writes
@@ -75,7 +92,9 @@
 //!
 //! A receiver drops and counts (never crashes on) a message that is empty,
 //! lacks the magic, carries another version, has an unknown kind, the wrong
-//! number of frames, or a payload too short for its kind. A peer of another
+//! number of frames, or a payload too short or malformed for its kind (a
+//! task or result body that cannot be read is its [`Item`]'s error, not the
+//! message's: the task id is still good). A peer of another
 //! version is named in the log, so old and new roles refuse each other in words.
 //! Classic mode (`--classic`) speaks the guide's format instead: see the README.
 
@@ -96,22 +115,48 @@ pub const RESULT_FIXED_LEN: usize = 36;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Kind {
+    /// TASK: one task, ventilator → worker (ROUTER → DEALER, or PUSH → PULL).
     Task = 1,
+    /// RESULT: one result, worker → sink (PUSH → PULL).
     Result = 2,
+    /// HELLO: a worker has joined, worker → sink (and → ventilator in credit
+    /// dispatch).
     Hello = 3,
+    /// HEARTBEAT: a worker is alive; in credit dispatch the ventilator
+    /// answers each one (Paranoid Pirate).
     Heartbeat = 4,
+    /// CREDIT: a worker thread can take more tasks, DEALER → ventilator's
+    /// ROUTER.
     Credit = 5,
+    /// START: the ventilator announces its batch to the sink (DEALER →
+    /// ROUTER).
     Start = 6,
+    /// STATUS: the sink's batch, ready workers and count, to the ventilator.
     Status = 7,
+    /// GO: the ventilator's first task is about to leave; the sink starts
+    /// its clock.
     Go = 8,
+    /// ACK: task ids whose results the sink has written, to the ventilator.
     Ack = 9,
+    /// DONE: the sink has every result of the batch, to the ventilator.
     Done = 10,
+    /// END: the batch is complete, sink → workers (PUB → SUB); they exit 0.
     End = 11,
+    /// KILL: stop now, any publisher → workers (PUB → SUB).
     Kill = 12,
+    /// WORKER_LOST: the sink has not heard from a worker for
+    /// `--worker-timeout`, to the ventilator.
     WorkerLost = 13,
+    /// BYE: a worker leaving, or the ventilator telling the sink that DONE
+    /// reached it.
     Bye = 14,
+    /// RESULTS: several results of one batch in one message, worker → sink.
     Results = 15,
+    /// TASKS: several tasks for one credited worker thread in one message,
+    /// ventilator ROUTER → worker DEALER.
     Tasks = 16,
+    /// GIVEN_UP: the ventilator's verdict on a task it will not send again,
+    /// to the sink (DEALER → ROUTER).
     GivenUp = 17,
 }
 
@@ -149,24 +194,37 @@ impl Kind {
 /// Why a message was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No frame, or an empty first frame.
     #[error("empty message")]
     Empty,
+    /// The first frame does not start with the magic `ZP`: a classic-mode
+    /// peer, a port scanner, another protocol.
     #[error("not a zpipe message (no \"ZP\" magic; a classic-mode peer?)")]
     NotZpipe,
+    /// A zpipe header of another protocol version (carried here).
     #[error(
         "protocol version {0} from the peer, this build speaks version {VERSION}: upgrade the older side"
     )]
     Version(u8),
+    /// A kind byte this version does not know (carried here).
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
+    /// Not the number of frames the kind has (header, then a payload or
+    /// none).
     #[error("{kind:?} message with {got} frames, expected {expected}")]
     Frames {
+        /// The kind the header names.
         kind: Kind,
+        /// Frames that kind has.
         expected: usize,
+        /// Frames that came.
         got: usize,
     },
+    /// A header or payload shorter than its fields; names which part.
     #[error("{0} is truncated")]
     Truncated(&'static str),
+    /// A payload that cannot be read (bad JSON, an unknown tag, a count that
+    /// disagrees with the records, trailing bytes); says what.
     #[error("malformed {0}")]
     Malformed(String),
 }
@@ -186,12 +244,20 @@ impl DecodeError {
     }
 }
 
-/// The header frame.
+/// The header frame: the first frame of every message (see the module doc
+/// for its bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// What the message is, and so what its payload holds.
     pub kind: Kind,
+    /// Which delivery of the task this is, 1 for the first; CREDIT: 1 when
+    /// the count is exact; ACK: 1 for a snapshot part; else 0.
     pub attempt: u32,
+    /// The batch id, a fingerprint of its tasks (0 where a message concerns
+    /// no batch).
     pub batch: u64,
+    /// The task's index in the batch; CREDIT: tasks asked for; TASKS,
+    /// RESULTS: how many records; ACK snapshot: parts still to come; else 0.
     pub task: u64,
 }
 
@@ -206,6 +272,7 @@ impl Header {
         }
     }
 
+    /// The header's 24 bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..2].copy_from_slice(&MAGIC);
@@ -217,6 +284,8 @@ impl Header {
         out
     }
 
+    /// Reads a header frame: magic first, then version, then length and
+    /// kind, so a peer of another version is named as such.
     pub fn decode(frame: &[u8]) -> Result<Header, DecodeError> {
         if frame.is_empty() {
             return Err(DecodeError::Empty);
@@ -362,10 +431,16 @@ pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
 /// A result as it travels from worker to sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultBody {
+    /// The worker process that ran the task ([`WorkerInfo::id`]; 0 on a
+    /// GIVEN_UP the sink turns into a result, named "ventilator").
     pub worker: u64,
+    /// The worker thread within it.
     pub thread: u16,
+    /// The task's `sent_us`, echoed: the sink measures latency from it.
     pub sent_us: u64,
+    /// How long the task body ran on the worker, in µs.
     pub duration_us: u64,
+    /// How it ended, and what it printed.
     pub outcome: Outcome,
 }
 
@@ -435,10 +510,12 @@ pub fn encode_record(out: &mut Vec<u8>, task: u64, attempt: u32, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// One result inside a RESULTS payload.
+/// One record of a RESULTS (or TASKS) payload, its body not yet read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultRecord<'a> {
+    /// The task's index in the batch.
     pub task: u64,
+    /// Which delivery of the task it answers (1 for the first).
     pub attempt: u32,
     /// A result body, see [`decode_result`].
     pub body: &'a [u8],
@@ -486,11 +563,14 @@ pub fn split_records(payload: &[u8], count: u64) -> Result<Vec<ResultRecord<'_>>
 pub struct WorkerInfo {
     /// Random per process; results name their worker by it.
     pub id: u64,
+    /// The worker's host name.
     pub host: String,
+    /// The worker's process id on that host.
     pub pid: u32,
     /// Tasks it runs at once.
     pub threads: u32,
-    /// How it takes tasks.
+    /// How it takes tasks (push when absent: workers older than credit
+    /// dispatch do not say).
     #[serde(default = "Dispatch::push")]
     pub dispatch: Dispatch,
     /// How often it says HEARTBEAT, in ms.
@@ -538,10 +618,15 @@ impl Dispatch {
 /// What the ventilator tells the sink about a batch (START).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchInfo {
+    /// The batch id, the tasks' fingerprint.
     pub batch: u64,
+    /// How many tasks: the sink's batch is complete when it holds a result
+    /// for each id below this.
     pub tasks: u64,
     /// Sum of the known costs (`sleep` workloads), in ms.
     pub expected_ms: u64,
+    /// How the ventilator hands tasks out. The sink only carries it; the
+    /// ventilator itself checks each ready worker's [`WorkerInfo::dispatch`].
     pub dispatch: Dispatch,
     /// Asks the sink to say again everything it holds (the ventilator
     /// thinks acknowledgements were lost).
@@ -549,7 +634,8 @@ pub struct BatchInfo {
     pub resync: bool,
 }
 
-/// What the sink tells the ventilator while it waits (STATUS).
+/// What the sink tells the ventilator (STATUS): in answer to START, then
+/// every 200 ms while it collects the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SinkStatus {
     /// The batch the sink is collecting (it may be another ventilator's).
@@ -570,9 +656,13 @@ pub struct SinkStatus {
 /// The sink's word that a batch is complete (DONE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchDone {
+    /// The batch id.
     pub batch: u64,
+    /// Tasks whose result is `ok`.
     pub ok: u64,
+    /// Tasks whose result is anything else (given up ones included).
     pub failed: u64,
+    /// From GO to the last result, in ms.
     pub elapsed_ms: f64,
 }
 
@@ -610,7 +700,10 @@ pub fn decode_credit(payload: &[u8]) -> Result<(u64, u16), DecodeError> {
 /// half-open ranges, the ones that succeeded apart from the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acks {
+    /// Tasks whose result is `ok`: the ventilator may release what waits
+    /// for them.
     pub ok: Vec<std::ops::Range<u64>>,
+    /// Tasks whose result is anything else: what waits for them fails too.
     pub failed: Vec<std::ops::Range<u64>>,
 }
 
@@ -632,10 +725,12 @@ impl Acks {
         out
     }
 
+    /// Whether it names no task.
     pub fn is_empty(&self) -> bool {
         self.ok.is_empty() && self.failed.is_empty()
     }
 
+    /// The ACK payload: the two counts, then the ranges, ok ones first.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(8 + 16 * (self.ok.len() + self.failed.len()));
         b.extend_from_slice(&(self.ok.len() as u32).to_le_bytes());
@@ -647,6 +742,8 @@ impl Acks {
         b
     }
 
+    /// Reads an ACK payload; refuses more than [`Acks::MAX_RANGES`] ranges,
+    /// a length that disagrees with the counts, and empty ranges.
     pub fn decode(payload: &[u8]) -> Result<Acks, DecodeError> {
         let mut r = Reader {
             buf: payload,
@@ -1276,8 +1373,8 @@ mod tests {
             Message::Ack {
                 batch: 7,
                 acks: Acks {
-                    ok: vec![0..3],
-                    failed: vec![5..6],
+                    ok: vec![0..3, 10..12],
+                    failed: vec![5..6, 7..8],
                 },
                 part: AckPart::Update,
             },

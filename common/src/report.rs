@@ -1,4 +1,5 @@
-//! Pieces of the end-of-run reports: latency percentiles and aligned tables.
+//! Pieces of the end-of-run reports: latency percentiles, aligned tables, and
+//! the one way a report file is written ([`write_json_file`]).
 
 use serde::Serialize;
 
@@ -18,20 +19,26 @@ impl Default for Latency {
 /// p50, p99 and max of a [`Latency`], in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Percentiles {
+    /// The median.
     pub p50_ms: f64,
+    /// The 99th percentile.
     pub p99_ms: f64,
+    /// The largest.
     pub max_ms: f64,
 }
 
 impl Latency {
+    /// Records one duration in µs (0 counts as 1).
     pub fn record_us(&mut self, us: u64) {
         let _ = self.0.record(us.max(1));
     }
 
+    /// How many durations were recorded.
     pub fn count(&self) -> u64 {
         self.0.len()
     }
 
+    /// p50, p99 and max so far; all 0 when nothing was recorded.
     pub fn percentiles(&self) -> Percentiles {
         if self.0.is_empty() {
             return Percentiles::default();

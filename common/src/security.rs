@@ -27,7 +27,9 @@
 //!
 //! Which side a socket is follows from how it attaches: a socket whose
 //! endpoints bind is a server, one whose endpoints connect is a client.
-//! Denied peers are logged (the first ones of each kind, then counted).
+//! Denied peers are counted ([`Security::denied`]) and logged: the first 20
+//! one by one, then one line at each power of two, so a flood cannot flood
+//! the log.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -69,7 +71,10 @@ pub struct SecurityArgs {
 /// A CURVE key pair, binary.
 #[derive(Clone)]
 pub struct KeyPair {
+    /// The public key: what peers are given (`--curve-server-key`,
+    /// `--curve-clients`).
     pub public: [u8; 32],
+    /// The secret key: stays in the key file, never logged.
     pub secret: [u8; 32],
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Shutdown(Arc<AtomicBool>);
 
 impl Shutdown {
+    /// A flag not yet raised.
     pub fn new() -> Self {
         Self::default()
     }

@@ -68,6 +68,7 @@ pub fn socket(
 /// What a receive with a timeout brought.
 #[derive(Debug)]
 pub enum Recv<T> {
+    /// A message (or, from a monitor, an event) arrived.
     Message(T),
     /// Nothing arrived within the timeout.
     Timeout,
@@ -259,6 +260,8 @@ pub struct HandshakeWatch {
 }
 
 impl HandshakeWatch {
+    /// Starts watching `socket` (before it binds or connects, so no
+    /// connection is missed); a connection is stalled after `grace`.
     pub fn new(ctx: &zmq::Context, socket: &zmq::Socket, grace: Duration) -> Result<Self, Error> {
         Ok(HandshakeWatch {
             monitor: Monitor::connections(ctx, socket)?,

@@ -4,21 +4,32 @@ use serde::{Deserialize, Serialize};
 
 /// The body of one task.
 ///
-/// Input files and stdin give one task per line: a plain line is an [`Work::Exec`]
-/// command; a JSON object names its kind (`{"kind":"sleep","ms":10}`, see
-/// [`Work`]'s serde form).
+/// Input files and stdin give one task per line: a plain line is an
+/// [`Work::Exec`] command (or, with the ventilator's `--plain sleep` or
+/// `--plain data`, a sleep or a data task); a JSON object names its kind
+/// (`{"kind":"sleep","ms":10}`, see [`Work`]'s serde form). On the wire it
+/// is the task body of [`crate::protocol`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Work {
     /// Do nothing and reply at once (measures the pipeline itself).
     Noop,
     /// Sleep this many milliseconds: the guide's workload.
-    Sleep { ms: u64 },
+    Sleep {
+        /// How long, in ms.
+        ms: u64,
+    },
     /// Count the primes in `from..to` by trial division: CPU-bound work that
     /// scales with cores.
-    Primes { from: u64, to: u64 },
+    Primes {
+        /// The first number tried.
+        from: u64,
+        /// One past the last number tried.
+        to: u64,
+    },
     /// Run a shell command (`sh -c`), capturing exit code, stdout and stderr.
     Exec {
+        /// The command line, given to `sh -c` as it is.
         command: String,
         /// Kill the command's whole process group after this long; the
         /// worker's `--exec-timeout` when absent.
@@ -26,7 +37,10 @@ pub enum Work {
         timeout_ms: Option<u64>,
     },
     /// Opaque data for a user's own handler (see the `worker` crate).
-    Data { data: serde_json::Value },
+    Data {
+        /// Any JSON value; the handler decides what it means.
+        data: serde_json::Value,
+    },
 }
 
 impl Work {
@@ -95,6 +109,7 @@ impl Status {
 /// What a task body produced: the part of a result the handler decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// How the task ended.
     pub status: Status,
     /// The exit code of an `exec` command, when it exited normally.
     pub exit_code: Option<i32>,
