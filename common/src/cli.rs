@@ -80,3 +80,55 @@ impl SocketArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        socket: SocketArgs,
+    }
+
+    #[test]
+    fn durations_are_written_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        let e = duration("5 parsecs").unwrap_err();
+        assert!(e.contains("write e.g. 250ms"), "{e}");
+        assert!(duration("").is_err());
+    }
+
+    #[test]
+    fn usage_errors_exit_2_through_any_context_and_others_1() {
+        use anyhow::Context;
+        let usage = || Err(crate::Error::Usage("bad flag".into()));
+        let code = |r| exit::<crate::Error>(r, "test");
+        assert_eq!(code(Ok(ExitCode::from(130))), ExitCode::from(130));
+        assert_eq!(code(usage().context("reading flags")), ExitCode::from(2));
+        let zmq = crate::Error::zmq("polling", zmq::Error::EFAULT);
+        assert_eq!(code(Err(zmq.into())), ExitCode::from(1));
+        assert_eq!(code(Err(anyhow::anyhow!("disk full"))), ExitCode::from(1));
+    }
+
+    #[test]
+    fn socket_flags_default_to_the_tuning_and_refuse_two_mechanisms() {
+        let f = Flags::try_parse_from(["test"]).unwrap();
+        let t = f.socket.tuning().unwrap();
+        let d = crate::sockets::Tuning::default();
+        assert_eq!((t.hwm, t.max_msg_size), (d.hwm, d.max_msg_size));
+        assert_eq!((t.linger, t.heartbeat), (d.linger, d.heartbeat));
+        assert!(t.security.is_none(), "no flag, no security");
+        let f = Flags::try_parse_from(["test", "--hwm", "7", "--max-msg-size", "4096"]).unwrap();
+        let t = f.socket.tuning().unwrap();
+        assert_eq!((t.hwm, t.max_msg_size), (7, 4096));
+        let f = Flags::try_parse_from(["test", "--allow", "10.0.0.0/8"]).unwrap();
+        assert!(f.socket.tuning().unwrap().security.is_some());
+        let f = Flags::try_parse_from(["test", "--auth-file", "u", "--curve-secret", "k"]).unwrap();
+        assert!(f.socket.tuning().unwrap_err().is_usage());
+    }
+}

@@ -46,6 +46,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_zero_reads_the_clock_each_time() {
+        let mut c = Coarse::new(0);
+        let first = c.now_us();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(c.now_us() > first, "every call reads afresh");
+    }
+
+    #[test]
     fn one_reading_serves_a_burst_and_refresh_starts_another() {
         let mut c = Coarse::new(3);
         let first = c.now_us();

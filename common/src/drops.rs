@@ -54,9 +54,35 @@ impl Drops {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_of_each_reason_is_logged_then_one_line_every_five_seconds() {
+        let mut d = Drops::default();
+        d.note("results", "garbage", "x");
+        let first = d.last_log.expect("the first drop is logged");
+        assert_eq!(d.unlogged, 0);
+        for _ in 0..3 {
+            d.note("results", "garbage", "x");
+        }
+        assert_eq!(
+            d.unlogged, 3,
+            "repeats within five seconds are only counted"
+        );
+        assert_eq!(d.last_log, Some(first));
+        // Five seconds later the next one is logged, with the count.
+        d.last_log = Instant::now().checked_sub(LOG_EVERY);
+        d.note("results", "garbage", "x");
+        assert_eq!(d.unlogged, 0);
+        assert!(d.last_log.is_some_and(|t| t.elapsed() < LOG_EVERY));
+        d.note("results", "garbage", "x");
+        assert_eq!(d.unlogged, 1);
+        assert_eq!(d.by_reason()["garbage"], 6, "every drop is counted");
+    }
+
     #[test]
     fn counts_by_reason() {
-        let mut d = super::Drops::default();
+        let mut d = Drops::default();
         for _ in 0..1000 {
             d.note("results", "garbage", "x");
         }

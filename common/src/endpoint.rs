@@ -294,6 +294,74 @@ mod tests {
     }
 
     #[test]
+    fn display_and_parse_round_trip() {
+        for text in [
+            "tcp://*:5557",
+            "@tcp://127.0.0.1:*",
+            ">tcp://10.0.0.2:5557",
+            ">tcp://[::1]:5557",
+            "@tcp://eth0;10.0.0.1:5557",
+            "@ipc:///tmp/zpipe-tasks",
+            ">inproc://tasks",
+            "@tcp://*:5557,>tcp://hub:5558,ipc:///tmp/x",
+        ] {
+            let eps: Endpoints = text.parse().unwrap();
+            assert_eq!(eps.to_string(), text);
+            assert_eq!(eps.to_string().parse::<Endpoints>().unwrap(), eps);
+            for ep in &eps.0 {
+                assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), *ep);
+            }
+        }
+        // Blanks around entries and empty entries are dropped, so the text
+        // written back is the canonical form.
+        let eps: Endpoints = " @tcp://*:1 ,, >tcp://h:2 ,".parse().unwrap();
+        assert_eq!(eps.to_string(), "@tcp://*:1,>tcp://h:2");
+        for empty in [",", " , ", "   "] {
+            let err = empty.parse::<Endpoints>().unwrap_err();
+            assert!(err.to_string().contains("no endpoint"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_natural_action_applies_where_none_is_written() {
+        let eps: Endpoints = "tcp://*:5557,>tcp://h:1".parse().unwrap();
+        assert!(eps.any_bind(Action::Bind));
+        assert!(!eps.any_bind(Action::Connect));
+        assert!(
+            "@ipc:///tmp/x"
+                .parse::<Endpoints>()
+                .unwrap()
+                .any_bind(Action::Connect)
+        );
+        let one = Endpoints::single("tcp://h:1");
+        assert_eq!((one.0.len(), one.0[0].action), (1, None));
+    }
+
+    #[test]
+    fn with_security_a_socket_either_binds_or_connects() {
+        let args = crate::security::SecurityArgs {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        let sec = crate::security::Security::from_args(&args)
+            .unwrap()
+            .unwrap();
+        let ctx = zmq::Context::new();
+        let s = ctx.socket(zmq::PULL).unwrap();
+        s.set_linger(0).unwrap();
+        let mixed: Endpoints = "@tcp://127.0.0.1:*,>tcp://127.0.0.1:1".parse().unwrap();
+        let err = mixed
+            .attach_secured(&s, Action::Bind, "results", Some(&sec))
+            .unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("both binds and connects"),
+            "{err}"
+        );
+        // The same list without security flags is fine.
+        assert_eq!(mixed.attach(&s, Action::Bind, "results").unwrap().len(), 2);
+    }
+
+    #[test]
     fn refuses_bad_text() {
         for text in [
             "",

@@ -1162,6 +1162,22 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_reads_back_from_its_byte() {
+        let known: Vec<Kind> = (0..=255).filter_map(Kind::from_u8).collect();
+        assert_eq!(known.len(), 17, "kinds 1 to 17");
+        for (i, k) in known.iter().enumerate() {
+            assert_eq!(*k as u8, i as u8 + 1, "{k:?}");
+            let h = Header::bare(*k, 5);
+            assert_eq!(Header::decode(&h.encode()), Ok(h));
+            // Only the three signals go without a payload frame.
+            let bare = matches!(k, Kind::Go | Kind::End | Kind::Kill);
+            assert_eq!(k.has_payload(), !bare, "{k:?}");
+        }
+        assert_eq!(Kind::from_u8(0), None);
+        assert_eq!(Kind::from_u8(18), None);
+    }
+
+    #[test]
     fn frame_counts_are_checked() {
         let task = Header {
             kind: Kind::Task,

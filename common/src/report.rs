@@ -124,6 +124,30 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_latency_reads_zero_and_percentiles_print_in_ms() {
+        let mut l = Latency::default();
+        assert_eq!((l.count(), l.percentiles()), (0, Percentiles::default()));
+        l.record_us(0);
+        l.record_us(1500);
+        assert_eq!(l.count(), 2, "0 µs is counted, as 1 µs");
+        let p = l.percentiles();
+        assert!((p.max_ms - 1.5).abs() < 0.01, "{p:?}");
+        assert_eq!(
+            p.to_string(),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max 1.50 ms",
+                p.p50_ms, p.p99_ms
+            )
+        );
+        // Ragged rows: missing cells are left out, columns still line up.
+        let t = table(&[
+            vec!["worker".into(), "tasks".into(), "share".into()],
+            vec!["a:1".into(), "7".into()],
+        ]);
+        assert_eq!(t, "  worker  tasks  share\n  a:1         7\n");
+    }
+
+    #[test]
     fn a_report_file_is_written_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");

@@ -475,3 +475,167 @@ fn read_users(path: &Path) -> Result<HashMap<String, String>, Error> {
     }
     Ok(users)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler's state as the flags would make it, without sockets.
+    fn handler(allow: &[&str], users: &[(&str, &str)], clients: Option<&[[u8; 32]]>) -> Security {
+        Security {
+            allow: allow.iter().map(|n| n.parse().unwrap()).collect(),
+            users: (!users.is_empty()).then(|| {
+                users
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                    .collect()
+            }),
+            login: None,
+            curve: None,
+            server_key: None,
+            clients: clients.map(|keys| keys.iter().copied().collect()),
+            denied: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_reads_mapped_addresses_and_passes_local_peers() {
+        let h = handler(&["192.0.2.0/24", "2001:db8::/32"], &[], None);
+        for ok in [
+            "192.0.2.7",
+            "::ffff:192.0.2.7",
+            "2001:db8::1",
+            "[2001:db8::1]",
+            "",
+        ] {
+            assert!(h.judge(ok, "NULL", &[]).is_ok(), "{ok:?} was refused");
+        }
+        for denied in ["198.51.100.1", "::ffff:198.51.100.1", "::1"] {
+            let why = h.judge(denied, "NULL", &[]).unwrap_err();
+            assert!(why.contains("outside --allow"), "{denied}: {why}");
+        }
+        // No list: everyone.
+        assert!(
+            handler(&[], &[], None)
+                .judge("198.51.100.1", "NULL", &[])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn plain_peers_need_a_listed_user_and_its_password() {
+        let h = handler(&[], &[("alice", "s3:cret")], None);
+        let plain = |u: &str, p: &str| h.judge("127.0.0.1", "PLAIN", &[u.into(), p.into()]);
+        assert_eq!(plain("alice", "s3:cret"), Ok("alice".into()));
+        assert!(plain("alice", "s3").is_err());
+        assert!(plain("eve", "s3:cret").is_err());
+        assert!(h.judge("127.0.0.1", "PLAIN", &[]).is_err());
+        assert!(h.judge("127.0.0.1", "NULL", &[]).is_err(), "no login given");
+        // PLAIN where no user file asks for it.
+        let open = handler(&[], &[], None);
+        assert!(
+            open.judge("127.0.0.1", "PLAIN", &[b"a".to_vec(), b"b".to_vec()])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn curve_clients_decides_which_client_keys_get_in() {
+        let (listed, other) = ([1u8; 32], [2u8; 32]);
+        let h = handler(&[], &[], Some(&[listed]));
+        let curve = |key: &[u8]| h.judge("127.0.0.1", "CURVE", &[key.to_vec()]);
+        assert_eq!(curve(&listed), Ok(zmq::z85_encode(&listed).unwrap()));
+        let why = curve(&other).unwrap_err();
+        assert!(why.contains("not in --curve-clients"), "{why}");
+        assert!(curve(&[1; 31]).is_err(), "a key of the wrong length");
+        assert!(h.judge("127.0.0.1", "CURVE", &[]).is_err());
+        // Without the list, any client that passed the CURVE handshake.
+        assert!(
+            handler(&[], &[], None)
+                .judge("127.0.0.1", "CURVE", &[other.to_vec()])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_zap_reply_echoes_the_request_and_counts_denials() {
+        let h = handler(&["127.0.0.0/8"], &[], None);
+        let request = |address: &str| -> Vec<Vec<u8>> {
+            ["1.0", "req-7", DOMAIN, address, "", "NULL"]
+                .iter()
+                .map(|f| f.as_bytes().to_vec())
+                .collect()
+        };
+        let reply = h.decide(&request("127.0.0.1"));
+        assert_eq!(
+            reply.len(),
+            6,
+            "version, request id, code, text, user, metadata"
+        );
+        assert_eq!(
+            (&reply[0][..], &reply[1][..], &reply[2][..]),
+            (&b"1.0"[..], &b"req-7"[..], &b"200"[..])
+        );
+        assert_eq!(h.denied(), 0);
+        let reply = h.decide(&request("198.51.100.1"));
+        assert_eq!(&reply[2][..], b"400");
+        assert!(String::from_utf8_lossy(&reply[3]).contains("outside --allow"));
+        assert_eq!(h.denied(), 1);
+        // A short request (libzmq never sends one) is answered, never a panic.
+        assert_eq!(h.decide(&[b"1.0".to_vec()]).len(), 6);
+    }
+
+    #[test]
+    fn a_key_file_reads_back_and_debug_hides_the_secret() {
+        let pair = KeyPair {
+            public: [3; 32],
+            secret: [4; 32],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.key");
+        std::fs::write(&path, pair.to_file_text()).unwrap();
+        let back = KeyPair::read(&path).unwrap();
+        assert_eq!((back.public, back.secret), (pair.public, pair.secret));
+        let shown = format!("{pair:?}");
+        assert!(
+            shown.contains(&zmq::z85_encode(&pair.public).unwrap()),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(&zmq::z85_encode(&pair.secret).unwrap()),
+            "{shown}"
+        );
+        let public_only = format!("public = {}\n", zmq::z85_encode(&pair.public).unwrap());
+        std::fs::write(&path, public_only).unwrap();
+        let e = KeyPair::read(&path).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("needs both"), "{e}");
+        assert!(z85_key("short").unwrap_err().contains("40 Z85 characters"));
+    }
+
+    #[test]
+    fn user_and_client_key_files_are_read_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "# who may connect\n\nalice:s3:cret\n bob :pw\n").unwrap();
+        let read = read_users(&users).unwrap();
+        assert_eq!(read.get("alice").map(String::as_str), Some("s3:cret"));
+        assert_eq!(read.get("bob").map(String::as_str), Some("pw"));
+        std::fs::write(&users, "alice:x\nbob\n").unwrap();
+        let e = read_users(&users).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        std::fs::write(&users, "# nobody\n").unwrap();
+        assert!(
+            read_users(&users)
+                .unwrap_err()
+                .to_string()
+                .contains("no user")
+        );
+        let keys = dir.path().join("clients");
+        let key = zmq::z85_encode(&[5; 32]).unwrap();
+        std::fs::write(&keys, format!("# clients\n{key}\n")).unwrap();
+        assert!(read_client_keys(&keys).unwrap().contains(&[5; 32]));
+        std::fs::write(&keys, format!("{key}\nnot-a-key\n")).unwrap();
+        let e = read_client_keys(&keys).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+}

@@ -40,3 +40,21 @@ impl Shutdown {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_clone_sees_the_stop() {
+        let role = Shutdown::new();
+        let handler = role.clone();
+        let other = Shutdown::new();
+        assert!(!role.is_triggered());
+        handler.trigger();
+        assert!(role.is_triggered(), "a clone shares the flag");
+        assert!(!other.is_triggered(), "a new flag is its own");
+        let seen = std::thread::spawn(move || role.is_triggered());
+        assert!(seen.join().unwrap(), "another thread sees it");
+    }
+}

@@ -320,6 +320,35 @@ mod tests {
     use crate::{Action, Endpoints};
 
     #[test]
+    fn durations_are_clamped_to_libzmqs_milliseconds() {
+        assert_eq!(ms(Duration::from_micros(1500)), 1);
+        assert_eq!(ms(Duration::from_secs(2)), 2000);
+        assert_eq!(ms(Duration::MAX), i32::MAX);
+    }
+
+    #[test]
+    fn a_send_with_no_peer_gives_up_when_told_to() {
+        let ctx = zmq::Context::new();
+        let push = socket(&ctx, zmq::PUSH, "push", &Tuning::default()).unwrap();
+        // No peer: a PUSH has nowhere to queue, so the send would block.
+        let mut asked = 0;
+        let sent = send_frames(&push, &[b"x"], || {
+            asked += 1;
+            asked < 2
+        })
+        .unwrap();
+        assert!(!sent);
+        assert_eq!(asked, 2, "asked again after each wait");
+        // And a receive with nothing waiting says so at once.
+        let mut frames = Vec::new();
+        let pull = socket(&ctx, zmq::PULL, "pull", &Tuning::default()).unwrap();
+        assert!(matches!(
+            recv_frames_now(&pull, &mut frames).unwrap(),
+            Recv::Timeout
+        ));
+    }
+
+    #[test]
     fn monitor_sees_the_handshake_and_frames_round_trip() {
         let ctx = zmq::Context::new();
         let t = Tuning::default();

@@ -152,3 +152,20 @@ pub fn stderr_of(child: &mut Child) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_endpoint_is_found_after_its_label() {
+        let line = "INFO sink: bound results tcp://127.0.0.1:4001, control tcp://127.0.0.1:4002 feedback [\"tcp://127.0.0.1:4003\"]";
+        let at = |label| super::endpoint_in(line, label);
+        assert_eq!(at("results").as_deref(), Some("tcp://127.0.0.1:4001"));
+        assert_eq!(at("control").as_deref(), Some("tcp://127.0.0.1:4002"));
+        assert_eq!(at("feedback").as_deref(), Some("tcp://127.0.0.1:4003"));
+        assert_eq!(at("tasks"), None);
+        assert_eq!(
+            super::endpoint_in("x tcp://h:1", "x").as_deref(),
+            Some("tcp://h:1")
+        );
+    }
+}

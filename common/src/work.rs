@@ -140,3 +140,77 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_lines_read_as_the_readme_writes_them() {
+        let read = |line: &str| serde_json::from_str::<Work>(line);
+        assert_eq!(
+            read(r#"{"kind":"sleep","ms":42}"#).unwrap(),
+            Work::Sleep { ms: 42 }
+        );
+        assert_eq!(read(r#"{"kind":"noop"}"#).unwrap(), Work::Noop);
+        assert_eq!(
+            read(r#"{"kind":"primes","from":0,"to":1000000}"#).unwrap(),
+            Work::Primes {
+                from: 0,
+                to: 1_000_000
+            }
+        );
+        assert_eq!(
+            read(r#"{"kind":"exec","command":"make -C proj test","timeout_ms":600000}"#).unwrap(),
+            Work::Exec {
+                command: "make -C proj test".into(),
+                timeout_ms: Some(600_000)
+            }
+        );
+        assert_eq!(
+            read(r#"{"kind":"data","data":{"any":"json"}}"#).unwrap(),
+            Work::Data {
+                data: serde_json::json!({"any": "json"})
+            }
+        );
+        // A typo is an error, not a default.
+        assert!(read(r#"{"kind":"sleep","msec":42}"#).is_err());
+        assert!(read(r#"{"kind":"sleep","ms":42,"extra":1}"#).is_err());
+        assert!(read(r#"{"kind":"nap","ms":42}"#).is_err());
+        // Written back, an exec without a timeout says nothing of one.
+        let exec = Work::Exec {
+            command: "true".into(),
+            timeout_ms: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&exec).unwrap(),
+            r#"{"kind":"exec","command":"true"}"#
+        );
+        assert_eq!((exec.kind(), exec.expected_ms()), ("exec", None));
+        assert_eq!(Work::Sleep { ms: 9 }.expected_ms(), Some(9));
+    }
+
+    #[test]
+    fn statuses_keep_their_wire_byte_and_their_name() {
+        let all = [
+            Status::Ok,
+            Status::Failed,
+            Status::TimedOut,
+            Status::Panicked,
+            Status::Rejected,
+        ];
+        for s in all {
+            assert_eq!(Status::from_u8(s as u8), Some(s));
+            // The JSON output's name is the one serde writes.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(all.map(|s| s as u8), [0, 1, 2, 3, 4], "the wire bytes");
+        assert_eq!(Status::from_u8(5), None);
+        let failed = Outcome::failed(Status::TimedOut, "killed after 5s");
+        assert_eq!(
+            (failed.status, &failed.error[..]),
+            (Status::TimedOut, &b"killed after 5s"[..])
+        );
+        assert!(Outcome::ok("x").error.is_empty());
+    }
+}
