@@ -173,6 +173,7 @@ mod tests {
 
     const US: Duration = Duration::from_micros(1);
     const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
 
     fn ask(tasks: u32) -> Option<Ask> {
         Some(Ask {
@@ -271,22 +272,22 @@ mod tests {
             tasks: 1,
             exact: true,
         });
-        assert_eq!(c.idle(t0 + IDLE_RESET), exactly_one);
-        assert_eq!(c.idle(t0 + IDLE_RESET + 500 * MS), None, "once a second");
+        assert_eq!(c.idle(t0 + SECOND), exactly_one);
+        assert_eq!(c.idle(t0 + SECOND + 500 * MS), None, "once a second");
         // After short tasks the window is larger, and the reset says so.
         c.arrived(1, || t0);
-        let t1 = t0 + 2 * IDLE_RESET;
+        let t1 = t0 + 2 * SECOND;
         assert_eq!(c.finished(10 * US, 0, t1), ask(101));
-        assert_eq!(c.idle(t1 + IDLE_RESET / 2), None);
+        assert_eq!(c.idle(t1 + SECOND / 2), None);
         assert_eq!(
-            c.idle(t1 + IDLE_RESET),
+            c.idle(t1 + SECOND),
             Some(Ask {
                 tasks: 101,
                 exact: true
             })
         );
         // It now expects exactly the window: nothing more until tasks come.
-        assert_eq!(c.finished(10 * US, 0, t1 + IDLE_RESET), None);
+        assert_eq!(c.finished(10 * US, 0, t1 + SECOND), None);
     }
 
     #[test]
