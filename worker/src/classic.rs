@@ -6,7 +6,8 @@
 use common::drops::Drops;
 use common::work::Work;
 
-use crate::{Executor, Handler, TaskInfo};
+use crate::executor::Executor;
+use crate::{Handler, TaskInfo};
 
 impl<H: Handler> Executor<H> {
     /// Runs one classic task. Returns false for a message that is not a task

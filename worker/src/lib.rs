@@ -28,9 +28,10 @@
 //!
 //! **Start.** Each thread waits until its task socket has completed the ZMTP
 //! handshake with the ventilator (a PUSH deals only to peers already connected:
-//! the slow joiner); then the worker says HELLO to the sink, which tells the
-//! ventilator, which starts the batch once `--workers N` said hello. No one
-//! presses Enter.
+//! the slow joiner), woken by the socket monitor's event rather than by
+//! looking now and then; then the worker says HELLO to the sink, which tells
+//! the ventilator, which starts the batch once `--workers N` said hello. No
+//! one presses Enter.
 //!
 //! **Tasks.** The task body runs through a [`Handler`]: [`Builtin`] knows
 //! `noop`, `sleep`, `primes` and `exec`; a Rust program passes its own handler
@@ -70,31 +71,69 @@
 //!
 //! # Layout
 //!
-//! - `lib.rs`: flags ([`Config`]), the main thread ([`run_with`]) and the
-//!   executor threads.
+//! The worker has two kinds of thread, and each file is one of their
+//! conversations or one rule they follow:
+//!
+//! - `lib.rs`: flags ([`Config`]), errors, the [`Report`], the [`Handler`]
+//!   trait, and [`run_with`], which only routes: it starts the executor
+//!   threads, runs the main thread's conversation, joins the threads and
+//!   reports.
+//! - `main_thread.rs`: the main thread's conversation: HELLO, HEARTBEAT and
+//!   BYE to the sink (PUSH) and in credit dispatch to the ventilator
+//!   (DEALER), the ventilator's heartbeats and the warning when it falls
+//!   silent, END and KILL on the control SUB. When to say what is
+//!   `Presence`, a pure type.
+//! - `executor.rs`: one executor thread: taking tasks from its task socket
+//!   (decoded once, through `common::protocol::Message`), running them
+//!   through the handler (a panic becomes `panicked`, an unreadable body
+//!   `rejected`), fitting results to `--max-msg-size`; and the `Gate` on
+//!   which the threads wait for HELLO.
+//! - `handshake.rs`: how a thread waits for the ventilator: the ZMTP
+//!   handshake seen through the socket monitor, and the warning when a peer
+//!   never completes it (the other `--dispatch`).
+//! - `credit.rs`: where credit dispatch lives on the worker's side: how many
+//!   tasks a thread asks for (about a millisecond of work, one at a time
+//!   for long tasks, the round-trip rule, the caps, batching, the idle
+//!   reset), as arithmetic without sockets.
+//! - `pack.rs`: packing results into RESULTS (at most 64, never held more
+//!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process
 //!   groups.
 //! - `classic.rs`: the guide's wire format for `--classic`.
+//!
+//! The cut follows the threads rather than the sockets: the main thread's
+//! three sockets (control SUB, status PUSH, heartbeat DEALER) serve one
+//! conversation, being known alive and told to stop, in one poll loop, so
+//! they share a file; the executor's two sockets serve one task at a time,
+//! so they share another. What a loop decides is a small pure type, tested
+//! without sockets, and the loop only applies its answers: the credit
+//! arithmetic, the packing rules and the handshake account each have a file
+//! of their own (each is a rule of its own, and the executor's loop is the
+//! hot path, best read whole); `Presence`, when to say HELLO and
+//! HEARTBEAT, sits beside the one loop that uses it.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod builtin;
 mod classic;
+mod credit;
+mod executor;
+mod handshake;
+mod main_thread;
+mod pack;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use clap::Parser;
-use common::drops::Drops;
-use std::collections::VecDeque;
-
-use common::protocol::{self, DecodeError, Dispatch, Header, Kind, ResultBody, WorkerInfo};
-use common::sockets::{self, HandshakeWatch, Recv, Tuning};
-use common::work::{Outcome, Status, Work};
+use common::protocol::{Dispatch, WorkerInfo};
+use common::work::{Outcome, Work};
 use common::{Action, Endpoints, Shutdown};
 
 pub use builtin::Builtin;
+
+use executor::{Counts, Executor, Gate};
+use main_thread::MainThread;
 
 /// The worker's flags; every one can also come from a `ZPIPE_*` variable.
 #[derive(Debug, Clone, Parser)]
@@ -149,6 +188,8 @@ pub struct Config {
     /// Bytes of stdout and of stderr kept per `exec` task.
     #[arg(long, env = "ZPIPE_MAX_OUTPUT", default_value_t = 64 * 1024)]
     pub max_output: usize,
+    /// High-water mark, message size limit, ZMTP heartbeats and security:
+    /// the flags every role takes.
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
     /// Speak the guide's wire format (taskwork2): decimal milliseconds in,
@@ -160,10 +201,14 @@ pub struct Config {
 /// The worker's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A socket could not be made, bound or connected (a bad endpoint, a
+    /// port in use, bad security settings).
     #[error(transparent)]
     Setup(#[from] common::Error),
+    /// Flags that do not go together.
     #[error("{0}")]
     Usage(String),
+    /// An executor thread died outside a task's handler.
     #[error("worker thread {0} panicked outside a task")]
     ThreadPanicked(usize),
 }
@@ -181,8 +226,12 @@ impl common::cli::Usage for Error {
 /// What a handler is told about the task besides its body.
 #[derive(Debug)]
 pub struct TaskInfo<'a> {
+    /// The batch (a fingerprint of its tasks, chosen by the ventilator).
     pub batch: u64,
+    /// The task's index in the batch (0-based, input order).
     pub task: u64,
+    /// 1 for the first delivery; more when the task was sent again (its
+    /// worker was thought dead, or its result lost).
     pub attempt: u32,
     /// Raised when the worker must stop: long handlers should check it.
     pub stop: &'a Shutdown,
@@ -190,6 +239,7 @@ pub struct TaskInfo<'a> {
 
 /// A task body. Implemented for any `Fn(&TaskInfo, &Work) -> Outcome`.
 pub trait Handler: Send + Sync {
+    /// Runs one task; a panic becomes a `panicked` result.
     fn run(&self, task: &TaskInfo<'_>, work: &Work) -> Outcome;
 }
 
@@ -217,10 +267,16 @@ pub enum StopReason {
 /// What the worker did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    /// The worker's id (random per process; results name it).
     pub worker: u64,
+    /// Tasks run, over all threads.
     pub tasks: u64,
+    /// Of which did not succeed.
     pub failed: u64,
+    /// Messages dropped (garbage, other kinds) on the task and control
+    /// sockets.
     pub dropped: u64,
+    /// Why it stopped.
     pub stopped_by: StopReason,
 }
 
@@ -265,52 +321,15 @@ pub fn run_with<H: Handler + 'static>(
         dispatch,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
     };
-
-    // SUB: the control channel; subscribe to everything (END, KILL).
-    let control = sockets::socket(ctx, zmq::SUB, "control", &tuning)?;
-    control
-        .set_subscribe(b"")
-        .map_err(|e| common::Error::zmq("subscribing", e))?;
-    config.control_endpoint.attach_secured(
-        &control,
-        Action::Connect,
-        "control",
-        tuning.security.as_deref(),
-    )?;
-    // PUSH: HELLO, HEARTBEAT and BYE to the sink (results go from the threads).
-    let status = if config.classic {
-        None
-    } else {
-        let s = sockets::socket(ctx, zmq::PUSH, "results", &tuning)?;
-        config.result_endpoint.attach_secured(
-            &s,
-            Action::Connect,
-            "results",
-            tuning.security.as_deref(),
-        )?;
-        Some(s)
-    };
-    // DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the ventilator,
-    // which answers each HEARTBEAT.
-    let vent = if dispatch == Dispatch::Credit {
-        let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", &tuning)?;
-        config.task_endpoint.attach_secured(
-            &s,
-            Action::Connect,
-            "heartbeats",
-            tuning.security.as_deref(),
-        )?;
-        Some(s)
-    } else {
-        None
-    };
+    let name = info.name();
+    let mut main = MainThread::connect(ctx, config, &tuning, info)?;
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
     let handler = Arc::new(handler);
-    // Raised once HELLO is out: a thread asks for work only then, so the
+    // Opened once HELLO is out: a thread asks for work only then, so the
     // sink knows this worker before its first result.
-    let hello = Shutdown::new();
+    let hello = Arc::new(Gate::default());
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), common::Error>>();
     let mut threads = Vec::new();
     for index in 0..config.threads as usize {
@@ -326,129 +345,37 @@ pub fn run_with<H: Handler + 'static>(
             ctx: ctx.clone(),
             stop: stop.clone(),
             handler: Arc::clone(&handler),
-            hello: hello.clone(),
+            hello: Arc::clone(&hello),
         };
         let ready = ready_tx.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("worker-{index}"))
-                .spawn(move || exec.run(ready))
-                .map_err(|e| Error::Usage(format!("cannot start a thread: {e}")))?,
-        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || exec.run(ready));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop.trigger();
+                join(threads);
+                return Err(Error::Usage(format!("cannot start a thread: {e}")));
+            }
+        }
     }
     drop(ready_tx);
 
-    let mut connected = 0;
-    let mut hello_sent = false;
-    let mut next_beat = Instant::now();
-    let mut waiting_since = Instant::now();
-    let mut frames = Vec::new();
-    let mut drops = Drops::default();
-    let mut vent_heard: Option<Instant> = None;
-    let mut vent_silent = false;
-    let stopped_by = loop {
-        if shutdown.is_triggered() {
-            break StopReason::Signal;
-        }
-        while let Ok(r) = ready_rx.try_recv() {
-            match r {
-                Ok(()) => connected += 1,
-                Err(e) => {
-                    stop.trigger();
-                    join(threads);
-                    return Err(e.into());
-                }
-            }
-        }
-        if connected == config.threads && !hello_sent {
-            hello_sent = true;
-            log::info!(
-                "worker {} ready: {} thread(s) connected to {}",
-                info.name(),
-                config.threads,
-                config.task_endpoint
-            );
-            if let Some(s) = &status {
-                send_info(s, Kind::Hello, &info, &stop);
-            }
-            if let Some(v) = &vent {
-                send_to_ventilator(v, Kind::Hello, &info);
-            }
-            hello.trigger();
-            next_beat = Instant::now() + config.heartbeat;
-        } else if !hello_sent && waiting_since.elapsed() >= Duration::from_secs(5) {
-            log::info!(
-                "still waiting for a ventilator at {} ({connected} of {} threads connected)",
-                config.task_endpoint,
-                config.threads
-            );
-            waiting_since = Instant::now();
-        }
-        if hello_sent && Instant::now() >= next_beat {
-            if let Some(s) = &status {
-                send_info(s, Kind::Heartbeat, &info, &stop);
-            }
-            if let Some(v) = &vent {
-                send_to_ventilator(v, Kind::Heartbeat, &info);
-            }
-            next_beat = Instant::now() + config.heartbeat;
-        }
-        if let Some(v) = &vent {
-            // The ventilator's heartbeats: only liveness matters.
-            while let Recv::Message(()) = sockets::recv_frames_now(v, &mut frames)? {
-                vent_heard = Some(Instant::now());
-                vent_silent = false;
-            }
-            if let Some(at) = vent_heard
-                && !vent_silent
-                && at.elapsed() > config.heartbeat * 3
-            {
-                vent_silent = true;
-                log::warn!(
-                    "the ventilator at {} has been silent for {:.1?}: waiting for it (the sockets reconnect by themselves)",
-                    config.task_endpoint,
-                    at.elapsed()
-                );
-            }
-        }
-        match sockets::recv_frames(&control, &mut frames, Duration::from_millis(50))? {
-            Recv::Timeout => continue,
-            Recv::Stopped => break StopReason::Signal,
-            Recv::Message(()) => {}
-        }
-        if config.classic {
-            // taskwork2: any message on the controller socket means kill.
-            break StopReason::Kill;
-        }
-        match protocol::split(&frames) {
-            Ok((h, _)) if h.kind == Kind::End => break StopReason::End,
-            Ok((h, _)) if h.kind == Kind::Kill => break StopReason::Kill,
-            Ok((h, _)) => drops.note(
-                "control",
-                "unexpected kind",
-                format!("{:?} is not a control message", h.kind),
-            ),
-            Err(e) => drops.note("control", e.label(), e),
-        }
-    };
+    let stopped = main.run(shutdown, &stop, &ready_rx, &hello);
     stop.trigger();
-    let (tasks, failed, thread_drops) = join(threads);
-    if let Some(s) = &status {
-        send_info(s, Kind::Bye, &info, &Shutdown::new());
-    }
-    if let Some(v) = &vent {
-        send_to_ventilator(v, Kind::Bye, &info);
-    }
+    let counts = join(threads);
+    let stopped_by = stopped?;
+    main.bye();
     let report = Report {
         worker: worker_id,
-        tasks,
-        failed,
-        dropped: drops.total() + thread_drops,
+        tasks: counts.tasks,
+        failed: counts.failed,
+        dropped: main.dropped() + counts.dropped,
         stopped_by,
     };
     log::info!(
-        "worker {} stopped ({:?}): {} tasks, {} failed, {} messages dropped",
-        info.name(),
+        "worker {name} stopped ({:?}): {} tasks, {} failed, {} messages dropped",
         report.stopped_by,
         report.tasks,
         report.failed,
@@ -458,523 +385,17 @@ pub fn run_with<H: Handler + 'static>(
 }
 
 /// Waits for the executor threads; sums their counts.
-fn join(threads: Vec<std::thread::JoinHandle<Counts>>) -> (u64, u64, u64) {
-    let mut total = (0, 0, 0);
+fn join(threads: Vec<std::thread::JoinHandle<Counts>>) -> Counts {
+    let mut total = Counts::default();
     for (i, t) in threads.into_iter().enumerate() {
         match t.join() {
             Ok(c) => {
-                total.0 += c.tasks;
-                total.1 += c.failed;
-                total.2 += c.dropped;
+                total.tasks += c.tasks;
+                total.failed += c.failed;
+                total.dropped += c.dropped;
             }
             Err(_) => log::error!("worker thread {i} panicked outside a task"),
         }
     }
     total
-}
-
-fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdown) {
-    let frames = protocol::json_frames(Header::bare(kind, 0), info);
-    let deadline = Instant::now() + Duration::from_millis(500);
-    if let Err(e) = sockets::send_frames(socket, &frames, || {
-        Instant::now() < deadline && !stop.is_triggered()
-    }) {
-        log::warn!("cannot send {kind:?} to the sink: {e}");
-    }
-}
-
-/// HELLO, HEARTBEAT or BYE to the ventilator (credit dispatch), after the
-/// empty delimiter; dropped rather than queued when the ventilator is away.
-fn send_to_ventilator(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo) {
-    let [h, p] = protocol::json_frames(Header::bare(kind, 0), info);
-    let _ = socket.send_multipart([&b""[..], &h[..], &p[..]], zmq::DONTWAIT);
-}
-
-/// Cuts a result's output, then its error, so that the whole result fits in
-/// `max` bytes, and says so in the error: a message larger than the sink's
-/// `--max-msg-size` would be dropped with the connection, silently.
-fn fit(outcome: &mut Outcome, max: usize) {
-    let room = max.saturating_sub(protocol::RESULT_FIXED_LEN + 16 + 200);
-    if outcome.output.len() + outcome.error.len() <= room {
-        return;
-    }
-    let (out, err) = (outcome.output.len(), outcome.error.len());
-    let keep_err = err.min(room / 4);
-    outcome.error.truncate(keep_err);
-    outcome.output.truncate(room - keep_err);
-    outcome.error.extend_from_slice(
-        format!("\n[zpipe: result cut to fit --max-msg-size: output {out} → {} bytes, error {err} → {keep_err} bytes]", outcome.output.len()).as_bytes(),
-    );
-}
-
-/// At most this many results travel in one RESULTS message.
-const MAX_PACK: u32 = 64;
-/// A result is held back for packing only behind tasks quicker than this,
-/// and never longer than this.
-const HOLD_LIMIT: Duration = Duration::from_millis(1);
-
-/// Results waiting to be sent together (see RESULTS in the protocol).
-#[derive(Debug)]
-struct Pack {
-    records: Vec<u8>,
-    count: u32,
-    batch: u64,
-    oldest: Instant,
-}
-
-impl Default for Pack {
-    fn default() -> Self {
-        Pack {
-            records: Vec::with_capacity(4096),
-            count: 0,
-            batch: 0,
-            oldest: Instant::now(),
-        }
-    }
-}
-
-impl Pack {
-    fn add(&mut self, batch: u64, record: &[u8], finished: Instant) {
-        if self.count == 0 {
-            self.oldest = finished;
-            self.batch = batch;
-        }
-        self.records.extend_from_slice(record);
-        self.count += 1;
-    }
-
-    /// Sends what is held: one RESULT as itself, several as RESULTS. Returns
-    /// false when it gave up because of a stop.
-    fn flush(&mut self, results: &zmq::Socket, stop: &Shutdown) -> Result<bool, common::Error> {
-        if self.count == 0 {
-            return Ok(true);
-        }
-        let sent = if self.count == 1 {
-            // A record is task u64, attempt u32, len u32, then the body.
-            let r = &self.records;
-            let head = Header {
-                kind: Kind::Result,
-                attempt: u32::from_le_bytes(r[8..12].try_into().unwrap_or_default()),
-                batch: self.batch,
-                task: u64::from_le_bytes(r[0..8].try_into().unwrap_or_default()),
-            };
-            sockets::send_frames(results, &[&head.encode()[..], &r[16..]], || {
-                !stop.is_triggered()
-            })?
-        } else {
-            let head = Header {
-                kind: Kind::Results,
-                attempt: 0,
-                batch: self.batch,
-                task: self.count as u64,
-            };
-            sockets::send_frames(results, &[&head.encode()[..], &self.records[..]], || {
-                !stop.is_triggered()
-            })?
-        };
-        self.records.clear();
-        self.count = 0;
-        Ok(sent)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    tasks: u64,
-    failed: u64,
-    dropped: u64,
-}
-
-/// One executor thread and the sockets it owns.
-struct Executor<H> {
-    index: usize,
-    worker: u64,
-    classic: bool,
-    dispatch: Dispatch,
-    prefetch: u32,
-    task_endpoint: Endpoints,
-    result_endpoint: Endpoints,
-    tuning: Tuning,
-    ctx: zmq::Context,
-    stop: Shutdown,
-    handler: Arc<H>,
-    /// Raised when the main thread has said HELLO.
-    hello: Shutdown,
-}
-
-/// A task waiting in a thread's own queue (credit dispatch may send
-/// several at once).
-struct Queued {
-    header: Header,
-    body: Vec<u8>,
-}
-
-/// Credit dispatch: what a thread has asked for and how much it wants.
-struct Credit {
-    /// Tasks asked for that have not arrived yet.
-    expected: u32,
-    /// Tasks it wants to hold (running, queued or coming): 1 + prefetch.
-    window: u32,
-    /// Average task time, µs (exponentially weighted); `None` before the
-    /// first task.
-    average_us: Option<f64>,
-    last_asked: Instant,
-    /// When this thread, idle, last asked for work; and how long work takes
-    /// to come (the round trip, µs, exponentially weighted).
-    idle_since: Option<Instant>,
-    round_trip_us: Option<f64>,
-}
-
-/// Prefetch covers about this much work: enough that the round trip of a
-/// CREDIT is hidden behind short tasks, too little to matter for
-/// scheduling long ones.
-const PREFETCH_WORK_US: f64 = 1000.0;
-/// A thread that waits for its next task longer than this share of the
-/// task's own time asks for one task ahead.
-const ROUND_TRIP_SHARE: f64 = 0.02;
-/// An idle thread says again how much it can take this often (a
-/// restarted ventilator learns of it; lost credit is restored).
-const IDLE_RESET: Duration = Duration::from_secs(1);
-
-impl<H: Handler> Executor<H> {
-    fn run(self, ready: mpsc::Sender<Result<(), common::Error>>) -> Counts {
-        match self.serve(&ready) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                Counts::default()
-            }
-        }
-    }
-
-    fn credit_mode(&self) -> bool {
-        self.dispatch == Dispatch::Credit
-    }
-
-    /// Asks the ventilator for `n` more tasks (`exact`: this thread is idle
-    /// and can take exactly `n`).
-    fn ask(&self, tasks: &zmq::Socket, n: u32, exact: bool) {
-        let head = Header {
-            kind: Kind::Credit,
-            attempt: u32::from(exact),
-            batch: 0,
-            task: u64::from(n),
-        }
-        .encode();
-        let who = protocol::encode_credit(self.worker, self.index as u16);
-        let _ = tasks.send_multipart([&b""[..], &head[..], &who[..]], zmq::DONTWAIT);
-    }
-
-    fn serve(
-        &self,
-        ready: &mpsc::Sender<Result<(), common::Error>>,
-    ) -> Result<Counts, common::Error> {
-        // DEALER (credit) or PULL (push): tasks from the ventilator, one
-        // connection per thread.
-        let kind = if self.credit_mode() {
-            zmq::DEALER
-        } else {
-            zmq::PULL
-        };
-        let tasks = sockets::socket(&self.ctx, kind, "tasks", &self.tuning)?;
-        let mut watch = HandshakeWatch::new(&self.ctx, &tasks, Duration::from_secs(3))?;
-        self.task_endpoint.attach_secured(
-            &tasks,
-            Action::Connect,
-            "tasks",
-            self.tuning.security.as_deref(),
-        )?;
-        // PUSH: results to the sink.
-        let results = sockets::socket(&self.ctx, zmq::PUSH, "results", &self.tuning)?;
-        self.result_endpoint.attach_secured(
-            &results,
-            Action::Connect,
-            "results",
-            self.tuning.security.as_deref(),
-        )?;
-        let mut counts = Counts::default();
-        loop {
-            if self.stop.is_triggered() {
-                return Ok(counts);
-            }
-            let stalled = watch.stalled()?;
-            if stalled > 0 && self.index == 0 && !self.classic {
-                let (mine, other) = match self.dispatch {
-                    Dispatch::Credit => ("DEALER (--dispatch credit)", "push"),
-                    Dispatch::Push => ("PULL (--dispatch push)", "credit"),
-                };
-                log::error!(
-                    "connected to {} but the ZMTP handshake never completed: the peer cannot pair with this worker's {mine}. Is the ventilator dealing by {other}? Start workers and ventilator with the same --dispatch",
-                    self.task_endpoint
-                );
-            }
-            if watch.handshakes() > 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        watch.stop(&tasks);
-        let _ = ready.send(Ok(()));
-
-        let mut credit = Credit {
-            expected: 1,
-            window: 1,
-            average_us: None,
-            last_asked: Instant::now(),
-            idle_since: None,
-            round_trip_us: None,
-        };
-        while !self.hello.is_triggered() && !self.classic {
-            if self.stop.is_triggered() {
-                return Ok(counts);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if self.credit_mode() {
-            self.ask(&tasks, 1, true);
-        }
-        let mut frames = Vec::new();
-        let mut queue: VecDeque<Queued> = VecDeque::new();
-        let mut body = Vec::with_capacity(256);
-        let mut pack = Pack::default();
-        let mut drops = Drops::default();
-        while !self.stop.is_triggered() {
-            // With results held back, only look for a message that is
-            // already here; otherwise wait for one.
-            // (With tasks queued, the socket is left alone: each look costs
-            // a system call, and the queue has work.)
-            let got = if !queue.is_empty() {
-                Recv::Timeout
-            } else if pack.count > 0 {
-                sockets::recv_frames_now(&tasks, &mut frames)?
-            } else {
-                sockets::recv_frames(&tasks, &mut frames, Duration::from_millis(100))?
-            };
-            match got {
-                Recv::Message(()) => {
-                    if let Some(since) = credit.idle_since.take() {
-                        let us = since.elapsed().as_secs_f64() * 1e6;
-                        credit.round_trip_us =
-                            Some(credit.round_trip_us.map_or(us, |r| r * 0.8 + us * 0.2));
-                    }
-                    let n = self.take(&frames, &mut queue, &mut drops, &results, &mut counts)?;
-                    credit.expected = credit.expected.saturating_sub(n);
-                }
-                Recv::Timeout if queue.is_empty() => {
-                    if !pack.flush(&results, &self.stop)? {
-                        break;
-                    }
-                    if self.credit_mode() && credit.last_asked.elapsed() >= IDLE_RESET {
-                        // Idle: say exactly what we can take.
-                        self.ask(&tasks, credit.window, true);
-                        credit.expected = credit.window;
-                        credit.last_asked = Instant::now();
-                    }
-                    continue;
-                }
-                Recv::Timeout => {}
-                Recv::Stopped => break,
-            }
-            let Some(task) = queue.pop_front() else {
-                continue;
-            };
-            let header = task.header;
-            if pack.count > 0 && pack.batch != header.batch && !pack.flush(&results, &self.stop)? {
-                break;
-            }
-            let (sent_us, started, finished, outcome) = self.run_task(header, &task.body);
-            let duration = finished - started;
-            counts.tasks += 1;
-            if outcome.status != Status::Ok {
-                counts.failed += 1;
-            }
-            if self.credit_mode() {
-                let us = duration.as_secs_f64() * 1e6;
-                let avg = credit.average_us.map_or(us, |a| a * 0.8 + us * 0.2);
-                credit.average_us = Some(avg);
-                // Short tasks: about a millisecond of work ahead. Longer
-                // ones: one ahead only if waiting for the next costs more
-                // than a sliver of the task itself; else none, so the next
-                // task goes to whoever is free first.
-                let mut extra = (PREFETCH_WORK_US / avg.max(1.0)) as u32;
-                if credit
-                    .round_trip_us
-                    .is_some_and(|rt| rt > avg * ROUND_TRIP_SHARE)
-                {
-                    extra = extra.max(1);
-                }
-                let extra = extra.min(self.prefetch);
-                credit.window = (1 + extra).min(self.tuning.hwm.max(1) as u32);
-                let holding = credit.expected + queue.len() as u32;
-                let free = credit.window.saturating_sub(holding);
-                // Ask in batches while plenty is queued; at once when the
-                // queue runs dry.
-                if free > 0 && (holding == 0 || free >= credit.window.div_ceil(2)) {
-                    self.ask(&tasks, free, false);
-                    credit.expected += free;
-                    credit.last_asked = Instant::now();
-                    if holding == 0 {
-                        credit.idle_since = Some(credit.last_asked);
-                    }
-                }
-            }
-            let mut outcome = outcome;
-            fit(&mut outcome, self.max_body());
-            let result = ResultBody {
-                worker: self.worker,
-                thread: self.index as u16,
-                sent_us,
-                duration_us: duration.as_micros() as u64,
-                outcome,
-            };
-            body.clear();
-            protocol::encode_result_record(&mut body, header.task, header.attempt, &result);
-            // A pack never grows past what one message may carry.
-            if pack.count > 0
-                && pack.records.len() + body.len() > self.max_body()
-                && !pack.flush(&results, &self.stop)?
-            {
-                break;
-            }
-            pack.add(header.batch, &body, finished);
-            // Hold results back only behind cheap tasks, and not for long.
-            if (pack.count >= MAX_PACK
-                || duration >= HOLD_LIMIT
-                || finished - pack.oldest >= HOLD_LIMIT)
-                && !pack.flush(&results, &self.stop)?
-            {
-                break;
-            }
-        }
-        // Results of finished tasks still go out (the socket lingers).
-        pack.flush(&results, &Shutdown::new()).ok();
-        counts.dropped = drops.total();
-        Ok(counts)
-    }
-
-    /// Reads one message from the task socket into the queue; returns how
-    /// many tasks it held. Classic tasks run at once.
-    fn take(
-        &self,
-        frames: &[zmq::Message],
-        queue: &mut VecDeque<Queued>,
-        drops: &mut Drops,
-        results: &zmq::Socket,
-        counts: &mut Counts,
-    ) -> Result<u32, common::Error> {
-        if self.classic {
-            if self.classic_task(frames, drops) {
-                counts.tasks += 1;
-                // taskwork: the result is an empty message.
-                sockets::send_frames(results, &[b""], || !self.stop.is_triggered())?;
-            }
-            return Ok(0);
-        }
-        let frames = if self.credit_mode() {
-            match protocol::split_envelope(frames) {
-                Some(([], rest)) => rest,
-                _ => {
-                    drops.note(
-                        "tasks",
-                        "no envelope",
-                        "a message without a leading empty frame",
-                    );
-                    return Ok(0);
-                }
-            }
-        } else {
-            frames
-        };
-        match protocol::split(frames) {
-            Ok((h, p)) if h.kind == Kind::Task => {
-                queue.push_back(Queued {
-                    header: h,
-                    body: p.to_vec(),
-                });
-                Ok(1)
-            }
-            Ok((h, p)) if h.kind == Kind::Tasks && self.credit_mode() => {
-                match protocol::split_records(p, h.task) {
-                    Ok(records) => {
-                        for r in &records {
-                            queue.push_back(Queued {
-                                header: Header {
-                                    kind: Kind::Task,
-                                    attempt: r.attempt,
-                                    batch: h.batch,
-                                    task: r.task,
-                                },
-                                body: r.body.to_vec(),
-                            });
-                        }
-                        Ok(records.len() as u32)
-                    }
-                    Err(e) => {
-                        drops.note("tasks", e.label(), &e);
-                        Ok(0)
-                    }
-                }
-            }
-            // The ventilator's answer to our heartbeat goes to the main
-            // thread's socket; nothing else is expected here.
-            Ok((h, _)) => {
-                drops.note(
-                    "tasks",
-                    "unexpected kind",
-                    format!("{:?} on the task socket", h.kind),
-                );
-                Ok(0)
-            }
-            Err(e) => {
-                drops.note("tasks", e.label(), &e);
-                Ok(0)
-            }
-        }
-    }
-
-    /// The most a result message may carry: the sockets' message size limit,
-    /// less room for the header.
-    fn max_body(&self) -> usize {
-        usize::try_from(self.tuning.max_msg_size)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(64)
-            .max(4096)
-    }
-
-    /// Decodes and runs one task; a body that cannot be read, or a handler
-    /// that panics, becomes an error outcome. Returns the ventilator's send
-    /// time, when the task started and ended here, and the outcome.
-    fn run_task(&self, header: Header, payload: &[u8]) -> (u64, Instant, Instant, Outcome) {
-        let started = Instant::now();
-        let (sent_us, work) = match protocol::decode_task(payload) {
-            Ok(x) => x,
-            Err(e) => {
-                let e: DecodeError = e;
-                return (
-                    0,
-                    started,
-                    Instant::now(),
-                    Outcome::failed(Status::Rejected, format!("cannot read the task: {e}")),
-                );
-            }
-        };
-        let info = TaskInfo {
-            batch: header.batch,
-            task: header.task,
-            attempt: header.attempt,
-            stop: &self.stop,
-        };
-        let outcome = match catch_unwind(AssertUnwindSafe(|| self.handler.run(&info, &work))) {
-            Ok(o) => o,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".into());
-                Outcome::failed(Status::Panicked, format!("the handler panicked: {msg}"))
-            }
-        };
-        (sent_us, started, Instant::now(), outcome)
-    }
 }

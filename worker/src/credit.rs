@@ -1,0 +1,300 @@
+//! Credit dispatch: how many tasks a worker thread asks for.
+//!
+//! The guide's load-balancing broker has each worker ask for one task at a
+//! time, so the least busy one gets the next. That costs a round trip per
+//! task, which is most of the time of a no-op task, so a thread asks for
+//! more while its tasks are short and stays at one while they are long:
+//!
+//! - it keeps an exponentially weighted average of its tasks' run time and
+//!   asks for about a millisecond of work ahead ([`PREFETCH_WORK_US`]): a
+//!   round trip hides behind short tasks, and a millisecond is too little to
+//!   matter when the ventilator places long ones;
+//! - when waiting for the next task (the round trip it measured while idle)
+//!   costs more than 2 % of a task ([`ROUND_TRIP_SHARE`]), it asks for one
+//!   task ahead, so a slow link does not leave it idle between long tasks;
+//! - `--prefetch` and the high-water mark cap what it holds;
+//! - while plenty is queued it asks in batches (once half its window is
+//!   free), so a flood of tiny tasks is not a CREDIT each; when its queue
+//!   runs dry it asks at once;
+//! - idle for a second ([`IDLE_RESET`]), it says *exactly* how much it can
+//!   take, so a restarted ventilator learns of it and credit lost on the way
+//!   is restored.
+//!
+//! [`Credit`] is that arithmetic and nothing else: no socket, no clock of its
+//! own (every method takes the time), so it is tested here as numbers. The
+//! executor sends each [`Ask`] it returns as a CREDIT.
+
+use std::time::{Duration, Instant};
+
+/// Prefetch covers about this much work (µs): enough that the round trip of
+/// a CREDIT is hidden behind short tasks, too little to matter for
+/// scheduling long ones.
+pub(crate) const PREFETCH_WORK_US: f64 = 1000.0;
+/// A thread that waits for its next task longer than this share of the
+/// task's own time asks for one task ahead.
+pub(crate) const ROUND_TRIP_SHARE: f64 = 0.02;
+/// An idle thread says again how much it can take this often (a restarted
+/// ventilator learns of it; lost credit is restored).
+pub(crate) const IDLE_RESET: Duration = Duration::from_secs(1);
+
+/// A CREDIT to send to the ventilator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    /// How many tasks.
+    pub tasks: u32,
+    /// The thread is idle and can take *exactly* `tasks` (rather than
+    /// `tasks` more than it asked for already).
+    pub exact: bool,
+}
+
+/// One thread's credit: what it has asked for and how much it wants.
+#[derive(Debug)]
+pub(crate) struct Credit {
+    /// `--prefetch`: the most tasks asked for beyond the one running.
+    prefetch: u32,
+    /// The high-water mark: more could not be queued on the way anyway.
+    hwm: u32,
+    /// Tasks asked for that have not arrived yet.
+    expected: u32,
+    /// Tasks it wants to hold (running, queued or coming): 1 + what it
+    /// prefetches.
+    window: u32,
+    /// Average task time, µs (exponentially weighted); `None` before the
+    /// first task.
+    average_us: Option<f64>,
+    /// When it last asked.
+    last_asked: Instant,
+    /// When it last asked while holding nothing: the start of a round trip.
+    idle_since: Option<Instant>,
+    /// How long work takes to come when idle (µs, exponentially weighted).
+    round_trip_us: Option<f64>,
+}
+
+/// The weight of the newest sample in the moving averages.
+const NEWEST: f64 = 0.2;
+
+fn moving_average(average: Option<f64>, sample: f64) -> f64 {
+    average.map_or(sample, |a| a * (1.0 - NEWEST) + sample * NEWEST)
+}
+
+impl Credit {
+    /// A thread starting at `now`, and its first CREDIT: exactly one task,
+    /// since it knows nothing of the tasks yet.
+    pub fn start(prefetch: u32, hwm: i32, now: Instant) -> (Credit, Ask) {
+        let credit = Credit {
+            prefetch,
+            hwm: hwm.max(1) as u32,
+            expected: 1,
+            window: 1,
+            average_us: None,
+            last_asked: now,
+            idle_since: None,
+            round_trip_us: None,
+        };
+        (
+            credit,
+            Ask {
+                tasks: 1,
+                exact: true,
+            },
+        )
+    }
+
+    /// A message with `tasks` tasks arrived. `now` is read only when this
+    /// ends a round trip being measured (the hot path reads no clock).
+    pub fn arrived(&mut self, tasks: u32, now: impl FnOnce() -> Instant) {
+        if let Some(since) = self.idle_since.take() {
+            let us = now().saturating_duration_since(since).as_secs_f64() * 1e6;
+            self.round_trip_us = Some(moving_average(self.round_trip_us, us));
+        }
+        self.expected = self.expected.saturating_sub(tasks);
+    }
+
+    /// A task that ran for `took` finished at `now`, with `queued` tasks
+    /// still waiting in the thread's queue; returns the CREDIT to send, if
+    /// it is time to ask.
+    pub fn finished(&mut self, took: Duration, queued: usize, now: Instant) -> Option<Ask> {
+        let average = moving_average(self.average_us, took.as_secs_f64() * 1e6);
+        self.average_us = Some(average);
+        // Short tasks: about a millisecond of work ahead. Longer ones: one
+        // ahead only if waiting for the next costs more than a sliver of
+        // the task itself; else none, so the next task goes to whoever is
+        // free first.
+        let mut extra = (PREFETCH_WORK_US / average.max(1.0)) as u32;
+        if self
+            .round_trip_us
+            .is_some_and(|rt| rt > average * ROUND_TRIP_SHARE)
+        {
+            extra = extra.max(1);
+        }
+        self.window = (1 + extra.min(self.prefetch)).min(self.hwm);
+        let holding = self.expected.saturating_add(queued as u32);
+        let free = self.window.saturating_sub(holding);
+        // Ask in batches while plenty is queued; at once when the queue
+        // runs dry.
+        if free > 0 && (holding == 0 || free >= self.window.div_ceil(2)) {
+            self.expected += free;
+            self.last_asked = now;
+            if holding == 0 {
+                self.idle_since = Some(now);
+            }
+            return Some(Ask {
+                tasks: free,
+                exact: false,
+            });
+        }
+        None
+    }
+
+    /// The thread is idle at `now` (nothing queued, nothing arrived
+    /// lately): once a second it says exactly what it can take.
+    pub fn idle(&mut self, now: Instant) -> Option<Ask> {
+        if now.saturating_duration_since(self.last_asked) < IDLE_RESET {
+            return None;
+        }
+        self.expected = self.window;
+        self.last_asked = now;
+        Some(Ask {
+            tasks: self.window,
+            exact: true,
+        })
+    }
+
+    /// Tasks it wants to hold: 1 + what it prefetches.
+    #[cfg(test)]
+    fn window(&self) -> u32 {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+    const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn ask(tasks: u32) -> Option<Ask> {
+        Some(Ask {
+            tasks,
+            exact: false,
+        })
+    }
+
+    /// A thread that has had its first task and runs it for `took`.
+    fn after_first(prefetch: u32, hwm: i32, took: Duration) -> (Credit, Option<Ask>, Instant) {
+        let t0 = Instant::now();
+        let (mut c, first) = Credit::start(prefetch, hwm, t0);
+        assert_eq!(
+            first,
+            Ask {
+                tasks: 1,
+                exact: true
+            }
+        );
+        c.arrived(1, || unreachable!("no round trip is measured yet"));
+        let done = t0 + took;
+        let next = c.finished(took, 0, done);
+        (c, next, done)
+    }
+
+    #[test]
+    fn short_tasks_ask_for_about_a_millisecond_of_work() {
+        let (c, next, _) = after_first(1000, 1000, 10 * US);
+        // 10 µs tasks: 100 ahead, plus the one to run.
+        assert_eq!(c.window(), 101);
+        assert_eq!(next, ask(101));
+        let (c, _, _) = after_first(1000, 1000, 250 * US);
+        assert_eq!(c.window(), 5);
+    }
+
+    #[test]
+    fn long_tasks_are_asked_for_one_at_a_time() {
+        let (mut c, next, done) = after_first(1000, 1000, 100 * MS);
+        assert_eq!(c.window(), 1);
+        assert_eq!(next, ask(1), "idle: one more at once");
+        // Holding one (it arrived and waits in the queue): nothing more.
+        c.arrived(1, || done);
+        assert_eq!(c.finished(100 * MS, 1, done + 100 * MS), None);
+        assert_eq!(c.window(), 1);
+    }
+
+    #[test]
+    fn a_round_trip_over_two_percent_of_a_task_asks_one_ahead() {
+        for (round_trip, window) in [(5 * MS, 2), (MS, 1)] {
+            let (mut c, next, done) = after_first(1000, 1000, 100 * MS);
+            assert_eq!(next, ask(1));
+            // It asked while holding nothing: the wait is measured.
+            c.arrived(1, || done + round_trip);
+            let next = c.finished(100 * MS, 0, done + round_trip + 100 * MS);
+            assert_eq!(c.window(), window, "round trip {round_trip:?}");
+            assert_eq!(next, ask(window));
+        }
+    }
+
+    #[test]
+    fn prefetch_and_the_high_water_mark_cap_the_window() {
+        assert_eq!(after_first(1000, 1000, US).0.window(), 1000, "hwm");
+        assert_eq!(after_first(10, 1000, US).0.window(), 11, "prefetch");
+        assert_eq!(after_first(1000, 5, US).0.window(), 5, "hwm");
+        assert_eq!(after_first(1000, 0, US).0.window(), 1, "hwm 0 is 1");
+        // --prefetch 0: one at a time, even when the round trip is long.
+        let (mut c, _, done) = after_first(0, 1000, 100 * MS);
+        c.arrived(1, || done + 50 * MS);
+        c.finished(100 * MS, 0, done + 150 * MS);
+        assert_eq!(c.window(), 1);
+    }
+
+    #[test]
+    fn it_asks_in_batches_while_plenty_is_queued_and_at_once_when_dry() {
+        let (mut c, next, t) = after_first(1000, 1000, 10 * US);
+        assert_eq!(next, ask(101));
+        c.arrived(101, || t + MS);
+        // 100 queued, then 51: less than half the window free, no CREDIT.
+        assert_eq!(c.finished(10 * US, 100, t), None);
+        assert_eq!(c.finished(10 * US, 51, t), None);
+        // 50 queued: 51 free, half the window: ask for them.
+        assert_eq!(c.finished(10 * US, 50, t), ask(51));
+        // Those 51 are expected now: nothing more until they come.
+        assert_eq!(c.finished(10 * US, 0, t), None);
+        c.arrived(51, || unreachable!("it was not idle when it asked"));
+        // The queue ran dry: ask for the whole window at once.
+        assert_eq!(c.finished(10 * US, 0, t), ask(101));
+    }
+
+    #[test]
+    fn an_idle_thread_says_exactly_what_it_can_take_every_second() {
+        let t0 = Instant::now();
+        let (mut c, _) = Credit::start(1000, 1000, t0);
+        assert_eq!(c.idle(t0 + 999 * MS), None);
+        let exactly_one = Some(Ask {
+            tasks: 1,
+            exact: true,
+        });
+        assert_eq!(c.idle(t0 + SECOND), exactly_one);
+        assert_eq!(c.idle(t0 + SECOND + 500 * MS), None, "once a second");
+        // After short tasks the window is larger, and the reset says so.
+        c.arrived(1, || t0);
+        let t1 = t0 + 2 * SECOND;
+        assert_eq!(c.finished(10 * US, 0, t1), ask(101));
+        assert_eq!(c.idle(t1 + SECOND / 2), None);
+        assert_eq!(
+            c.idle(t1 + SECOND),
+            Some(Ask {
+                tasks: 101,
+                exact: true
+            })
+        );
+        // It now expects exactly the window: nothing more until tasks come.
+        assert_eq!(c.finished(10 * US, 0, t1 + SECOND), None);
+    }
+
+    #[test]
+    fn more_tasks_than_asked_for_do_not_wrap_the_count() {
+        let t0 = Instant::now();
+        let (mut c, _) = Credit::start(1000, 1000, t0);
+        c.arrived(5, || t0);
+        assert_eq!(c.finished(100 * MS, 0, t0), ask(1));
+    }
+}

@@ -1,0 +1,459 @@
+//! The main thread's conversation: being known to be alive, and being told
+//! to stop.
+//!
+//! ```text
+//!  worker main thread  PUSH   ── HELLO, HEARTBEAT, BYE ──▶ PULL   sink
+//!                      DEALER ── HELLO, HEARTBEAT, BYE ──▶ ROUTER ventilator (credit dispatch)
+//!                             ◀──────── HEARTBEAT ────────
+//!                      SUB    ◀──────── END, KILL ──────── PUB    sink
+//! ```
+//!
+//! Once every executor thread's task socket has completed its handshake, the
+//! main thread says HELLO (to the sink, and in credit dispatch to the
+//! ventilator), opens the threads' [`Gate`] so they ask for work, and repeats
+//! its HELLO as a HEARTBEAT every `--heartbeat`: the sink knows the worker
+//! is alive (a restarted sink learns of it again), and the ventilator, which
+//! answers each HEARTBEAT, knows its tasks are in good hands (the guide's
+//! Paranoid Pirate). A ventilator silent for three heartbeats is named in
+//! the log, once; the sockets reconnect by themselves. END or KILL on the
+//! control SUB stops the worker, and it says BYE once its threads are done.
+//!
+//! [`Presence`] is when to say what (a pure type, tested here); [`control`]
+//! reads a control message; [`MainThread`] owns the three sockets and runs
+//! the loop that applies them.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use common::drops::Drops;
+use common::protocol::{self, Header, Kind, Message, WorkerInfo};
+use common::sockets::{self, Recv, Tuning};
+use common::{Action, Endpoints, Shutdown};
+
+use crate::executor::Gate;
+use crate::{Config, Error, StopReason};
+
+/// The longest the loop waits without looking at the shutdown flag, the
+/// threads and the clock.
+const POLL: Duration = Duration::from_millis(50);
+/// How often a worker still waiting for a ventilator says so.
+const STILL_WAITING: Duration = Duration::from_secs(5);
+/// Heartbeats a ventilator may miss before the worker says it is silent.
+const SILENT_AFTER: u32 = 3;
+
+/// Something the main thread is to do now, as [`Presence`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Every thread is connected: say HELLO and let the threads ask for work.
+    Hello,
+    /// Say HEARTBEAT.
+    Heartbeat,
+    /// Still no ventilator for some threads: say so in the log.
+    StillWaiting {
+        /// Threads connected so far.
+        connected: u32,
+    },
+    /// The ventilator has not been heard for this long: say so, once.
+    VentilatorSilent(Duration),
+}
+
+/// Before or after HELLO.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for the threads' handshakes; last said so at `since`.
+    Waiting { since: Instant },
+    /// HELLO is out; the next HEARTBEAT is due at `next_beat`.
+    Said { next_beat: Instant },
+}
+
+/// The last word from the ventilator.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    at: Instant,
+    /// Its silence was already reported.
+    reported: bool,
+}
+
+/// When the main thread says HELLO and HEARTBEAT, and when it finds the
+/// ventilator silent: the worker's side of the Paranoid Pirate, as a pure
+/// type that is given the time.
+#[derive(Debug)]
+pub(crate) struct Presence {
+    threads: u32,
+    connected: u32,
+    heartbeat: Duration,
+    phase: Phase,
+    ventilator: Option<Heard>,
+}
+
+impl Presence {
+    /// A worker of `threads` threads starting at `now`, beating every
+    /// `heartbeat`.
+    pub fn new(threads: u32, heartbeat: Duration, now: Instant) -> Presence {
+        Presence {
+            threads,
+            connected: 0,
+            heartbeat,
+            phase: Phase::Waiting { since: now },
+            ventilator: None,
+        }
+    }
+
+    /// One more thread's task socket completed its handshake.
+    pub fn thread_ready(&mut self) {
+        self.connected += 1;
+    }
+
+    /// Whether HELLO is out.
+    pub fn said_hello(&self) -> bool {
+        matches!(self.phase, Phase::Said { .. })
+    }
+
+    /// Something came from the ventilator (only liveness matters).
+    pub fn ventilator_heard(&mut self, now: Instant) {
+        self.ventilator = Some(Heard {
+            at: now,
+            reported: false,
+        });
+    }
+
+    /// What is due at `now`, one event a call (call until `None`): each is
+    /// returned once and not again until it is due again.
+    pub fn due(&mut self, now: Instant) -> Option<Event> {
+        match &mut self.phase {
+            Phase::Waiting { .. } if self.connected >= self.threads => {
+                self.phase = Phase::Said {
+                    next_beat: now + self.heartbeat,
+                };
+                return Some(Event::Hello);
+            }
+            Phase::Waiting { since } if now.saturating_duration_since(*since) >= STILL_WAITING => {
+                *since = now;
+                return Some(Event::StillWaiting {
+                    connected: self.connected,
+                });
+            }
+            Phase::Said { next_beat } if now >= *next_beat => {
+                *next_beat = now + self.heartbeat;
+                return Some(Event::Heartbeat);
+            }
+            _ => {}
+        }
+        if let Some(heard) = &mut self.ventilator {
+            let silent = now.saturating_duration_since(heard.at);
+            if !heard.reported && silent > self.heartbeat * SILENT_AFTER {
+                heard.reported = true;
+                return Some(Event::VentilatorSilent(silent));
+            }
+        }
+        None
+    }
+}
+
+/// Why a control message was dropped: a label to count it by, and words.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    label: &'static str,
+    detail: String,
+}
+
+/// Reads a message from the control channel: END or KILL (in classic mode,
+/// any message means kill, as in the guide's taskwork2).
+pub(crate) fn control(frames: &[zmq::Message], classic: bool) -> Result<StopReason, Dropped> {
+    if classic {
+        return Ok(StopReason::Kill);
+    }
+    match Message::decode(frames) {
+        Ok(Message::End { .. }) => Ok(StopReason::End),
+        Ok(Message::Kill { .. }) => Ok(StopReason::Kill),
+        Ok(other) => Err(Dropped {
+            label: "unexpected kind",
+            detail: format!("{:?} is not a control message", other.kind()),
+        }),
+        Err(e) => Err(Dropped {
+            label: e.label(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// The main thread's sockets, and what it says with them.
+pub(crate) struct MainThread {
+    /// SUB: the sink's control channel (END, KILL), subscribed to everything.
+    control: zmq::Socket,
+    /// PUSH: HELLO, HEARTBEAT and BYE to the sink (results go from the
+    /// threads); none in classic mode.
+    status: Option<zmq::Socket>,
+    /// DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the
+    /// ventilator, which answers each HEARTBEAT.
+    vent: Option<zmq::Socket>,
+    info: WorkerInfo,
+    classic: bool,
+    heartbeat: Duration,
+    /// For the log.
+    task_endpoint: Endpoints,
+    drops: Drops,
+}
+
+impl MainThread {
+    /// Makes and connects the main thread's sockets.
+    pub fn connect(
+        ctx: &zmq::Context,
+        config: &Config,
+        tuning: &Tuning,
+        info: WorkerInfo,
+    ) -> Result<MainThread, Error> {
+        let security = tuning.security.as_deref();
+        let control = sockets::socket(ctx, zmq::SUB, "control", tuning)?;
+        control
+            .set_subscribe(b"")
+            .map_err(|e| common::Error::zmq("subscribing", e))?;
+        config
+            .control_endpoint
+            .attach_secured(&control, Action::Connect, "control", security)?;
+        let status = if config.classic {
+            None
+        } else {
+            let s = sockets::socket(ctx, zmq::PUSH, "results", tuning)?;
+            config
+                .result_endpoint
+                .attach_secured(&s, Action::Connect, "results", security)?;
+            Some(s)
+        };
+        let vent = if info.dispatch == protocol::Dispatch::Credit {
+            let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", tuning)?;
+            config
+                .task_endpoint
+                .attach_secured(&s, Action::Connect, "heartbeats", security)?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(MainThread {
+            control,
+            status,
+            vent,
+            info,
+            classic: config.classic,
+            heartbeat: config.heartbeat,
+            task_endpoint: config.task_endpoint.clone(),
+            drops: Drops::default(),
+        })
+    }
+
+    /// Runs until END, KILL or `shutdown`: hears from the threads on
+    /// `ready`, opens `hello` once HELLO is out (sink messages give up when
+    /// `stop` is raised). An error from a thread ends it.
+    pub fn run(
+        &mut self,
+        shutdown: &Shutdown,
+        stop: &Shutdown,
+        ready: &mpsc::Receiver<Result<(), common::Error>>,
+        hello: &Gate,
+    ) -> Result<StopReason, Error> {
+        let mut presence = Presence::new(self.info.threads, self.heartbeat, Instant::now());
+        let mut frames = Vec::new();
+        loop {
+            if shutdown.is_triggered() {
+                return Ok(StopReason::Signal);
+            }
+            // Before HELLO, wait on the threads' word, so HELLO goes the
+            // moment the last handshake completes (the control socket is
+            // only looked at); after it, wait on the control socket.
+            let control_wait = if presence.said_hello() {
+                POLL
+            } else {
+                match ready.recv_timeout(POLL) {
+                    Ok(word) => {
+                        word?;
+                        presence.thread_ready();
+                        Duration::ZERO
+                    }
+                    Err(RecvTimeoutError::Timeout) => Duration::ZERO,
+                    // Every thread is gone: nothing to wait for there.
+                    Err(RecvTimeoutError::Disconnected) => POLL,
+                }
+            };
+            while let Ok(word) = ready.try_recv() {
+                word?;
+                presence.thread_ready();
+            }
+            if let Some(v) = &self.vent {
+                // The ventilator's heartbeats: only liveness matters.
+                while let Recv::Message(()) = sockets::recv_frames_now(v, &mut frames)? {
+                    presence.ventilator_heard(Instant::now());
+                }
+            }
+            while let Some(event) = presence.due(Instant::now()) {
+                self.on_event(event, stop, hello);
+            }
+            match sockets::recv_frames(&self.control, &mut frames, control_wait)? {
+                Recv::Timeout => continue,
+                Recv::Stopped => return Ok(StopReason::Signal),
+                Recv::Message(()) => {}
+            }
+            match control(&frames, self.classic) {
+                Ok(reason) => return Ok(reason),
+                Err(Dropped { label, detail }) => self.drops.note("control", label, detail),
+            }
+        }
+    }
+
+    fn on_event(&self, event: Event, stop: &Shutdown, hello: &Gate) {
+        match event {
+            Event::Hello => {
+                log::info!(
+                    "worker {} ready: {} thread(s) connected to {}",
+                    self.info.name(),
+                    self.info.threads,
+                    self.task_endpoint
+                );
+                self.say(Kind::Hello, stop);
+                hello.open();
+            }
+            Event::Heartbeat => self.say(Kind::Heartbeat, stop),
+            Event::StillWaiting { connected } => log::info!(
+                "still waiting for a ventilator at {} ({connected} of {} threads connected)",
+                self.task_endpoint,
+                self.info.threads
+            ),
+            Event::VentilatorSilent(silent) => log::warn!(
+                "the ventilator at {} has been silent for {silent:.1?}: waiting for it (the sockets reconnect by themselves)",
+                self.task_endpoint
+            ),
+        }
+    }
+
+    /// HELLO or HEARTBEAT to the sink and (credit dispatch) the ventilator.
+    fn say(&self, kind: Kind, stop: &Shutdown) {
+        if let Some(s) = &self.status {
+            send_info(s, kind, &self.info, stop);
+        }
+        if let Some(v) = &self.vent {
+            send_to_ventilator(v, kind, &self.info);
+        }
+    }
+
+    /// BYE to the sink and the ventilator: the worker is leaving (its
+    /// threads are done, their results sent).
+    pub fn bye(&self) {
+        self.say(Kind::Bye, &Shutdown::new());
+    }
+
+    /// Control messages dropped.
+    pub fn dropped(&self) -> u64 {
+        self.drops.total()
+    }
+}
+
+/// HELLO, HEARTBEAT or BYE to the sink, waiting at most half a second (or
+/// until `stop`) while the sink is at its high-water mark.
+fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdown) {
+    let frames = protocol::json_frames(Header::bare(kind, 0), info);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    if let Err(e) = sockets::send_frames(socket, &frames, || {
+        Instant::now() < deadline && !stop.is_triggered()
+    }) {
+        log::warn!("cannot send {kind:?} to the sink: {e}");
+    }
+}
+
+/// HELLO, HEARTBEAT or BYE to the ventilator (credit dispatch), after the
+/// empty delimiter; dropped rather than queued when the ventilator is away.
+fn send_to_ventilator(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo) {
+    let [h, p] = protocol::json_frames(Header::bare(kind, 0), info);
+    let _ = socket.send_multipart([&b""[..], &h[..], &p[..]], zmq::DONTWAIT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn all_due(p: &mut Presence, now: Instant) -> Vec<Event> {
+        std::iter::from_fn(|| p.due(now)).collect()
+    }
+
+    #[test]
+    fn hello_once_every_thread_is_connected_then_a_heartbeat_every_period() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(2, S, t0);
+        p.thread_ready();
+        assert_eq!(all_due(&mut p, t0 + S), vec![]);
+        assert!(!p.said_hello());
+        p.thread_ready();
+        assert_eq!(all_due(&mut p, t0 + S), vec![Event::Hello]);
+        assert!(p.said_hello());
+        assert_eq!(all_due(&mut p, t0 + S), vec![], "HELLO once");
+        assert_eq!(all_due(&mut p, t0 + S + S / 2), vec![]);
+        assert_eq!(all_due(&mut p, t0 + 2 * S), vec![Event::Heartbeat]);
+        assert_eq!(all_due(&mut p, t0 + 2 * S), vec![]);
+        assert_eq!(all_due(&mut p, t0 + 3 * S), vec![Event::Heartbeat]);
+    }
+
+    #[test]
+    fn no_heartbeat_before_hello_but_a_word_every_five_seconds() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(3, S, t0);
+        p.thread_ready();
+        assert_eq!(all_due(&mut p, t0 + 4 * S), vec![]);
+        assert_eq!(
+            all_due(&mut p, t0 + 5 * S),
+            vec![Event::StillWaiting { connected: 1 }]
+        );
+        assert_eq!(all_due(&mut p, t0 + 9 * S), vec![]);
+        assert_eq!(
+            all_due(&mut p, t0 + 10 * S),
+            vec![Event::StillWaiting { connected: 1 }]
+        );
+    }
+
+    #[test]
+    fn a_silent_ventilator_is_named_once_per_silence() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(1, S, t0);
+        p.thread_ready();
+        assert_eq!(all_due(&mut p, t0), vec![Event::Hello]);
+        // Never heard: nothing to say (push dispatch, or not there yet).
+        assert_eq!(all_due(&mut p, t0 + 10 * S / 2), vec![Event::Heartbeat]);
+        p.ventilator_heard(t0 + 5 * S);
+        assert_eq!(all_due(&mut p, t0 + 8 * S), vec![Event::Heartbeat]);
+        let late = t0 + 8 * S + S / 2;
+        assert_eq!(
+            all_due(&mut p, late),
+            vec![Event::VentilatorSilent(late - (t0 + 5 * S))]
+        );
+        assert_eq!(all_due(&mut p, late + S / 4), vec![], "once");
+        // Heard again, then silent again: said again.
+        p.ventilator_heard(t0 + 9 * S);
+        assert_eq!(all_due(&mut p, t0 + 11 * S), vec![Event::Heartbeat]);
+        assert_eq!(
+            all_due(&mut p, t0 + 12 * S + S / 2),
+            vec![Event::Heartbeat, Event::VentilatorSilent(3 * S + S / 2)]
+        );
+    }
+
+    fn frames(m: Message) -> Vec<zmq::Message> {
+        m.frames().into_iter().map(zmq::Message::from).collect()
+    }
+
+    #[test]
+    fn end_and_kill_stop_the_worker_anything_else_is_dropped() {
+        assert_eq!(
+            control(&frames(Message::End { batch: 3 }), false),
+            Ok(StopReason::End)
+        );
+        assert_eq!(
+            control(&frames(Message::Kill { batch: 0 }), false),
+            Ok(StopReason::Kill)
+        );
+        let go = control(&frames(Message::Go { batch: 3 }), false).unwrap_err();
+        assert_eq!(go.label, "unexpected kind");
+        assert!(go.detail.contains("Go"), "{}", go.detail);
+        let garbage = [zmq::Message::from(&b"hello"[..])];
+        assert_eq!(control(&garbage, false).unwrap_err().label, "not zpipe");
+        // The guide's taskwork2: any message at all means kill.
+        assert_eq!(control(&garbage, true), Ok(StopReason::Kill));
+    }
+}
