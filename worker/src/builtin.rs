@@ -131,6 +131,18 @@ fn read_bounded(mut pipe: impl Read, max: usize) -> (Vec<u8>, bool) {
     (kept, truncated)
 }
 
+/// How long a command killed by SIGTERM, SIGINT or SIGHUP waits for the
+/// worker's own stop before its result is reported.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Signal numbers, as `ExitStatus::signal` gives them.
+mod libc_signal {
+    use nix::sys::signal::Signal;
+    pub const SIGTERM: i32 = Signal::SIGTERM as i32;
+    pub const SIGINT: i32 = Signal::SIGINT as i32;
+    pub const SIGHUP: i32 = Signal::SIGHUP as i32;
+}
+
 /// Runs `sh -c command` in its own process group, so a timeout or a stop kills
 /// the command and everything it started.
 pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown) -> Outcome {
@@ -234,9 +246,26 @@ pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown
             Some(0) => (Status::Ok, Some(0)),
             Some(code) => (Status::Failed, Some(code)),
             None => {
-                error.extend_from_slice(
-                    format!("\n[zpipe: killed by signal {}]", s.signal().unwrap_or(0)).as_bytes(),
-                );
+                let signal = s.signal().unwrap_or(0);
+                error.extend_from_slice(format!("\n[zpipe: killed by signal {signal}]").as_bytes());
+                // A scheduler that stops the worker (Slurm's scancel, a
+                // systemd stop of the whole unit) signals every process of
+                // the job, children first: the command may die of it just
+                // before the worker hears of its own stop. Give that stop a
+                // moment to arrive, so the task is sent again rather than
+                // reported failed (see the executor).
+                if [
+                    libc_signal::SIGTERM,
+                    libc_signal::SIGINT,
+                    libc_signal::SIGHUP,
+                ]
+                .contains(&signal)
+                {
+                    let until = Instant::now() + STOP_GRACE;
+                    while !stop.is_triggered() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 (Status::Failed, None)
             }
         },

@@ -37,6 +37,7 @@ use common::work::{Outcome, Status};
 use common::{Action, Endpoints, Shutdown};
 
 use crate::credit::{Ask, Credit};
+use crate::idle::Activity;
 use crate::pack::Pack;
 use crate::{Handler, TaskInfo, handshake};
 
@@ -100,6 +101,8 @@ pub(crate) struct Executor<H> {
     pub handler: Arc<H>,
     /// Opened when the main thread has said HELLO.
     pub hello: Arc<Gate>,
+    /// Told when each task begins and ends (`--idle-exit`).
+    pub activity: Arc<Activity>,
 }
 
 /// A task waiting in a thread's own queue (credit dispatch may send several
@@ -265,6 +268,18 @@ impl<H: Handler> Executor<H> {
                 finished,
                 mut outcome,
             } = self.run_task(batch, &task);
+            if outcome.status != Status::Ok && self.stop.is_triggered() {
+                // Cut short because the worker is stopping (a signal, KILL):
+                // that is no result of the task's. It is not reported, so
+                // the ventilator sends it again: at once in credit dispatch
+                // (our BYE tells it which tasks this thread held), when the
+                // sink reports the worker gone in push dispatch.
+                log::info!(
+                    "task {} of batch {batch:016x} was cut short by the stop: not reported, so it is sent again",
+                    task.task
+                );
+                break;
+            }
             let duration = finished - started;
             counts.tasks += 1;
             if outcome.status != Status::Ok {
@@ -383,6 +398,14 @@ impl<H: Handler> Executor<H> {
     /// Runs one task through the handler; a body that could not be read, or
     /// a handler that panics, becomes an error outcome.
     fn run_task(&self, batch: u64, task: &Item<TaskBody>) -> Ran {
+        self.activity.begin();
+        let ran = self.run_handler(batch, task);
+        self.activity.end(ran.finished);
+        ran
+    }
+
+    /// [`Self::run_task`] without the bookkeeping.
+    fn run_handler(&self, batch: u64, task: &Item<TaskBody>) -> Ran {
         let started = Instant::now();
         let body = match &task.body {
             Ok(body) => body,

@@ -119,6 +119,7 @@ mod classic;
 mod credit;
 mod executor;
 mod handshake;
+mod idle;
 mod main_thread;
 mod pack;
 
@@ -133,6 +134,7 @@ use common::{Action, Endpoints, Shutdown};
 pub use builtin::Builtin;
 
 use executor::{Counts, Executor, Gate};
+use idle::Activity;
 use main_thread::MainThread;
 
 /// The worker's flags; every one can also come from a `ZPIPE_*` variable.
@@ -192,6 +194,17 @@ pub struct Config {
     /// the flags every role takes.
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
+    /// Stay for batch after batch (a standing pool): END ends a batch, not
+    /// the worker. It keeps its connections and heartbeats, so whichever
+    /// ventilator and sink come next (restarted or new) hear of it and give
+    /// it work; it exits on KILL, SIGTERM or Ctrl-C, or after --idle-exit.
+    #[arg(long, env = "ZPIPE_SERVE")]
+    pub serve: bool,
+    /// Exit (status 0) once no task has run for this long, counted from the
+    /// start and from the end of each task: a pilot in a cluster gives its
+    /// allocation back when no batch comes.
+    #[arg(long, env = "ZPIPE_IDLE_EXIT", value_parser = common::cli::duration)]
+    pub idle_exit: Option<Duration>,
     /// Speak the guide's wire format (taskwork2): decimal milliseconds in,
     /// an empty message out, any control message means kill.
     #[arg(long, env = "ZPIPE_CLASSIC")]
@@ -262,6 +275,8 @@ pub enum StopReason {
     Kill,
     /// The shutdown flag (a signal).
     Signal,
+    /// No task for `--idle-exit`.
+    Idle,
 }
 
 /// What the worker did.
@@ -304,6 +319,11 @@ pub fn run_with<H: Handler + 'static>(
             "a worker with --threads > 1 connects one socket per thread, so its task and result endpoints cannot bind (@): put a streamer in front, or use --threads 1".into(),
         ));
     }
+    if config.serve && config.classic {
+        return Err(Error::Usage(
+            "--serve waits for batch after batch, and the guide's wire format (--classic) has no batches: any control message means kill".into(),
+        ));
+    }
     // Enough I/O threads that a many-threaded worker is not bound by one.
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
     let tuning = config.sockets.tuning()?;
@@ -330,6 +350,7 @@ pub fn run_with<H: Handler + 'static>(
     // Opened once HELLO is out: a thread asks for work only then, so the
     // sink knows this worker before its first result.
     let hello = Arc::new(Gate::default());
+    let activity = Arc::new(Activity::new(std::time::Instant::now()));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), common::Error>>();
     let mut threads = Vec::new();
     for index in 0..config.threads as usize {
@@ -346,6 +367,7 @@ pub fn run_with<H: Handler + 'static>(
             stop: stop.clone(),
             handler: Arc::clone(&handler),
             hello: Arc::clone(&hello),
+            activity: Arc::clone(&activity),
         };
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
@@ -362,7 +384,7 @@ pub fn run_with<H: Handler + 'static>(
     }
     drop(ready_tx);
 
-    let stopped = main.run(shutdown, &stop, &ready_rx, &hello);
+    let stopped = main.run(shutdown, &stop, &ready_rx, &hello, &activity);
     stop.trigger();
     let counts = join(threads);
     let stopped_by = stopped?;

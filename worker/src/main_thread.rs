@@ -31,6 +31,7 @@ use common::sockets::{self, Recv, Tuning};
 use common::{Action, Endpoints, Shutdown};
 
 use crate::executor::Gate;
+use crate::idle::Activity;
 use crate::{Config, Error, StopReason};
 
 /// The longest the loop waits without looking at the shutdown flag, the
@@ -189,6 +190,10 @@ pub(crate) struct MainThread {
     vent: Option<zmq::Socket>,
     info: WorkerInfo,
     classic: bool,
+    /// `--serve`: END ends a batch, not the worker.
+    serve: bool,
+    /// `--idle-exit`.
+    idle_exit: Option<Duration>,
     heartbeat: Duration,
     /// For the log.
     task_endpoint: Endpoints,
@@ -235,6 +240,8 @@ impl MainThread {
             vent,
             info,
             classic: config.classic,
+            serve: config.serve,
+            idle_exit: config.idle_exit,
             heartbeat: config.heartbeat,
             task_endpoint: config.task_endpoint.clone(),
             drops: Drops::default(),
@@ -250,6 +257,7 @@ impl MainThread {
         stop: &Shutdown,
         ready: &mpsc::Receiver<Result<(), common::Error>>,
         hello: &Gate,
+        activity: &Activity,
     ) -> Result<StopReason, Error> {
         let mut presence = Presence::new(self.info.threads, self.heartbeat, Instant::now());
         let mut frames = Vec::new();
@@ -287,12 +295,25 @@ impl MainThread {
             while let Some(event) = presence.due(Instant::now()) {
                 self.on_event(event, stop, hello);
             }
+            if let Some(limit) = self.idle_exit
+                && activity.idle_for(Instant::now()) >= limit
+            {
+                log::info!(
+                    "worker {}: no task for {limit:?} (--idle-exit): leaving",
+                    self.info.name()
+                );
+                return Ok(StopReason::Idle);
+            }
             match sockets::recv_frames(&self.control, &mut frames, control_wait)? {
                 Recv::Timeout => continue,
                 Recv::Stopped => return Ok(StopReason::Signal),
                 Recv::Message(()) => {}
             }
             match control(&frames, self.classic) {
+                Ok(StopReason::End) if self.serve => log::info!(
+                    "worker {}: the batch is complete; waiting for the next (--serve)",
+                    self.info.name()
+                ),
                 Ok(reason) => return Ok(reason),
                 Err(Dropped { label, detail }) => self.drops.note("control", label, detail),
             }
