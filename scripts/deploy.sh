@@ -27,7 +27,12 @@
 # timeout), ZPIPE_SCP (the same for copies), ZPIPE_REMOTE_DIR (default
 # zpipe, under the remote home; binaries in its bin/), ZPIPE_BIN (local
 # binaries for --copy, default target/release).
+#
+# A relative INVENTORY is found from the directory deploy.sh is called in;
+# the script then works from the project root, so a relative ZPIPE_BIN, or a
+# key file named in ZPIPE_SSH, is taken from there.
 set -euo pipefail
+CALLED_IN=$PWD
 cd "$(dirname "$0")/.."
 
 SSH=${ZPIPE_SSH:-ssh -o BatchMode=yes -o ConnectTimeout=5}
@@ -47,8 +52,13 @@ esac
 COPY=0
 if [ "${1:-}" = --copy ]; then COPY=1; shift; fi
 [ $# -eq 1 ] || usage
+# INVENTORY names the file in messages, as the caller wrote it.
 INVENTORY=$1
-[ -r "$INVENTORY" ] || { echo "deploy: cannot read the inventory $INVENTORY" >&2; exit 2; }
+case "$INVENTORY" in
+    /*) INVENTORY_FILE=$INVENTORY ;;
+    *) INVENTORY_FILE=$CALLED_IN/$INVENTORY ;;
+esac
+[ -r "$INVENTORY_FILE" ] || { echo "deploy: cannot read the inventory $INVENTORY" >&2; exit 2; }
 
 # The inventory, checked whole before anything runs: LINES[i] is "N ROLE HOST
 # FLAGS..." for line N.
@@ -85,7 +95,7 @@ while IFS= read -r raw || [ -n "$raw" ]; do
     esac
     # Kept as one string of shell-quoted words, to be split again with eval.
     LINES+=("$n $(printf '%q ' "${words[@]}")")
-done <"$INVENTORY"
+done <"$INVENTORY_FILE"
 [ ${#LINES[@]} -gt 0 ] || { echo "deploy: $INVENTORY holds no process" >&2; exit 2; }
 
 # Runs a command on a host; on failure, names the line and the host, and

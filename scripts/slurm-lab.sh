@@ -33,13 +33,12 @@ die() { echo "slurm-lab: $*" >&2; exit 1; }
 skip() { echo "slurm-lab: cannot run here: $*" >&2; exit 77; }
 usage() { echo "usage: $0 up|down|env|status DIR" >&2; exit 2; }
 
-[ $# -eq 2 ] || usage
+if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
 ACTION=$1
-case "$2" in
-    /*) DIR=${2%/} ;;
-    *) DIR=$PWD/${2%/} ;;
-esac
-[ -n "$DIR" ] || usage
+# One spelling of DIR, absolute: the daemons' command lines carry it, and a
+# later `down` finds them by it.
+DIR=$(realpath -ms "$2")
+[ "$DIR" != / ] || usage
 CONF=$DIR/slurm.conf
 SOCKET=$DIR/munge.sock
 NODE=$(hostname -s)
@@ -63,76 +62,105 @@ pid_of() {
 lab_processes() {
     local p comm
     for p in /proc/[0-9]*; do
-        comm=$(cat "$p/comm" 2>/dev/null) || continue
+        { read -r comm <"$p/comm"; } 2>/dev/null || continue
         case "$comm" in
             munged | slurmctld | slurmd)
-                tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$DIR/" && echo "${p#/proc/}"
+                { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$DIR/" && echo "${p#/proc/}"
                 ;;
             slurmstepd)
-                tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF" && echo "${p#/proc/}"
+                { tr '\0' '\n' <"$p/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$CONF" && echo "${p#/proc/}"
                 ;;
         esac
     done
     return 0
 }
 
+# A line for each process that still runs (an exited one waiting to be
+# reaped has no command line).
 describe() {
-    local pid
+    local pid cmd
     for pid in "$@"; do
-        echo "  pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+        cmd=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
+        [ -n "$cmd" ] && echo "  pid $pid: $cmd"
     done
+    return 0
 }
 
 # The end of every log, for a failure that does not say enough by itself.
+# A Slurm daemon that fails before it opens its log file (a bad slurm.conf)
+# says why only on stderr, kept in NAME.out.
 log_tails() {
     local f
-    for f in munged slurmctld slurmd; do
-        [ -s "$DIR/$f.log" ] || continue
-        echo "--- $DIR/$f.log (last 15 lines)"
-        tail -n 15 "$DIR/$f.log"
+    for f in munged.log slurmctld.log slurmctld.out slurmd.log slurmd.out; do
+        [ -s "$DIR/$f" ] || continue
+        case "$f" in *.out) [ -s "$DIR/${f%.out}.log" ] && continue ;; esac
+        echo "--- $DIR/$f (last 15 lines)"
+        tail -n 15 "$DIR/$f"
     done >&2
 }
 
-# Stops one daemon by its pid: TERM, then KILL after 10 s.
-stop_one() {
-    local name=$1 pid
-    pid=$(pid_of "$name") || return 0
-    kill -TERM "$pid" 2>/dev/null || true
+# Stops the daemons by their pids, all at once (each takes about 2 s to
+# end, and none needs another to): TERM, then KILL what still runs 10 s
+# later.
+stop_daemons() {
+    local d pid
+    local -A pids=()
+    for d in "$@"; do
+        pid=$(pid_of "$d") || continue
+        pids[$d]=$pid
+        kill -TERM "$pid" 2>/dev/null || true
+    done
     for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { echo "slurm-lab: $name (pid $pid) stopped" >&2; rm -f "$DIR/$name.pid"; return 0; }
+        for d in "${!pids[@]}"; do
+            if ! kill -0 "${pids[$d]}" 2>/dev/null; then
+                echo "slurm-lab: $d (pid ${pids[$d]}) stopped" >&2
+                rm -f "$DIR/$d.pid"
+                unset "pids[$d]"
+            fi
+        done
+        [ ${#pids[@]} -eq 0 ] && return 0
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$DIR/$name.pid"
-    echo "slurm-lab: $name (pid $pid) killed: still running 10 s after SIGTERM" >&2
+    for d in "${!pids[@]}"; do
+        kill -KILL "${pids[$d]}" 2>/dev/null || true
+        rm -f "$DIR/$d.pid"
+        echo "slurm-lab: $d (pid ${pids[$d]}) killed: still running 10 s after SIGTERM" >&2
+    done
 }
 
 # Starts a daemon in the foreground mode each has, in a session of its own
 # (so that a Ctrl-C meant for the caller does not reach it) with no hold on
 # the caller's stdout (so that `$(slurm-lab.sh up DIR)` returns), and records
-# its pid.
+# its pid. Its stderr goes to OUTPUT: munged's log (in the foreground it logs
+# there only), the Slurm daemons' early errors.
 start_one() {
-    local name=$1
-    shift
-    setsid "$@" </dev/null >>"$DIR/$name.out" 2>&1 &
+    local name=$1 output=$2
+    shift 2
+    setsid "$@" </dev/null >>"$output" 2>&1 &
     echo $! >"$DIR/$name.pid"
 }
 
-# Waits up to $1 tenths of a second for a command to succeed, failing at once
-# when the daemon that should make it succeed has exited.
+# Waits up to $2 seconds for a command to succeed, and fails (naming WHAT,
+# with the logs) when it does not or when the daemon NAME that should make
+# it succeed exits meanwhile.
 await() {
-    local tenths=$1 name=$2
-    shift 2
-    for _ in $(seq "$tenths"); do
+    local name=$1 seconds=$2 what=$3
+    shift 3
+    for _ in $(seq $((seconds * 10))); do
         "$@" >/dev/null 2>&1 && return 0
-        pid_of "$name" >/dev/null || return 1
+        pid_of "$name" >/dev/null || fail "$name exited while we waited for $what"
         sleep 0.1
     done
-    return 1
+    fail "waited $seconds s for $what, in vain"
 }
 
 node_idle() {
     [ "$(sinfo -h -n "$NODE" -o %T 2>/dev/null)" = idle ]
+}
+
+# Whether slurmctld's main scheduler has run (sdiag counts its passes).
+scheduler_ran() {
+    sdiag 2>/dev/null | awk '/^Main schedule/ { m = 1 } m && /Total cycles:/ { n = $3; exit } END { exit !(n > 0) }'
 }
 
 up() {
@@ -140,7 +168,7 @@ up() {
     local missing=() b pkg
     for b in munged:munge slurmctld:slurmctld slurmd:slurmd slurmstepd:slurmd \
         sbatch:slurm-client srun:slurm-client sinfo:slurm-client squeue:slurm-client \
-        scancel:slurm-client scontrol:slurm-client python3:python3; do
+        scancel:slurm-client scontrol:slurm-client sdiag:slurm-client python3:python3; do
         pkg=${b#*:}
         b=${b%%:*}
         command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || missing+=("$b ($pkg)")
@@ -166,11 +194,11 @@ up() {
     # Another cluster's daemons do not stop us (our ports are free ones), but
     # whoever reads a surprising log later should know they were there.
     local others
-    others=$(pgrep -x 'slurmctld|slurmd|munged' 2>/dev/null || true)
+    # shellcheck disable=SC2046
+    others=$(describe $(pgrep -x munged) $(pgrep -x slurmctld) $(pgrep -x slurmd))
     if [ -n "$others" ]; then
         echo "slurm-lab: note: Slurm or munge daemons outside this lab are running:" >&2
-        # shellcheck disable=SC2086
-        describe $others >&2
+        echo "$others" >&2
     fi
 
     # munged refuses group- or world-writable directories on its paths, and
@@ -182,7 +210,7 @@ up() {
     rm -rf "$DIR/state" "$DIR/spool"
     mkdir -p "$DIR/state" "$DIR/spool"
     for b in "${DAEMONS[@]}"; do rm -f "$DIR/$b.log" "$DIR/$b.out" "$DIR/$b.pid"; done
-    rm -f "$DIR/munge.key" "$SOCKET" "$SOCKET.lock"
+    rm -f "$DIR/munge.key" "$DIR/munged.seed" "$SOCKET" "$SOCKET.lock"
     head -c 1024 /dev/urandom >"$DIR/munge.key"
     chmod 0400 "$DIR/munge.key"
 
@@ -233,43 +261,49 @@ KillWait=2
 # The node may declare more CPUs than the machine has (else it is drained).
 SlurmdParameters=config_overrides
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
+# Up to 4 jobs on each CPU: a test's pool of pilots and its other jobs do not
+# wait for each other.
 PartitionName=lab Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 
     # From here on a failure stops what was started, so a failed `up` leaves
     # nothing running.
-    trap 'log_tails; stop_all quiet' ERR
-    local t0=$SECONDS
-    start_one munged munged -F --socket="$SOCKET" --key-file="$DIR/munge.key" \
-        --pid-file="$DIR/munged.pid" --log-file="$DIR/munged.log" --seed-file="$DIR/munged.seed"
-    await 50 munged test -S "$SOCKET" || fail "munged did not open $SOCKET within 5 s"
-    start_one slurmctld slurmctld -D -c -f "$CONF"
-    await 100 slurmctld scontrol ping || fail "slurmctld did not answer on port $ctld_port within 10 s"
-    start_one slurmd slurmd -D -f "$CONF" -N "$NODE"
-    await 200 slurmd node_idle || fail "node $NODE is not idle 20 s after slurmd started ($(sinfo -h -n "$NODE" -o '%T %E' 2>&1))"
-    # The scheduler's first pass waits for its interval, whatever
-    # SchedulerParameters say; a step that starts and ends makes it run now,
-    # so the first sbatch of a test starts at once too.
-    timeout 30 srun -N1 -n1 true >/dev/null 2>&1 || fail "srun true did not run on the new cluster"
-    trap - ERR
-    echo "slurm-lab: up in $((SECONDS - t0)) s: node $NODE ($cpus CPUs), slurmctld 127.0.0.1:$ctld_port, slurmd :$slurmd_port, partition lab" >&2
+    trap 'rc=$?; [ $rc = 0 ] || { log_tails; stop_all quiet; }' EXIT
+    local t0=$EPOCHREALTIME
+    start_one munged "$DIR/munged.log" munged -F --socket="$SOCKET" --key-file="$DIR/munge.key" \
+        --pid-file="$DIR/munged.pid" --seed-file="$DIR/munged.seed"
+    await munged 5 "its socket $SOCKET" test -S "$SOCKET"
+    start_one slurmctld "$DIR/slurmctld.out" slurmctld -D -c -f "$CONF"
+    await slurmctld 10 "it to answer on port $ctld_port" scontrol ping
+    start_one slurmd "$DIR/slurmd.out" slurmd -D -f "$CONF" -N "$NODE"
+    await slurmd 20 "node $NODE to be idle" node_idle
+    # One step, start to end: credentials, launch and the step daemon work.
+    timeout 30 srun -N1 -n1 true >/dev/null 2>&1 ||
+        fail "srun true did not run on the new cluster ($(sinfo -h -n "$NODE" -o '%T %E' 2>&1))"
+    # slurmctld's main scheduler first runs 3 s after it starts, whatever
+    # SchedulerParameters say, and an srun step does not make it run sooner
+    # (Slurm 22.05); a batch job submitted before then waits for it. Waiting
+    # here once makes every sbatch of a test start within a second.
+    await slurmctld 10 "its first scheduling pass" scheduler_ran
+    trap - EXIT
+    echo "slurm-lab: up in $(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $t0 }") s: node $NODE ($cpus CPUs), slurmctld 127.0.0.1:$ctld_port, slurmd :$slurmd_port, partition lab" >&2
     echo "slurm-lab: eval \"\$($0 env $DIR)\" for sbatch, srun, squeue, scancel" >&2
 }
 
+# (`up` ends with the logs' tails and stops what it started: see its trap.)
 fail() {
     echo "slurm-lab: $*" >&2
-    log_tails
-    stop_all quiet
-    trap - ERR
     exit 1
 }
 
 # Every job cancelled (each of its steps gets SIGTERM, then SIGKILL after
-# KillWait), then the daemons stopped by pid, slurmd first; a step daemon
+# KillWait), then the daemons stopped by pid; a step daemon
 # still running after all that is ended too, so nothing of the lab stays.
 stop_all() {
-    local quiet=${1:-}
-    if pid_of slurmctld >/dev/null && timeout 10 scontrol ping >/dev/null 2>&1; then
+    local quiet=$1
+    # (Asked of whatever answers at the lab's address: a controller whose
+    # pid file was lost still has jobs to cancel.)
+    if [ -f "$CONF" ] && timeout 10 scontrol ping >/dev/null 2>&1; then
         local jobs
         jobs=$(timeout 10 squeue -h -o %A 2>/dev/null || true)
         if [ -n "$jobs" ]; then
@@ -279,11 +313,10 @@ stop_all() {
                 [ -z "$(timeout 10 squeue -h -o %A 2>/dev/null)" ] && break
                 sleep 0.1
             done
-            [ "$quiet" = quiet ] || echo "slurm-lab: cancelled jobs $(echo $jobs)" >&2
+            [ "$quiet" = quiet ] || echo "slurm-lab: cancelled jobs ${jobs//$'\n'/ }" >&2
         fi
     fi
-    local d
-    for d in slurmd slurmctld munged; do stop_one "$d"; done
+    stop_daemons slurmd slurmctld munged
     local left
     left=$(lab_processes)
     if [ -n "$left" ]; then
@@ -292,17 +325,30 @@ stop_all() {
         describe $left >&2
         # shellcheck disable=SC2086
         kill -TERM $left 2>/dev/null || true
-        sleep 2
+        for _ in $(seq 50); do
+            left=$(lab_processes)
+            [ -z "$left" ] && break
+            sleep 0.1
+        done
         # shellcheck disable=SC2086
-        kill -KILL $(lab_processes) 2>/dev/null || true
+        [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
     fi
 }
 
 down() {
-    [ -f "$DIR/.slurm-lab" ] || { echo "slurm-lab: $DIR is not a lab (nothing to stop)" >&2; return 0; }
+    # (A DIR removed while its daemons ran is no lab any more, but they are
+    # still found by the paths on their command lines.)
+    if [ ! -f "$DIR/.slurm-lab" ] && [ -z "$(lab_processes)" ]; then
+        echo "slurm-lab: $DIR is not a lab, and nothing of one runs there" >&2
+        return 0
+    fi
     PATH=$PATH:/usr/sbin
-    stop_all
-    echo "slurm-lab: down; logs kept in $DIR" >&2
+    stop_all loud
+    if [ -d "$DIR" ]; then
+        echo "slurm-lab: down; logs kept in $DIR" >&2
+    else
+        echo "slurm-lab: down" >&2
+    fi
 }
 
 status() {
