@@ -18,7 +18,7 @@
 //! with [`Event`]s for the loop to apply to the ledger and the roster, and
 //! says when START and GO are due. Its [`Phase`] is one enum, so a sink
 //! that restarts (a new instance) or forgets the batch puts the whole link
-//! back to [`Phase::Announcing`] in one place. [`Feedback`] writes what the
+//! back to [`Phase::Announcing`] in one place. `Feedback` writes what the
 //! ventilator sends on the socket.
 //!
 //! **Keeping in step.** START is repeated for the whole batch, so a sink
