@@ -80,18 +80,8 @@ pub(crate) fn run(
 }
 
 fn report(tasks: u64, sent: u64, started: Instant) -> Report {
-    Report {
-        batch: "classic".into(),
-        dispatch: common::protocol::Dispatch::Push,
-        tasks,
-        sent,
-        resent: 0,
-        given_up: 0,
-        workers_lost: 0,
-        dropped: Default::default(),
-        workers: 0,
-        wait_ms: 0.0,
-        send_ms: started.elapsed().as_secs_f64() * 1000.0,
-        done: None,
-    }
+    let mut r = Report::new("classic".into(), common::protocol::Dispatch::Push, tasks);
+    r.sent = sent;
+    r.send_ms = started.elapsed().as_secs_f64() * 1000.0;
+    r
 }

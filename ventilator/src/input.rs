@@ -48,7 +48,9 @@ pub enum Kind {
 /// `N` (every task the same) or `random:A-B` (uniform, inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
+    /// Every task the same.
     Fixed(u64),
+    /// Uniform between the two, inclusive.
     Random(u64, u64),
 }
 
@@ -75,10 +77,18 @@ impl FromStr for Workload {
 /// A line of input that cannot be a task.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// A line that is not a task.
     #[error("input line {line}: {reason}")]
-    Line { line: usize, reason: String },
+    Line {
+        /// Its number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The input could not be read.
     #[error("cannot read the input")]
     Read(#[from] std::io::Error),
+    /// Only blank lines and comments.
     #[error("the input holds no task")]
     Empty,
 }

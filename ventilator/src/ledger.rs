@@ -5,8 +5,12 @@
 //! nothing is lost when a worker dies or a lease runs out: the task goes out
 //! again with its attempt number raised, and the sink keeps the first result
 //! (at-least-once execution, exactly-once results). A task that has used up
-//! its attempts is given up: the sink is sent a failed result for it, with
-//! the reason, and the batch still completes.
+//! its attempts is given up: the sink is told (GIVEN_UP, with the reason),
+//! records it as failed, and the batch still completes.
+//!
+//! In credit dispatch the ledger also knows which worker thread holds each
+//! task out (a [`crate::credit::ThreadId`]), so what a dead worker held goes
+//! out again at once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -18,6 +22,7 @@ use crate::plan::Plan;
 /// No worker thread holds the task.
 pub const NOBODY: u32 = u32::MAX;
 
+/// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Waiting for tasks it runs after, or an earlier stage.
@@ -49,6 +54,7 @@ enum Queue {
     Cost(BinaryHeap<(u64, Reverse<u64>)>),
 }
 
+/// The book of a batch's tasks (see the module doc).
 pub struct Ledger<'p> {
     plan: &'p Plan,
     state: Vec<State>,
@@ -57,7 +63,7 @@ pub struct Ledger<'p> {
     charged: Vec<u32>,
     /// Whether the task's success has already freed what waits for it.
     released: Vec<bool>,
-    /// The peer (worker thread) holding an `Out` task, in credit dispatch.
+    /// The worker thread holding an `Out` task, in credit dispatch.
     holder: Vec<u32>,
     /// How many things each blocked task still waits for.
     waiting: Vec<u32>,
@@ -77,16 +83,21 @@ pub struct Ledger<'p> {
     max_attempts: u32,
     done: u64,
     out: u64,
+    /// Tasks sent again, so far.
     pub resent: u64,
+    /// Tasks given up (or failed by a failed dependency), so far.
     pub given_up: u64,
-    /// Failed results the ventilator owes the sink: tasks given up or failed
-    /// because of a dependency, with the reason.
+    /// Verdicts the ventilator owes the sink (GIVEN_UP): tasks given up or
+    /// failed because of a dependency, each with its last attempt and the
+    /// reason.
     pub owed: Vec<(u64, u32, String)>,
     /// Everything given up so far, to say again to a restarted sink.
     gave_up: HashMap<u64, String>,
 }
 
 impl<'p> Ledger<'p> {
+    /// The book of `plan`'s tasks, which must have passed
+    /// [`Plan::check`]: those waiting for nothing are ready.
     pub fn new(plan: &'p Plan, order: Order, task_timeout: Duration, retries: u32) -> Self {
         let n = plan.len();
         let mut l = Ledger {
@@ -148,14 +159,17 @@ impl<'p> Ledger<'p> {
         l
     }
 
+    /// How many tasks the batch has.
     pub fn tasks(&self) -> u64 {
         self.state.len() as u64
     }
 
+    /// Tasks whose result the sink has acknowledged (or given up).
     pub fn done(&self) -> u64 {
         self.done
     }
 
+    /// Tasks sent and not acknowledged.
     pub fn out(&self) -> u64 {
         self.out
     }
@@ -166,6 +180,7 @@ impl<'p> Ledger<'p> {
         (ok, self.done - ok.min(self.done))
     }
 
+    /// The task's current attempt (1 the first time it goes out).
     pub fn attempt(&self, t: u64) -> u32 {
         self.attempt[t as usize]
     }
@@ -289,7 +304,8 @@ impl<'p> Ledger<'p> {
         self.retry.push_back(t);
     }
 
-    /// Every `Out` task held by `peer`, or (`None`) every `Out` task.
+    /// Every `Out` task held by worker thread `peer`, or (`None`) every
+    /// `Out` task.
     pub fn held_by(&self, peer: Option<u32>) -> Vec<u64> {
         (0..self.tasks())
             .filter(|&t| {

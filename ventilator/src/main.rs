@@ -11,14 +11,13 @@ fn main() -> ExitCode {
 fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
     common::cli::on_signals(&shutdown)?;
-    // Bind first (a port in use is one line), then read and check the whole
-    // batch: nothing is sent before both succeeded.
+    // Bind first (a port in use is one line), then read the whole batch;
+    // run_plan checks it before anything is sent.
     let vent = ventilator::Ventilator::bind(config, &zmq::Context::new())?;
     let tasks = config.load_tasks()?;
     let report = vent.run_plan(&tasks, &shutdown)?;
     if let Some(path) = &config.report {
-        let json = serde_json::to_string(&report)?;
-        std::fs::write(path, format!("{json}\n"))
+        common::report::write_json_file(path, &report)
             .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
     }
     if !config.classic && report.done.is_none() {

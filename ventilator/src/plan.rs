@@ -14,6 +14,8 @@ use common::work::Work;
 /// The tasks of a batch and their order constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Per task, what to do, in input order (a task's index is its id on
+    /// the wire).
     pub works: Vec<Work>,
     /// Per task, the indices of the tasks it runs after; empty when no task
     /// has any.
@@ -41,24 +43,38 @@ impl From<Vec<Work>> for Plan {
 /// Why a plan cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// A task runs after one that does not exist.
     #[error("task {task} runs after {after:?}, which is not a task of this batch")]
-    Unknown { task: String, after: String },
+    Unknown {
+        /// The task, as named in messages.
+        task: String,
+        /// What it names.
+        after: String,
+    },
+    /// A task runs after one of a later stage, which waits for it.
     #[error("task {task} (stage {stage}) runs after task {after} of the later stage {later}")]
     LaterStage {
+        /// The task.
         task: String,
+        /// Its stage.
         stage: u32,
+        /// The task it runs after.
         after: String,
+        /// That task's stage.
         later: u32,
     },
+    /// Tasks wait for each other; the tasks of one cycle are named.
     #[error("the tasks {0} wait for each other (a cycle): none of them could ever start")]
     Cycle(String),
 }
 
 impl Plan {
+    /// How many tasks.
     pub fn len(&self) -> usize {
         self.works.len()
     }
 
+    /// Whether there is no task.
     pub fn is_empty(&self) -> bool {
         self.works.is_empty()
     }
@@ -72,20 +88,24 @@ impl Plan {
         }
     }
 
+    /// The task's stage (0 unless it has one).
     pub fn stage_of(&self, task: u64) -> u32 {
         self.stage.get(task as usize).copied().unwrap_or(0)
     }
 
+    /// The tasks it runs after.
     pub fn after_of(&self, task: u64) -> &[u64] {
         self.after.get(task as usize).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether any task waits for another (by `after` or by stage).
     pub fn has_constraints(&self) -> bool {
         !self.after.is_empty() || self.stage.iter().any(|&s| s != 0)
     }
 
     /// Refuses a plan that could never finish: a dependency on a task that
-    /// does not exist, or of a later stage, or a cycle.
+    /// does not exist, or of a later stage, or a cycle. The ledger relies on
+    /// it; [`crate::Ventilator::run_plan`] calls it once for every batch.
     pub fn check(&self) -> Result<(), PlanError> {
         let n = self.len() as u64;
         for t in 0..n {

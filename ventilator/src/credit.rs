@@ -1,0 +1,667 @@
+//! Where credit dispatch lives: the roster of worker threads, and the
+//! dealing of TASK/TASKS to whoever has credit.
+//!
+//! ```text
+//!  worker thread DEALER ── CREDIT n (exact: idle) ──▶ ROUTER ventilator
+//!                       ◀── TASK, or TASKS (up to min(credit, 64)) ──
+//!  worker's main DEALER ── HELLO, HEARTBEAT, BYE ──▶
+//!                       ◀── HEARTBEAT ──
+//! ```
+//!
+//! This is the guide's load-balancing broker with Paranoid Pirate
+//! heartbeats. Each worker thread has a DEALER of its own and tells the
+//! ROUTER how many tasks it can take; the ventilator gives the next ready
+//! task to a thread with credit, in the order threads asked
+//! ([`Roster`]'s eligible queue), and the ledger records which thread
+//! holds which task. A worker not heard from for `--liveness` heartbeats is
+//! dead, and what its threads held goes out again at once.
+//!
+//! [`Roster`] is the bookkeeping, without the socket: credit (exact or
+//! additive, never above the high-water mark, so a thread's pipe can take
+//! what it asked for), routes, liveness. It answers with [`Event`]s for the
+//! loop to apply to the ledger, which knows who holds what. [`Dealer`] is
+//! the hot path that sends: it reuses its buffers and reads the clock once
+//! per 32 messages, so a task costs no allocation and no system call of its
+//! own.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use common::clock::Coarse;
+use common::protocol::{self, Credit, Header, Kind, WorkerInfo};
+use common::work::Work;
+
+use crate::Error;
+use crate::ledger::Ledger;
+
+/// A worker thread, as the roster numbers it (and as the ledger records
+/// who holds a task).
+pub type ThreadId = u32;
+
+/// Most tasks in one TASKS message.
+pub const MAX_PACK: u32 = 64;
+
+/// What the roster learnt that concerns the tasks out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A thread asked again on a new route: it reconnected, so the ROUTER
+    /// dropped whatever was queued for the old one. What it held goes out
+    /// again at once rather than at the end of its lease (not charged
+    /// against `--retries`: the loss was not the task's doing).
+    Rerouted(ThreadId),
+    /// A worker was declared dead: what its threads held goes out again
+    /// (charged against `--retries`: a task may be what kills its workers).
+    Dead {
+        /// Its threads.
+        threads: Vec<ThreadId>,
+        /// Why, for the log and the tasks' reasons.
+        why: String,
+    },
+}
+
+/// One worker thread's DEALER, as the ROUTER knows it.
+#[derive(Debug)]
+struct Thread {
+    /// The identity frames in front of its messages: one per ROUTER on the
+    /// way (ours, and a queue device's).
+    route: Vec<Vec<u8>>,
+    credit: u32,
+    /// In the eligible queue.
+    queued: bool,
+}
+
+/// A worker process.
+#[derive(Debug)]
+struct Worker {
+    name: String,
+    last: Instant,
+    /// How often it says it beats.
+    heartbeat: Duration,
+    dead: bool,
+    /// Said HELLO or HEARTBEAT (and not BYE since): counts as ready.
+    hello: bool,
+    threads: Vec<ThreadId>,
+}
+
+/// The worker threads that ask for tasks, their credit, and whether their
+/// workers are alive. (No socket: see [`Dealer`] for the sending.)
+///
+/// A dead worker's threads have no credit until one of them asks again,
+/// which shows the worker alive: so the eligible queue needs no liveness
+/// check of its own.
+#[derive(Debug)]
+pub struct Roster {
+    threads: Vec<Thread>,
+    /// Threads by (worker, thread index): a thread keeps its number across
+    /// reconnections.
+    by_name: HashMap<(u64, u16), ThreadId>,
+    /// Threads with credit, in the order they are to be served.
+    eligible: VecDeque<ThreadId>,
+    workers: HashMap<u64, Worker>,
+    /// Most credit a thread may hold: the high-water mark.
+    cap: u32,
+    /// `--heartbeat`: the least period a worker is allowed.
+    heartbeat: Duration,
+    /// `--liveness`: heartbeats missed before a worker is dead.
+    liveness: u32,
+}
+
+impl Roster {
+    /// An empty roster: credit capped at `hwm`; a worker silent for
+    /// `liveness` of its heartbeats (at least `heartbeat`) is dead.
+    pub fn new(hwm: i32, heartbeat: Duration, liveness: u32) -> Roster {
+        Roster {
+            threads: Vec::new(),
+            by_name: HashMap::new(),
+            eligible: VecDeque::new(),
+            workers: HashMap::new(),
+            cap: u32::try_from(hwm.max(1)).unwrap_or(1000),
+            heartbeat,
+            liveness,
+        }
+    }
+
+    /// A CREDIT from the thread at `route`.
+    pub fn credit<F>(&mut self, c: Credit, route: &[F], now: Instant) -> Option<Event>
+    where
+        F: std::ops::Deref<Target = [u8]>,
+    {
+        let n = u32::try_from(c.tasks).unwrap_or(u32::MAX).min(self.cap);
+        let mut event = None;
+        let id = match self.by_name.get(&(c.worker, c.thread)) {
+            Some(&id) => {
+                let t = &mut self.threads[id as usize];
+                let same = t.route.len() == route.len()
+                    && t.route.iter().zip(route).all(|(a, b)| a[..] == b[..]);
+                if !same {
+                    t.route = route.iter().map(|f| f.to_vec()).collect();
+                    t.credit = 0;
+                    event = Some(Event::Rerouted(id));
+                }
+                id
+            }
+            None => {
+                let id = self.threads.len() as ThreadId;
+                self.threads.push(Thread {
+                    route: route.iter().map(|f| f.to_vec()).collect(),
+                    credit: 0,
+                    queued: false,
+                });
+                self.by_name.insert((c.worker, c.thread), id);
+                id
+            }
+        };
+        let w = self.seen(c.worker, now);
+        if !w.threads.contains(&id) {
+            w.threads.push(id);
+        }
+        let t = &mut self.threads[id as usize];
+        t.credit = if c.exact {
+            n
+        } else {
+            t.credit.saturating_add(n).min(self.cap)
+        };
+        if t.credit > 0 && !t.queued {
+            t.queued = true;
+            self.eligible.push_back(id);
+        }
+        event
+    }
+
+    /// HELLO or HEARTBEAT from a worker: it is alive, and ready.
+    pub fn heard(&mut self, info: &WorkerInfo, now: Instant) {
+        let w = self.greeted(info, now);
+        if !w.hello {
+            w.hello = true;
+            log::info!("worker {} joined ({} thread(s))", w.name, info.threads);
+        }
+    }
+
+    /// BYE: the worker is leaving; what it held goes out again.
+    pub fn left(&mut self, info: &WorkerInfo, now: Instant) -> Option<Event> {
+        let w = self.greeted(info, now);
+        let why = format!("worker {} left", w.name);
+        let event = self.declare_dead(info.id, why);
+        if let Some(w) = self.workers.get_mut(&info.id) {
+            w.hello = false;
+        }
+        event
+    }
+
+    /// The sink lost a worker. Results go to the sink, so its word counts;
+    /// but not over our own, fresher news of the worker.
+    pub fn sink_lost(&mut self, info: &WorkerInfo, now: Instant) -> Option<Event> {
+        let heard = self.workers.get(&info.id).is_some_and(|w| {
+            now.saturating_duration_since(w.last) < w.heartbeat.max(self.heartbeat) * 2
+        });
+        if heard {
+            return None;
+        }
+        self.declare_dead(info.id, format!("the sink lost worker {}", info.name()))
+    }
+
+    /// Declares dead every worker silent for `--liveness` of its
+    /// heartbeats (each once: it stays dead until heard from again).
+    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+        let silent: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.dead
+                    && now.saturating_duration_since(w.last)
+                        > w.heartbeat.max(self.heartbeat) * self.liveness
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        silent
+            .into_iter()
+            .filter_map(|id| {
+                let w = &self.workers[&id];
+                let why = format!(
+                    "worker {} was silent for {:.1?} ({} heartbeats)",
+                    w.name,
+                    now.saturating_duration_since(w.last),
+                    self.liveness
+                );
+                self.declare_dead(id, why)
+            })
+            .collect()
+    }
+
+    /// Workers ready: said HELLO or HEARTBEAT, and are not dead.
+    pub fn ready(&self) -> usize {
+        self.workers.values().filter(|w| w.hello && !w.dead).count()
+    }
+
+    /// Whether a thread may be waiting with credit.
+    pub fn has_eligible(&self) -> bool {
+        !self.eligible.is_empty()
+    }
+
+    /// The next thread in the eligible queue and its credit (0: it lost
+    /// it since it queued; skip it). It leaves the queue: put it back with
+    /// [`Roster::dealt`], [`Roster::first_again`] or [`Roster::last_again`].
+    pub fn next_eligible(&mut self) -> Option<(ThreadId, u32)> {
+        let id = self.eligible.pop_front()?;
+        let t = &mut self.threads[id as usize];
+        t.queued = false;
+        Some((id, t.credit))
+    }
+
+    /// The thread's route, for the frames in front of a message to it.
+    pub fn route(&self, id: ThreadId) -> &[Vec<u8>] {
+        &self.threads[id as usize].route
+    }
+
+    /// `n` tasks went to the thread: it queues again at the back while it
+    /// has credit left.
+    pub fn dealt(&mut self, id: ThreadId, n: u32) {
+        let t = &mut self.threads[id as usize];
+        t.credit = t.credit.saturating_sub(n);
+        if t.credit > 0 && !t.queued {
+            t.queued = true;
+            self.eligible.push_back(id);
+        }
+    }
+
+    /// The thread keeps its place at the front (nothing to send it now).
+    pub fn first_again(&mut self, id: ThreadId) {
+        self.threads[id as usize].queued = true;
+        self.eligible.push_front(id);
+    }
+
+    /// The thread waits at the back (its pipe is full).
+    pub fn last_again(&mut self, id: ThreadId) {
+        let t = &mut self.threads[id as usize];
+        if !t.queued {
+            t.queued = true;
+            self.eligible.push_back(id);
+        }
+    }
+
+    /// The ROUTER cannot reach the thread (it is gone): forget its credit;
+    /// it asks again if it comes back.
+    pub fn unreachable(&mut self, id: ThreadId) {
+        self.threads[id as usize].credit = 0;
+    }
+
+    /// A HELLO, HEARTBEAT or BYE's news: name and heartbeat.
+    fn greeted(&mut self, info: &WorkerInfo, now: Instant) -> &mut Worker {
+        let w = self.seen(info.id, now);
+        w.name = info.name();
+        w.heartbeat = Duration::from_millis(info.heartbeat_ms.clamp(10, 60_000));
+        w
+    }
+
+    /// The worker's entry, marked alive now.
+    fn seen(&mut self, id: u64, now: Instant) -> &mut Worker {
+        let w = self.workers.entry(id).or_insert_with(|| Worker {
+            name: format!("worker-{id:016x}"),
+            last: now,
+            heartbeat: Duration::from_secs(1),
+            dead: false,
+            hello: false,
+            threads: Vec::new(),
+        });
+        w.last = now;
+        if w.dead {
+            w.dead = false;
+            log::info!("worker {} is heard from again", w.name);
+        }
+        w
+    }
+
+    /// Marks a known, live worker dead and takes its threads' credit.
+    fn declare_dead(&mut self, id: u64, why: String) -> Option<Event> {
+        let w = self.workers.get_mut(&id).filter(|w| !w.dead)?;
+        w.dead = true;
+        for &t in &w.threads {
+            self.threads[t as usize].credit = 0;
+        }
+        Some(Event::Dead {
+            threads: w.threads.clone(),
+            why,
+        })
+    }
+}
+
+/// The kinds worker threads may send the ROUTER, for counting anything
+/// else as unexpected (see [`crate::decode`]).
+pub(crate) const KINDS: &[Kind] = &[Kind::Credit, Kind::Hello, Kind::Heartbeat, Kind::Bye];
+
+/// Deals tasks on the ROUTER to threads with credit (the hot path).
+pub struct Dealer {
+    batch: u64,
+    /// HEARTBEAT's header, the answer to a worker's.
+    beat: [u8; protocol::HEADER_LEN],
+    /// The message body being built, reused.
+    body: Vec<u8>,
+    /// One task body inside a TASKS message, reused.
+    record: Vec<u8>,
+    /// The tasks of the message being built, reused.
+    tasks: Vec<u64>,
+    clock: Coarse,
+    /// The last round stopped at a full pipe: wait until it can take more.
+    blocked: bool,
+}
+
+impl Dealer {
+    /// A dealer of `batch`.
+    pub fn new(batch: u64) -> Dealer {
+        Dealer {
+            batch,
+            beat: Header::bare(Kind::Heartbeat, batch).encode(),
+            body: Vec::with_capacity(256),
+            record: Vec::new(),
+            tasks: Vec::with_capacity(MAX_PACK as usize),
+            // 32 tasks sent in one go leave within microseconds of each
+            // other; each dealing round reads the clock afresh.
+            clock: Coarse::new(32),
+            blocked: false,
+        }
+    }
+
+    /// Whether the last round stopped at a full pipe.
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Answers a worker's HELLO, HEARTBEAT or BYE with a HEARTBEAT, as in
+    /// Paranoid Pirate, so it knows we are alive. (Dropped when its pipe
+    /// is full: the next one will do.)
+    pub fn answer_heartbeat<F>(&self, router: &zmq::Socket, route: &[F])
+    where
+        F: std::ops::Deref<Target = [u8]>,
+    {
+        let frames = route
+            .iter()
+            .map(|f| &f[..])
+            .chain([&b""[..], &self.beat[..], &b""[..]]);
+        let _ = router.send_multipart(frames, zmq::DONTWAIT);
+    }
+
+    /// One dealing round: to each thread with credit, in turn, as many
+    /// ready tasks as it may take (at most [`MAX_PACK`] a message), until
+    /// no task is ready, no thread has credit, or a pipe is full. Returns
+    /// how many tasks were sent.
+    pub fn deal(
+        &mut self,
+        roster: &mut Roster,
+        ledger: &mut Ledger<'_>,
+        router: &zmq::Socket,
+        works: &[Work],
+    ) -> Result<u64, Error> {
+        let now = Instant::now();
+        self.clock.refresh();
+        self.blocked = false;
+        let mut sent = 0;
+        let mut rounds = 0;
+        while let Some((id, credit)) = roster.next_eligible() {
+            rounds += 1;
+            if rounds > 10_000 {
+                // Enough for one round: let acks and heartbeats in.
+                roster.first_again(id);
+                break;
+            }
+            if credit == 0 {
+                continue;
+            }
+            self.tasks.clear();
+            while self.tasks.len() < credit.min(MAX_PACK) as usize {
+                match ledger.next_task() {
+                    Some(t) => self.tasks.push(t),
+                    None => break,
+                }
+            }
+            if self.tasks.is_empty() {
+                roster.first_again(id);
+                break;
+            }
+            let head = self.encode(ledger, works);
+            let frames = roster.route(id).iter().map(Vec::as_slice).chain([
+                &b""[..],
+                &head[..],
+                &self.body[..],
+            ]);
+            match router.send_multipart(frames, zmq::DONTWAIT) {
+                Ok(()) => {
+                    for &t in &self.tasks {
+                        ledger.sent(t, id, now);
+                    }
+                    sent += self.tasks.len() as u64;
+                    roster.dealt(id, self.tasks.len() as u32);
+                }
+                Err(e) => {
+                    for &t in self.tasks.iter().rev() {
+                        ledger.unsend(t);
+                    }
+                    match e {
+                        zmq::Error::EHOSTUNREACH => roster.unreachable(id),
+                        zmq::Error::EAGAIN | zmq::Error::EINTR => {
+                            // A full pipe (several threads behind one queue
+                            // device share one): wait until it can take more.
+                            roster.last_again(id);
+                            self.blocked = true;
+                            break;
+                        }
+                        zmq::Error::ETERM => break,
+                        e => return Err(common::Error::zmq("sending a task", e).into()),
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Writes `self.tasks` into `self.body`: one TASK, or TASKS records.
+    fn encode(&mut self, ledger: &Ledger<'_>, works: &[Work]) -> [u8; protocol::HEADER_LEN] {
+        let clock = self.clock.now_us();
+        self.body.clear();
+        if let [t] = self.tasks[..] {
+            protocol::encode_task(&mut self.body, clock, &works[t as usize]);
+            return Header {
+                kind: Kind::Task,
+                attempt: ledger.attempt(t),
+                batch: self.batch,
+                task: t,
+            }
+            .encode();
+        }
+        for &t in &self.tasks {
+            self.record.clear();
+            protocol::encode_task(&mut self.record, clock, &works[t as usize]);
+            protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
+        }
+        Header {
+            kind: Kind::Tasks,
+            attempt: 0,
+            batch: self.batch,
+            task: self.tasks.len() as u64,
+        }
+        .encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::protocol::Dispatch;
+
+    const HB: Duration = Duration::from_secs(1);
+
+    fn roster() -> Roster {
+        Roster::new(10, HB, 3)
+    }
+
+    fn credit(worker: u64, thread: u16, tasks: u64, exact: bool) -> Credit {
+        Credit {
+            worker,
+            thread,
+            tasks,
+            exact,
+        }
+    }
+
+    fn info(id: u64) -> WorkerInfo {
+        WorkerInfo {
+            id,
+            host: "h".into(),
+            pid: id as u32,
+            threads: 2,
+            dispatch: Dispatch::Credit,
+            heartbeat_ms: 1000,
+        }
+    }
+
+    fn route(r: &str) -> [&[u8]; 1] {
+        [r.as_bytes()]
+    }
+
+    /// Empties the eligible queue: (thread, credit) in order.
+    fn queue(r: &mut Roster) -> Vec<(ThreadId, u32)> {
+        std::iter::from_fn(|| r.next_eligible()).collect()
+    }
+
+    #[test]
+    fn credit_is_exact_or_added_and_capped_at_the_high_water_mark() {
+        let mut r = roster();
+        let t = Instant::now();
+        assert_eq!(r.credit(credit(1, 0, 4, true), &route("a"), t), None);
+        r.credit(credit(1, 0, 3, false), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![(0, 7)], "added, queued once");
+        r.credit(credit(1, 0, 2, true), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![(0, 2)], "exact: an idle thread");
+        r.credit(credit(1, 0, 8, false), &route("a"), t);
+        r.credit(credit(1, 0, 8, false), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![(0, 10)], "capped");
+        r.credit(credit(1, 0, u64::MAX, true), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![(0, 10)]);
+        r.credit(credit(1, 0, 0, true), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![], "no credit, not queued");
+    }
+
+    #[test]
+    fn threads_are_served_in_the_order_they_asked_and_queue_again_at_the_back() {
+        let mut r = roster();
+        let t = Instant::now();
+        r.credit(credit(1, 0, 5, true), &route("a"), t);
+        r.credit(credit(2, 0, 1, true), &route("b"), t);
+        r.credit(credit(1, 1, 2, true), &route("c"), t);
+        assert_eq!(r.route(1), &[b"b".to_vec()][..]);
+        let (a, n) = r.next_eligible().unwrap();
+        assert_eq!((a, n), (0, 5));
+        r.dealt(a, 3);
+        let (b, _) = r.next_eligible().unwrap();
+        r.dealt(b, 1);
+        // b used its credit: gone; a has 2 left: behind c.
+        assert_eq!(queue(&mut r), vec![(2, 2), (0, 2)]);
+        // Nothing to send: the thread keeps its place at the front.
+        r.credit(credit(2, 0, 1, true), &route("b"), t);
+        r.credit(credit(1, 0, 1, true), &route("a"), t);
+        let (first, _) = r.next_eligible().unwrap();
+        r.first_again(first);
+        assert_eq!(queue(&mut r), vec![(1, 1), (0, 1)]);
+        // A full pipe: to the back; a thread gone: no credit.
+        r.credit(credit(2, 0, 1, true), &route("b"), t);
+        r.credit(credit(1, 0, 1, true), &route("a"), t);
+        let (full, _) = r.next_eligible().unwrap();
+        r.last_again(full);
+        let (gone, _) = r.next_eligible().unwrap();
+        r.unreachable(gone);
+        r.last_again(gone);
+        assert_eq!(queue(&mut r), vec![(1, 1), (0, 0)]);
+        assert!(!r.has_eligible());
+    }
+
+    #[test]
+    fn a_thread_on_a_new_route_gives_back_what_it_held() {
+        let mut r = roster();
+        let t = Instant::now();
+        r.credit(credit(1, 0, 5, true), &route("a"), t);
+        r.credit(credit(1, 1, 5, true), &route("b"), t);
+        queue(&mut r);
+        // The same route: nothing lost.
+        assert_eq!(r.credit(credit(1, 0, 1, false), &route("a"), t), None);
+        // Through a queue device now: two identity frames.
+        let via: [&[u8]; 2] = [b"q", b"a2"];
+        assert_eq!(
+            r.credit(credit(1, 0, 1, false), &via, t),
+            Some(Event::Rerouted(0))
+        );
+        assert_eq!(r.route(0), &[b"q".to_vec(), b"a2".to_vec()][..]);
+        assert_eq!(
+            queue(&mut r),
+            vec![(0, 1)],
+            "the old credit went with the old route"
+        );
+    }
+
+    #[test]
+    fn a_silent_worker_is_declared_dead_once_and_revives_when_heard() {
+        let mut r = roster();
+        let t = Instant::now();
+        r.heard(&info(1), t);
+        r.heard(&info(2), t);
+        r.credit(credit(1, 0, 5, true), &route("a"), t);
+        r.credit(credit(1, 1, 5, true), &route("b"), t);
+        r.credit(credit(2, 0, 5, true), &route("c"), t);
+        assert_eq!(r.ready(), 2);
+        // Worker 2 keeps beating; worker 1 falls silent.
+        r.heard(&info(2), t + 2 * HB);
+        assert!(r.expire(t + 3 * HB).is_empty(), "three beats is the limit");
+        let t4 = t + 3 * HB + Duration::from_millis(1);
+        let dead = r.expire(t4);
+        match &dead[..] {
+            [Event::Dead { threads, why }] => {
+                assert_eq!(threads, &vec![0, 1]);
+                assert!(why.contains("silent") && why.contains("h:1"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.expire(t4 + HB).is_empty(), "dead once");
+        assert_eq!(r.ready(), 1);
+        // Its threads lost their credit: only worker 2's is dealt to.
+        assert_eq!(queue(&mut r), vec![(0, 0), (1, 0), (2, 5)]);
+        // A thread asks again: the worker is alive (not ready until it
+        // says HEARTBEAT).
+        r.credit(credit(1, 1, 2, true), &route("b"), t4 + HB);
+        assert_eq!(queue(&mut r), vec![(1, 2)]);
+        assert_eq!(r.ready(), 2, "hello stays once said");
+    }
+
+    #[test]
+    fn a_worker_saying_bye_is_dead_and_not_ready() {
+        let mut r = roster();
+        let t = Instant::now();
+        r.heard(&info(1), t);
+        r.credit(credit(1, 0, 5, true), &route("a"), t);
+        assert_eq!(r.ready(), 1);
+        match r.left(&info(1), t) {
+            Some(Event::Dead { threads, why }) => {
+                assert_eq!(threads, vec![0]);
+                assert_eq!(why, "worker h:1 left");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.ready(), 0);
+        assert_eq!(queue(&mut r), vec![(0, 0)]);
+        // It comes back: ready again.
+        r.heard(&info(1), t + HB);
+        assert_eq!(r.ready(), 1);
+    }
+
+    #[test]
+    fn the_sinks_word_on_a_lost_worker_yields_to_fresher_news() {
+        let mut r = roster();
+        let t = Instant::now();
+        r.heard(&info(1), t);
+        r.credit(credit(1, 0, 5, true), &route("a"), t);
+        assert_eq!(r.sink_lost(&info(1), t + HB), None, "heard a beat ago");
+        assert!(matches!(
+            r.sink_lost(&info(1), t + 2 * HB),
+            Some(Event::Dead { .. })
+        ));
+        assert_eq!(r.sink_lost(&info(1), t + 3 * HB), None, "dead already");
+        assert_eq!(r.sink_lost(&info(9), t), None, "never seen");
+    }
+}

@@ -1,0 +1,168 @@
+//! Push dispatch: the guide's PUSH round-robin, and its window.
+//!
+//! ```text
+//!  ventilator PUSH ── TASK ──▶ PULL worker thread ×N  (round-robin)
+//! ```
+//!
+//! A PUSH deals each message to the next worker connected *now*, blind to
+//! how long tasks take and to who holds what. Everything given to it at
+//! once goes to the workers already there, so the ventilator keeps at most
+//! `--window` tasks out (sent, not yet acknowledged): workers that join
+//! later get a share of the rest. When the PUSH is full (every pipe at its
+//! high-water mark) the task it did not take waits as the *pending* task,
+//! and goes first when the socket can take more.
+
+use std::time::Instant;
+
+use common::clock::Coarse;
+use common::protocol::{self, Header, Kind};
+use common::work::Work;
+
+use crate::Error;
+use crate::ledger::{Ledger, NOBODY};
+
+/// Deals tasks on the PUSH socket within the window.
+pub struct Push {
+    batch: u64,
+    /// `--window`: most tasks out at once.
+    window: u64,
+    /// A task the full PUSH did not take: it goes first.
+    pending: Option<u64>,
+    /// The task body being built, reused.
+    body: Vec<u8>,
+    clock: Coarse,
+}
+
+impl Push {
+    /// A dealer of `batch` keeping at most `window` tasks out.
+    pub fn new(batch: u64, window: u64) -> Push {
+        Push {
+            batch,
+            window,
+            pending: None,
+            body: Vec::with_capacity(256),
+            // Tasks sent in one go leave within microseconds of each other;
+            // each dealing round reads the clock afresh.
+            clock: Coarse::new(32),
+        }
+    }
+
+    /// Whether a task is waiting for the PUSH to take it.
+    pub fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether the window has room for `out` tasks and one more.
+    pub fn window_open(&self, out: u64) -> bool {
+        out < self.window
+    }
+
+    /// The next task to send: the pending one if it still needs sending (it
+    /// may have been acknowledged meanwhile), else the next ready one while
+    /// the window has room.
+    pub fn next(&mut self, ledger: &mut Ledger<'_>) -> Option<u64> {
+        if self.pending.is_none() && !self.window_open(ledger.out()) {
+            return None;
+        }
+        self.pending
+            .take()
+            .filter(|&t| ledger.still_taken(t))
+            .or_else(|| ledger.next_task())
+    }
+
+    /// The PUSH did not take `t` (it is full): it goes first next time.
+    pub fn full(&mut self, t: u64) {
+        self.pending = Some(t);
+    }
+
+    /// One dealing round: up to 10 000 tasks, until none is ready, the
+    /// window is full or the PUSH is. Returns how many were sent.
+    pub fn deal(
+        &mut self,
+        ledger: &mut Ledger<'_>,
+        push: &zmq::Socket,
+        works: &[Work],
+    ) -> Result<u64, Error> {
+        let now = Instant::now();
+        self.clock.refresh();
+        let mut sent = 0;
+        for _ in 0..10_000 {
+            let Some(t) = self.next(ledger) else { break };
+            let head = Header {
+                kind: Kind::Task,
+                attempt: ledger.attempt(t),
+                batch: self.batch,
+                task: t,
+            }
+            .encode();
+            self.body.clear();
+            protocol::encode_task(&mut self.body, self.clock.now_us(), &works[t as usize]);
+            match push.send_multipart([&head[..], &self.body[..]], zmq::DONTWAIT) {
+                Ok(()) => {
+                    ledger.sent(t, NOBODY, now);
+                    sent += 1;
+                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                    self.full(t);
+                    break;
+                }
+                Err(zmq::Error::ETERM) => break,
+                Err(e) => return Err(common::Error::zmq("sending a task", e).into()),
+            }
+        }
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+    use crate::ledger::Order;
+    use crate::plan::Plan;
+    use std::time::Duration;
+
+    /// Sends what `next` gives until it gives nothing.
+    fn send_all(p: &mut Push, l: &mut Ledger<'_>) -> Vec<u64> {
+        std::iter::from_fn(|| {
+            let t = p.next(l)?;
+            l.sent(t, NOBODY, Instant::now());
+            Some(t)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_window_holds_tasks_back_until_acknowledgements_make_room() {
+        let plan = Plan::from(vec![Work::Noop; 5]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        let mut p = Push::new(1, 2);
+        assert_eq!(send_all(&mut p, &mut l), vec![0, 1]);
+        l.ack(&[0..1], &[]);
+        assert_eq!(send_all(&mut p, &mut l), vec![2]);
+        l.ack(&[1..3], &[]);
+        assert_eq!(send_all(&mut p, &mut l), vec![3, 4]);
+        assert!(!p.window_open(2));
+    }
+
+    #[test]
+    fn the_task_a_full_push_did_not_take_goes_first_unless_acknowledged_meanwhile() {
+        let plan = Plan::from(vec![Work::Noop; 4]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        let mut p = Push::new(1, 10);
+        let t = p.next(&mut l).unwrap();
+        p.full(t);
+        assert!(p.pending());
+        assert_eq!(p.next(&mut l), Some(t), "before the ready ones");
+        assert!(!p.pending());
+        l.sent(t, NOBODY, Instant::now());
+        // Pending again, then acknowledged before the PUSH took it (a
+        // restarted sink had its result): the next ready task goes instead.
+        let t = p.next(&mut l).unwrap();
+        assert_eq!(t, 1);
+        p.full(t);
+        l.ack(&[1..2], &[]);
+        assert_eq!(p.next(&mut l), Some(2));
+        assert_eq!(l.out(), 1);
+    }
+}
