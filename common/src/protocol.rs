@@ -43,7 +43,7 @@
 //!
 //! HELLO, HEARTBEAT and BYE also go from a worker to the ventilator in credit
 //! dispatch (DEALER → ROUTER), and the ventilator answers each HEARTBEAT with
-//! one (payload `null`), as in the guide's Paranoid Pirate. A task the
+//! one (an empty payload), as in the guide's Paranoid Pirate. A task the
 //! ventilator gives up on reaches the sink as GIVEN_UP, never as a RESULT:
 //! results come from workers only, on the result socket.
 //!
@@ -916,10 +916,11 @@ pub enum Message {
     },
 }
 
-/// Reads a JSON payload that is a [`WorkerInfo`], or `null`/`{}` for none.
+/// Reads a JSON payload that is a [`WorkerInfo`], or none: empty (the
+/// ventilator's answer to a HEARTBEAT), `null` or `{}` (its BYE).
 fn optional_info(payload: &[u8]) -> Result<Option<WorkerInfo>, DecodeError> {
     match payload.trim_ascii() {
-        b"null" | b"{}" => Ok(None),
+        b"" | b"null" | b"{}" => Ok(None),
         _ => from_json(payload, "worker info").map(Some),
     }
 }
@@ -1454,6 +1455,11 @@ mod tests {
         // Another role's heartbeat payload that is neither info nor null.
         let hb = Header::bare(Kind::Heartbeat, 0).encode();
         assert!(Message::decode(&[&hb[..], b"[1]"]).is_err());
+        // The ventilator's answer to a HEARTBEAT has an empty payload.
+        assert_eq!(
+            Message::decode(&[&hb[..], b""]).unwrap(),
+            Message::Heartbeat(None)
+        );
     }
 
     #[test]
