@@ -293,7 +293,7 @@ fn collect(
 
 /// Where a result comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum From {
+enum Source {
     /// A worker (named by its id in the result).
     Worker,
     /// The ventilator's verdict on a task it gave up (GIVEN_UP).
@@ -347,7 +347,7 @@ impl Collector {
         let (said, info) = match message {
             Message::Results { batch, results } => {
                 for item in results {
-                    self.on_result(batch, item, From::Worker, now_us)?;
+                    self.on_result(batch, item, Source::Worker, now_us)?;
                 }
                 return Ok(());
             }
@@ -386,7 +386,7 @@ impl Collector {
         &mut self,
         batch_id: u64,
         item: Item<ResultBody>,
-        from: From,
+        from: Source,
         now_us: u64,
     ) -> Result<(), Error> {
         let Some(batch) = self.batch.as_mut() else {
@@ -418,8 +418,8 @@ impl Collector {
         let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
         let unknown;
         let worker_json = match from {
-            From::Ventilator => "\"ventilator\"",
-            From::Worker => match self.workers.did(body.worker, body.duration_us) {
+            Source::Ventilator => "\"ventilator\"",
+            Source::Worker => match self.workers.did(body.worker, body.duration_us) {
                 Some(name) => name,
                 None => {
                     unknown = format!("\"worker-{:016x}\"", body.worker);
@@ -476,7 +476,7 @@ impl Collector {
                 }
             }
             Some(Event::Verdict { batch, result }) => {
-                if let Err(e) = self.on_result(batch, result, From::Ventilator, 0) {
+                if let Err(e) = self.on_result(batch, result, Source::Ventilator, 0) {
                     log::error!("cannot write a result: {e}");
                 }
             }
@@ -507,10 +507,7 @@ impl Collector {
         shutdown: &Shutdown,
     ) -> Result<(), Error> {
         let Some(b) = &self.batch else { return Ok(()) };
-        let [end] = &Message::End { batch: b.id() }.frames()[..] else {
-            unreachable!("END is one frame");
-        };
-        let end = end.clone();
+        let end = Message::End { batch: b.id() }.frames();
         log::info!(
             "batch {} complete: {} ok, {} failed; publishing END",
             b.hex(),
@@ -520,7 +517,7 @@ impl Collector {
         let deadline = Instant::now() + Duration::from_secs(1);
         let ventilator_deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            let _ = control.send(&end[..], zmq::DONTWAIT);
+            let _ = control.send_multipart(end.iter().map(|f| &f[..]), zmq::DONTWAIT);
             if let Some(b) = &self.batch {
                 self.link.send_done(feedback, b);
             }
