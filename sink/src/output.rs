@@ -1,7 +1,15 @@
-//! Results as JSON Lines, in completion order or (`--ordered`) input order.
+//! The output: results as JSON Lines, written in completion order or
+//! (`--ordered`) input order, and read back by `--resume`. One [`Line`]
+//! type serves both ways.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::{Config, Error};
 
 /// One line of output:
 ///
@@ -10,24 +18,42 @@ use std::io::Write;
 ///  "duration_ms":10.123,"latency_ms":10.456,"output":"…","error":""}
 /// ```
 ///
-/// `exit_code` and `latency_ms` are left out when unknown.
-#[derive(Debug)]
-pub struct Line<'a> {
+/// `exit_code` and `latency_ms` are left out when unknown. Reading a line
+/// back (`--resume`) needs only `task`, `batch` and `status`; the other
+/// fields are skipped and left at their defaults.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Line<'a> {
+    /// The task's id.
     pub task: u64,
+    /// The batch id, in hex.
     pub batch: &'a str,
+    /// The attempt whose result this is.
+    #[serde(skip)]
     pub attempt: u32,
     /// The worker's name, already a JSON string (quoted and escaped).
+    #[serde(skip)]
     pub worker_json: &'a str,
-    pub status: &'static str,
+    /// `ok`, `failed`, `timed_out`, `panicked` or `rejected`.
+    pub status: &'a str,
+    /// The command's exit code, when it exited.
+    #[serde(skip)]
     pub exit_code: Option<i32>,
+    /// How long the task ran on its worker.
+    #[serde(skip)]
     pub duration_us: u64,
+    /// From the ventilator sending the task to the sink receiving its result.
+    #[serde(skip)]
     pub latency_us: Option<u64>,
+    /// Its output (invalid UTF-8 is replaced).
+    #[serde(skip)]
     pub output: &'a [u8],
+    /// Its error text (invalid UTF-8 is replaced).
+    #[serde(skip)]
     pub error: &'a [u8],
 }
 
 /// Quotes and escapes `text` as a JSON string.
-pub fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
@@ -91,7 +117,7 @@ fn text(out: &mut Vec<u8>, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes lines, holding back early arrivals when the order must follow the
 /// input.
-pub struct Output {
+pub(crate) struct Output {
     out: Box<dyn Write + Send>,
     /// `Some` with `--ordered`: lines waiting for their predecessors.
     pending: Option<BTreeMap<u64, Vec<u8>>>,
@@ -99,19 +125,29 @@ pub struct Output {
     /// One line is serialized here first, then written with one call: far
     /// cheaper than serde's many small writes through a boxed writer.
     line: Vec<u8>,
+    /// When what was written is next handed to the operating system even
+    /// if nothing asks for it (an ACK does).
+    next_flush: Instant,
 }
 
+/// How long written lines may wait in our buffer when nothing is
+/// acknowledged.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
 impl Output {
-    pub fn new(out: Box<dyn Write + Send>, ordered: bool) -> Self {
+    /// Writes to `out`; `ordered` holds early lines back.
+    pub(crate) fn new(out: Box<dyn Write + Send>, ordered: bool) -> Self {
         Output {
             out,
             pending: ordered.then(BTreeMap::new),
             next: 0,
             line: Vec::with_capacity(512),
+            next_flush: Instant::now(),
         }
     }
 
-    pub fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {
+    /// Writes one line (or holds it back until its predecessors are out).
+    pub(crate) fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {
         self.line.clear();
         line.render(&mut self.line)?;
         match &mut self.pending {
@@ -129,7 +165,7 @@ impl Output {
 
     /// Writes whatever is held back (a stop before the batch completed), in
     /// order, then flushes.
-    pub fn finish(&mut self) -> std::io::Result<()> {
+    pub(crate) fn finish(&mut self) -> std::io::Result<()> {
         if let Some(pending) = &mut self.pending {
             for buf in std::mem::take(pending).into_values() {
                 self.out.write_all(&buf)?;
@@ -138,9 +174,160 @@ impl Output {
         self.out.flush()
     }
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    /// Hands what is written to the operating system: before an ACK, so a
+    /// killed sink loses nothing it acknowledged.
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
+
+    /// Flushes when the last flush is [`FLUSH_EVERY`] old.
+    pub(crate) fn flush_if_due(&mut self, now: Instant) -> std::io::Result<()> {
+        if now >= self.next_flush {
+            self.out.flush()?;
+            self.next_flush = now + FLUSH_EVERY;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `--output`.
+pub fn open_output(path: &Path) -> Result<Box<dyn Write + Send>, Error> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
+    }
+    let file = std::fs::File::create(path).map_err(|source| Error::OpenOutput {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// Opens `--output` as the configuration says: appending with `--resume`
+/// (after [`Sink::bind`](crate::Sink::bind) has read it back), else from
+/// empty.
+pub fn open_output_for(config: &Config) -> Result<Box<dyn Write + Send>, Error> {
+    if !config.resume {
+        return open_output(&config.output);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.output)
+        .map_err(|source| Error::OpenOutput {
+            path: config.output.clone(),
+            source,
+        })?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// What a sink resuming finds in its output: one batch's results.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Resumed {
+    /// The batch they belong to.
+    pub batch: u64,
+    /// Tasks whose result was ok.
+    pub ok: Vec<u64>,
+    /// Tasks whose result was not.
+    pub failed: Vec<u64>,
+}
+
+impl Resumed {
+    /// Results read back.
+    pub(crate) fn len(&self) -> usize {
+        self.ok.len() + self.failed.len()
+    }
+}
+
+/// What `--resume` finds in `--output` (nothing without `--resume`): the
+/// flags are checked first, since reading back needs a file that is
+/// appended to as results come.
+pub(crate) fn read_back_for(config: &Config) -> Result<Option<Resumed>, Error> {
+    if !config.resume {
+        return Ok(None);
+    }
+    if config.output.as_os_str() == "-" {
+        return Err(Error::Usage(
+            "--resume reads back --output: give it a file, not stdout".into(),
+        ));
+    }
+    if config.ordered {
+        return Err(Error::Usage(
+            "--resume appends results as they come; it cannot be combined with --ordered".into(),
+        ));
+    }
+    let resumed = read_back(&config.output)?;
+    if let Some(r) = &resumed {
+        log::info!(
+            "resuming batch {:016x} from {}: {} results already there",
+            r.batch,
+            config.output.display(),
+            r.len()
+        );
+    }
+    Ok(resumed)
+}
+
+/// Reads back an output. A last line cut short (the sink was killed while
+/// writing it) is cut off the file; any other line that is not a result of
+/// the same batch is an error.
+pub(crate) fn read_back(path: &Path) -> Result<Option<Resumed>, Error> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::OpenOutput {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        log::warn!(
+            "{}: cutting off a last line left half-written ({} bytes)",
+            path.display(),
+            text.len() - whole
+        );
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(whole as u64));
+        f.map_err(|source| Error::OpenOutput {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let mut resumed: Option<Resumed> = None;
+    for (i, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| Error::Resume {
+            path: path.to_owned(),
+            line: i + 1,
+            reason,
+        };
+        let l: Line =
+            serde_json::from_slice(line).map_err(|e| bad(format!("not a result: {e}")))?;
+        let batch = u64::from_str_radix(l.batch, 16)
+            .map_err(|_| bad(format!("batch {:?} is not a batch id", l.batch)))?;
+        let r = resumed.get_or_insert_with(|| Resumed {
+            batch,
+            ..Resumed::default()
+        });
+        if r.batch != batch {
+            return Err(bad(format!(
+                "results of two batches ({:016x} and {batch:016x}): resume works on one batch's output",
+                r.batch
+            )));
+        }
+        if l.status == "ok" {
+            r.ok.push(l.task);
+        } else {
+            r.failed.push(l.task);
+        }
+    }
+    Ok(resumed)
 }
 
 #[cfg(test)]
@@ -183,5 +370,113 @@ mod tests {
         plain.render(&mut buf).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!(v.get("exit_code").is_none() && v.get("latency_ms").is_none());
+    }
+
+    fn line(task: u64, status: &str) -> Line<'_> {
+        Line {
+            task,
+            batch: "00000000000000aa",
+            attempt: 1,
+            worker_json: "\"w:1\"",
+            status,
+            ..Line::default()
+        }
+    }
+
+    /// A writer the test can read after the output is done with it.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn tasks_in(text: &[u8]) -> Vec<u64> {
+        text.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["task"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ordered_output_holds_early_lines_back_until_finish() {
+        let buf = Shared::default();
+        let mut out = Output::new(Box::new(buf.clone()), true);
+        for t in [2, 0, 4, 1] {
+            out.write(&line(t, "ok")).unwrap();
+        }
+        assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![0, 1, 2]);
+        out.finish().unwrap();
+        assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![0, 1, 2, 4]);
+        let buf = Shared::default();
+        let mut out = Output::new(Box::new(buf.clone()), false);
+        for t in [2, 0] {
+            out.write(&line(t, "ok")).unwrap();
+        }
+        assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![2, 0]);
+    }
+
+    #[test]
+    fn what_is_written_reads_back_and_a_torn_last_line_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut out = Output::new(open_output(&path).unwrap(), false);
+        out.write(&line(0, "ok")).unwrap();
+        out.write(&line(3, "timed_out")).unwrap();
+        out.write(&line(1, "ok")).unwrap();
+        out.finish().unwrap();
+        drop(out);
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"{\"task\":2,\"batch\":\"00");
+        std::fs::write(&path, &torn).unwrap();
+        let r = read_back(&path).unwrap().unwrap();
+        assert_eq!(
+            r,
+            Resumed {
+                batch: 0xaa,
+                ok: vec![0, 1],
+                failed: vec![3],
+            }
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "cut at the last whole line"
+        );
+        assert_eq!(read_back(&dir.path().join("none")).unwrap(), None);
+    }
+
+    #[test]
+    fn reading_back_refuses_a_line_that_is_not_a_result_of_the_same_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        for (text, says) in [
+            (
+                "{\"task\":0,\"batch\":\"aa\",\"status\":\"ok\"}\nnot json\n",
+                "line 2",
+            ),
+            (
+                "{\"task\":0,\"batch\":\"zz\",\"status\":\"ok\"}\n",
+                "not a batch id",
+            ),
+            (
+                "{\"task\":0,\"batch\":\"aa\",\"status\":\"ok\"}\n\n{\"task\":1,\"batch\":\"bb\",\"status\":\"ok\"}\n",
+                "line 3: results of two batches",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_back(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }

@@ -1,16 +1,28 @@
-//! The sink's end-of-batch report: a table on stderr, or JSON for scripts.
+//! The sink's end-of-batch report: built from what the sink saw, printed as
+//! a table on stderr (or JSON for scripts), and written whole to
+//! `--report`.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use common::report::{Percentiles, table};
+use common::drops::Drops;
+use common::report::{Latency, Percentiles, table};
 use serde::Serialize;
+
+use crate::batch::Batch;
+use crate::workers::Workers;
+use crate::{Config, Error};
 
 /// One worker's share of the batch.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerRow {
+    /// `host:pid`.
     pub worker: String,
+    /// Tasks it runs at once.
     pub threads: u32,
+    /// Results of it that were written.
     pub tasks: u64,
+    /// Time its tasks ran, added up.
     pub busy_ms: f64,
     /// Percent of the batch's results that came from this worker.
     pub share_pct: f64,
@@ -23,13 +35,18 @@ pub struct Report {
     pub batch: Option<String>,
     /// Whether every task's result arrived.
     pub complete: bool,
+    /// Tasks in the batch.
     pub tasks: u64,
+    /// Results that were ok.
     pub ok: u64,
+    /// Results that were not (failed, timed out, panicked, rejected, given
+    /// up).
     pub failed: u64,
     /// Results that arrived more than once and were dropped.
     pub duplicates: u64,
     /// Messages dropped by reason (garbage, wrong version, foreign batch, ...).
     pub dropped: BTreeMap<String, u64>,
+    /// From GO to the last result (or to the stop).
     pub elapsed_ms: f64,
     /// Sum of the known task costs (`sleep` workloads).
     pub expected_ms: f64,
@@ -39,12 +56,14 @@ pub struct Report {
     pub ideal_ms: Option<f64>,
     /// How much longer than ideal the batch took, in percent.
     pub overhead_pct: Option<f64>,
+    /// Results per second of elapsed time.
     pub tasks_per_s: f64,
     /// From the ventilator sending a task to the sink receiving its result
     /// (clocks of both hosts; exact on one host).
     pub latency: Percentiles,
     /// Time the task body ran on its worker.
     pub run_time: Percentiles,
+    /// Each worker that took part (ready at GO, or did work), by name.
     pub workers: Vec<WorkerRow>,
     /// Workers that fell silent (no heartbeat for `--worker-timeout`) and did
     /// not come back.
@@ -135,5 +154,170 @@ impl Report {
             s.push_str(&table(&t));
         }
         s
+    }
+}
+
+/// What the report measures of each result: its latency and run time.
+#[derive(Debug, Default)]
+pub(crate) struct Timings {
+    latency: Latency,
+    run_time: Latency,
+}
+
+impl Timings {
+    /// Records a result's run time and, when the ventilator's clock said
+    /// when its task left (`sent_us`, µs since the epoch, like `now_us`),
+    /// its latency, which it returns.
+    pub(crate) fn record(&mut self, sent_us: u64, duration_us: u64, now_us: u64) -> Option<u64> {
+        let latency_us = (sent_us != 0 && now_us >= sent_us).then(|| now_us - sent_us);
+        if let Some(us) = latency_us {
+            self.latency.record_us(us);
+        }
+        self.run_time.record_us(duration_us);
+        latency_us
+    }
+}
+
+/// The report of `batch` (none announced: an empty one), as of `now`.
+pub(crate) fn build(
+    batch: Option<&Batch>,
+    workers: &Workers,
+    drops: &Drops,
+    timings: &Timings,
+    now: Instant,
+) -> Report {
+    let complete = batch.is_some_and(Batch::is_complete);
+    let (tasks, ok, failed, duplicates, elapsed, expected) = match batch {
+        Some(b) => {
+            let r = b.received();
+            (
+                b.info().tasks,
+                r.ok(),
+                r.failed(),
+                r.duplicates(),
+                b.elapsed(now),
+                b.info().expected_ms,
+            )
+        }
+        None => (0, 0, 0, 0, std::time::Duration::ZERO, 0),
+    };
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    let (threads, shares) = workers.shares(ok + failed);
+    // Ideal and overhead speak of a whole batch only.
+    let ideal_ms =
+        (complete && expected > 0 && threads > 0).then(|| expected as f64 / threads as f64);
+    let overhead_pct = ideal_ms
+        .filter(|_| elapsed_ms > 0.0)
+        .map(|i| (elapsed_ms - i) / i * 100.0);
+    let dropped: BTreeMap<String, u64> = drops
+        .by_reason()
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    Report {
+        batch: batch.map(|b| b.hex().to_owned()),
+        complete,
+        tasks,
+        ok,
+        failed,
+        duplicates,
+        dropped,
+        elapsed_ms,
+        expected_ms: expected as f64,
+        threads,
+        ideal_ms,
+        overhead_pct,
+        tasks_per_s: if elapsed_ms > 0.0 {
+            (ok + failed) as f64 / (elapsed_ms / 1000.0)
+        } else {
+            0.0
+        },
+        latency: timings.latency.percentiles(),
+        run_time: timings.run_time.percentiles(),
+        workers: shares,
+        lost: workers.lost(),
+    }
+}
+
+/// Prints the report on stderr (a table, or JSON with `--json`) and writes
+/// `--report`, whole or not at all.
+pub fn print_report(config: &Config, report: &Report) -> Result<(), Error> {
+    if config.json {
+        let json = serde_json::to_string(report).map_err(std::io::Error::other)?;
+        eprintln!("{json}");
+    } else if !config.classic {
+        eprint!("{}", report.table());
+    }
+    if let Some(path) = &config.report {
+        common::report::write_json_file(path, report).map_err(|source| Error::OpenOutput {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::protocol::{BatchInfo, Dispatch, WorkerInfo};
+    use std::time::Duration;
+
+    #[test]
+    fn latency_is_known_only_from_a_clock_that_said_when_the_task_left() {
+        let mut t = Timings::default();
+        assert_eq!(t.record(1_000, 5, 1_250), Some(250));
+        assert_eq!(t.record(0, 5, 1_250), None, "no send time");
+        assert_eq!(t.record(2_000, 5, 1_250), None, "clocks disagree");
+        assert_eq!(t.latency.count(), 1);
+        assert_eq!(t.run_time.count(), 3);
+    }
+
+    #[test]
+    fn a_complete_batch_reports_its_ideal_and_overhead() {
+        let t0 = Instant::now();
+        let mut b = Batch::new(
+            BatchInfo {
+                batch: 0xab,
+                tasks: 4,
+                expected_ms: 400,
+                dispatch: Dispatch::Push,
+                resync: false,
+            },
+            None,
+        );
+        let mut workers = Workers::new(Duration::from_secs(3));
+        let info = WorkerInfo {
+            id: 1,
+            host: "h".into(),
+            pid: 1,
+            threads: 2,
+            dispatch: Dispatch::Push,
+            heartbeat_ms: 1000,
+        };
+        workers
+            .heard(crate::workers::Said::Hello, info, t0, false)
+            .unwrap();
+        b.go(t0);
+        workers.batch_started(t0);
+        let mut drops = Drops::default();
+        drops.note("results", "garbage", "x");
+        let timings = Timings::default();
+        let r = build(Some(&b), &workers, &drops, &timings, t0);
+        assert!(!r.complete && r.ideal_ms.is_none(), "{r:?}");
+        for t in 0..4 {
+            b.insert(t, t != 3);
+            workers.did(1, 1000);
+        }
+        let r = build(Some(&b), &workers, &drops, &timings, t0);
+        assert!(r.complete);
+        assert_eq!((r.ok, r.failed, r.threads), (3, 1, 2));
+        assert_eq!(r.ideal_ms, Some(200.0));
+        assert_eq!(r.batch.as_deref(), Some("00000000000000ab"));
+        assert_eq!(r.dropped["garbage"], 1);
+        assert_eq!(r.workers[0].share_pct, 100.0);
+        let empty = build(None, &workers, &Drops::default(), &timings, t0);
+        assert!(!empty.complete && empty.batch.is_none() && empty.dropped.is_empty());
     }
 }

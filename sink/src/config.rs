@@ -1,0 +1,65 @@
+//! The sink's flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use common::Endpoints;
+
+/// The sink's flags; every one can also come from a `ZPIPE_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sink",
+    version,
+    about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)"
+)]
+pub struct Config {
+    /// Where results arrive from workers (or a streamer). `@` binds, `>`
+    /// connects, bare binds; comma-separated list.
+    #[arg(long, env = "ZPIPE_RESULT_ENDPOINT", default_value = "tcp://*:5558")]
+    pub result_endpoint: Endpoints,
+    /// The control channel (PUB) on which END and KILL go to the workers.
+    #[arg(long, env = "ZPIPE_CONTROL_ENDPOINT", default_value = "tcp://*:5559")]
+    pub control_endpoint: Endpoints,
+    /// The feedback channel (ROUTER) the ventilator connects to: batch start,
+    /// ready workers, completion.
+    #[arg(long, env = "ZPIPE_FEEDBACK_ENDPOINT", default_value = "tcp://*:5561")]
+    pub feedback_endpoint: Endpoints,
+    /// Write results (JSON Lines) here; `-` is stdout.
+    #[arg(long, short, env = "ZPIPE_OUTPUT", default_value = "-")]
+    pub output: PathBuf,
+    /// Write results in input order (like Pool.map), holding early ones back.
+    #[arg(long, env = "ZPIPE_ORDERED")]
+    pub ordered: bool,
+    /// Print the report as one JSON object on stderr instead of a table.
+    #[arg(long, env = "ZPIPE_JSON")]
+    pub json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, env = "ZPIPE_REPORT")]
+    pub report: Option<PathBuf>,
+    /// A worker not heard from for this long (or for three of its own
+    /// heartbeats, if those are slower) is no longer ready, and is lost.
+    #[arg(long, env = "ZPIPE_WORKER_TIMEOUT", default_value = "3s", value_parser = common::cli::duration)]
+    pub worker_timeout: Duration,
+    // Socket settings every role shares (--hwm, --max-msg-size, security);
+    // a doc comment here would replace their help heading.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub sockets: common::cli::SocketArgs,
+    /// Speak the guide's wire format (tasksink2): the first message starts the
+    /// clock, then `--tasks` results are counted, then KILL is published.
+    #[arg(long, env = "ZPIPE_CLASSIC")]
+    pub classic: bool,
+    /// Refuse a batch announced with more tasks than this (the sink keeps one
+    /// bit per task).
+    #[arg(long, env = "ZPIPE_MAX_TASKS", default_value_t = 100_000_000)]
+    pub max_tasks: u64,
+    /// Carry on after a restart: read the results already in `--output`,
+    /// append to it, and collect only the rest of the same batch.
+    #[arg(long, env = "ZPIPE_RESUME")]
+    pub resume: bool,
+    /// Classic mode only: how many results make a batch (the guide's 100).
+    #[arg(long, env = "ZPIPE_CLASSIC_TASKS", default_value_t = 100)]
+    pub tasks: u64,
+}
