@@ -664,6 +664,10 @@ pub struct BatchDone {
     pub failed: u64,
     /// From GO to the last result, in ms.
     pub elapsed_ms: f64,
+    /// Where the sink wrote the results (its host and path), when it
+    /// writes them to a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// Splits a message that came through a ROUTER into its route (identity
@@ -1405,6 +1409,7 @@ mod tests {
                 ok: 1,
                 failed: 2,
                 elapsed_ms: 3.5,
+                output: Some("h:/out/7.jsonl".into()),
             }),
             Message::End { batch: 7 },
             Message::Kill { batch: 0 },

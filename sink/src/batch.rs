@@ -23,6 +23,8 @@ pub(crate) struct Batch {
     started: Option<Instant>,
     /// When the last missing result came.
     finished: Option<Instant>,
+    /// Where its results are written (host and path), for DONE.
+    output: Option<String>,
 }
 
 impl Batch {
@@ -46,7 +48,14 @@ impl Batch {
             received,
             started: None,
             finished: None,
+            output: None,
         }
+    }
+
+    /// Says where the batch's results are written (DONE tells the
+    /// ventilator).
+    pub(crate) fn set_output(&mut self, output: Option<String>) {
+        self.output = output;
     }
 
     /// What START said.
@@ -144,6 +153,7 @@ impl Batch {
             ok: self.received.ok(),
             failed: self.received.failed(),
             elapsed_ms: self.elapsed(Instant::now()).as_secs_f64() * 1000.0,
+            output: self.output.clone(),
         }
     }
 }

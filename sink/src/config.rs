@@ -59,7 +59,50 @@ pub struct Config {
     /// append to it, and collect only the rest of the same batch.
     #[arg(long, env = "ZPIPE_RESUME")]
     pub resume: bool,
+    /// Stay for batch after batch (a standing pool): each batch's results go
+    /// to `--output-dir`/BATCH.jsonl and its report to BATCH.report.json;
+    /// END ends a batch, not the pool. A batch announced again whose results
+    /// file is there carries on from it (what `--resume` does for one
+    /// batch). SIGTERM or Ctrl-C ends the pool: KILL goes to every worker.
+    #[arg(long, env = "ZPIPE_SERVE")]
+    pub serve: bool,
+    /// With `--serve`: the directory for each batch's results and report
+    /// (made if missing).
+    #[arg(long, env = "ZPIPE_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
     /// Classic mode only: how many results make a batch (the guide's 100).
     #[arg(long, env = "ZPIPE_CLASSIC_TASKS", default_value_t = 100)]
     pub tasks: u64,
+}
+
+impl Config {
+    /// `--serve` with what it needs and nothing that speaks of one batch.
+    pub(crate) fn check_serve(&self) -> Result<(), crate::Error> {
+        let usage = |m: &str| Err(crate::Error::Usage(m.into()));
+        if !self.serve {
+            if self.output_dir.is_some() {
+                return usage("--output-dir goes with --serve (one batch writes to --output)");
+            }
+            return Ok(());
+        }
+        if self.output_dir.is_none() {
+            return usage("--serve writes each batch to its own files: give --output-dir DIR");
+        }
+        if self.classic {
+            return usage(
+                "--serve collects batch after batch; the guide's wire format (--classic) has one",
+            );
+        }
+        if self.output.as_os_str() != "-" || self.report.is_some() {
+            return usage(
+                "--serve writes each batch's results and report under --output-dir: drop --output and --report",
+            );
+        }
+        if self.resume || self.ordered {
+            return usage(
+                "--serve carries on a batch from its results file by itself, appending as results come: drop --resume and --ordered",
+            );
+        }
+        Ok(())
+    }
 }

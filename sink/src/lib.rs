@@ -74,11 +74,12 @@ mod ventilator_link;
 mod workers;
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::clock::Coarse;
 use common::drops::Drops;
-use common::protocol::{self, Item, Kind, Message, ResultBody};
+use common::protocol::{self, Item, Kind, Message, ResultBody, WorkerInfo};
 use common::sockets::{self, Recv};
 use common::work::Status;
 use common::{Action, Shutdown};
@@ -124,6 +125,13 @@ pub struct Sink {
 impl Sink {
     /// Makes and binds (or connects) the sink's sockets.
     pub fn bind(config: &Config, ctx: &zmq::Context) -> Result<Sink, Error> {
+        config.check_serve()?;
+        if let Some(dir) = &config.output_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::OpenOutput {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         let resumed = output::read_back_for(config)?;
         let tuning = config.sockets.tuning()?;
         let results = sockets::socket(ctx, zmq::PULL, "results", &tuning)?;
@@ -184,11 +192,16 @@ impl Sink {
     }
 
     /// Collects one batch: until its results are all in, or `shutdown`.
-    /// Results go to `out`.
+    /// Results go to `out`. (With `--serve`, see [`Sink::serve`].)
     pub fn run(self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
         let Some(feedback) = &self.feedback else {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
+        if self.config.serve {
+            return Err(Error::Usage(
+                "this sink was bound with --serve: call Sink::serve".into(),
+            ));
+        }
         let report = collect(
             self.resumed,
             &self.config,
@@ -207,6 +220,46 @@ impl Sink {
         }
         report
     }
+}
+
+impl Sink {
+    /// A standing sink (`--serve`): collects batch after batch, each into
+    /// `--output-dir`/BATCH.jsonl with its report beside it, until
+    /// `shutdown`; then publishes KILL, so every worker of the pool exits.
+    pub fn serve(self, shutdown: &Shutdown) -> Result<Served, Error> {
+        let (Some(feedback), Some(dir)) = (&self.feedback, &self.config.output_dir) else {
+            return Err(Error::Usage(
+                "Sink::serve needs a sink bound with --serve --output-dir".into(),
+            ));
+        };
+        let served = serve_batches(
+            &self.config,
+            dir,
+            &self.results,
+            &self.control,
+            feedback,
+            shutdown,
+        );
+        for s in [&self.results, &self.control, feedback] {
+            let _ = s.set_linger(0);
+        }
+        served
+    }
+}
+
+/// What a standing sink did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Served {
+    /// Batches collected whole.
+    pub batches: u64,
+    /// The report of the batch that was being collected when the sink was
+    /// stopped, if one was.
+    pub cut_short: Option<Report>,
+}
+
+/// Binds and runs a standing sink (see [`Sink::serve`]).
+pub fn serve(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Served, Error> {
+    Sink::bind(config, ctx)?.serve(shutdown)
 }
 
 /// Binds and runs a sink for one batch (see [`Sink`]).
@@ -230,66 +283,96 @@ fn collect(
     shutdown: &Shutdown,
     out: Box<dyn Write + Send>,
 ) -> Result<Report, Error> {
-    let now = Instant::now();
     let resuming = resumed.as_ref().map(|r| (r.batch, config.output.as_path()));
-    let mut c = Collector {
-        link: VentilatorLink::new(rand::random(), config.max_tasks, resuming, now),
-        workers: Workers::new(config.worker_timeout),
-        batch: None,
-        resumed,
-        out: Output::new(out, config.ordered),
-        drops: Drops::default(),
-        timings: Timings::default(),
-        // One clock reading serves 16 messages received back to back (and
-        // every result packed in each): latency needs no fresher clock.
-        clock: Coarse::new(16),
-        progress: None,
-    };
+    let link = VentilatorLink::new(rand::random(), config.max_tasks, resuming, Instant::now());
+    let mut c = Collector::new(config, link, Workers::new(config.worker_timeout), None);
+    c.resumed = resumed;
+    c.out = Output::new(out, config.ordered);
+    c.output_name = (config.output.as_os_str() != "-").then(|| where_is(&config.output));
     let mut frames = Vec::new();
-    while !shutdown.is_triggered() && !c.is_complete() {
-        {
-            let mut items = [
-                results.as_poll_item(zmq::POLLIN),
-                feedback.as_poll_item(zmq::POLLIN),
-            ];
-            let wait = c.link.poll_timeout(Instant::now()).as_millis() as i64;
-            match zmq::poll(&mut items, wait) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(zmq::Error::ETERM) => break,
-                Err(e) => return Err(common::Error::zmq("polling", e).into()),
-            }
-        }
-        // Drain results in a burst: no poll per message while they flow.
-        c.clock.refresh();
-        for _ in 0..10_000 {
-            match sockets::recv_frames_now(results, &mut frames)? {
-                Recv::Message(()) => c.on_results_socket(&frames)?,
-                Recv::Timeout | Recv::Stopped => break,
-            }
-            if c.is_complete() {
-                break;
-            }
-        }
-        while let Recv::Message(()) = sockets::recv_frames_now(feedback, &mut frames)? {
-            c.on_feedback_socket(feedback, &frames);
-        }
-        c.tick(feedback, Instant::now())?;
-    }
-    c.link.send_acks(feedback, &mut c.out, c.batch.as_ref())?;
+    c.collect(results, feedback, &mut frames, shutdown)?;
     if c.is_complete() {
         c.finish(control, results, feedback, &mut frames, shutdown)?;
     }
-    c.out.finish()?;
-    if let Some(p) = &c.progress {
-        p.finish_and_clear();
+    c.end_batch()
+}
+
+/// The standing sink's loop: one collector a batch, the workers kept from
+/// one to the next; on `shutdown`, KILL to the pool.
+fn serve_batches(
+    config: &Config,
+    dir: &Path,
+    results: &zmq::Socket,
+    control: &zmq::Socket,
+    feedback: &zmq::Socket,
+    shutdown: &Shutdown,
+) -> Result<Served, Error> {
+    // One instance for the sink's whole life: a ventilator takes a new one
+    // for a restarted sink, which must be told the batch again.
+    let instance: u64 = rand::random();
+    let mut workers = Workers::new(config.worker_timeout);
+    let mut served = Served::default();
+    let mut frames = Vec::new();
+    log::info!(
+        "sink serving batch after batch into {} (--serve)",
+        dir.display()
+    );
+    loop {
+        workers.new_batch(Instant::now());
+        let link = VentilatorLink::new(instance, config.max_tasks, None, Instant::now());
+        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()));
+        c.collect(results, feedback, &mut frames, shutdown)?;
+        let complete = c.is_complete();
+        if complete {
+            c.finish(control, results, feedback, &mut frames, shutdown)?;
+        }
+        let hex = c.batch.as_ref().map(|b| b.hex().to_owned());
+        let taken = std::mem::replace(&mut c.workers, Workers::new(config.worker_timeout));
+        let report = c.end_batch()?;
+        workers = taken;
+        if let Some(hex) = &hex {
+            let path = dir.join(format!("{hex}.report.json"));
+            common::report::write_json_file(&path, &report)
+                .map_err(|source| Error::OpenOutput { path, source })?;
+            log::info!(
+                "batch {hex}: {} ok, {} failed of {} in {:.1} ms; report in {}",
+                report.ok,
+                report.failed,
+                report.tasks,
+                report.elapsed_ms,
+                dir.join(format!("{hex}.report.json")).display()
+            );
+        }
+        if complete {
+            served.batches += 1;
+        }
+        if shutdown.is_triggered() {
+            if hex.is_some() && !complete {
+                served.cut_short = Some(report);
+            }
+            kill_pool(control);
+            return Ok(served);
+        }
     }
-    Ok(report::build(
-        c.batch.as_ref(),
-        &c.workers,
-        &c.drops,
-        &c.timings,
-        Instant::now(),
-    ))
+}
+
+/// KILL to every worker: the pool ends. Said a few times over a moment,
+/// since a PUB drops what a subscriber that is reconnecting would miss.
+fn kill_pool(control: &zmq::Socket) {
+    log::info!("the pool ends: KILL to every worker");
+    let kill = Message::Kill { batch: 0 }.frames();
+    for _ in 0..3 {
+        let _ = control.send_multipart(kill.iter().map(|f| &f[..]), zmq::DONTWAIT);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the last one leave before the socket closes.
+    let _ = control.set_linger(500);
+}
+
+/// A results file as DONE names it: this host and the absolute path.
+fn where_is(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    format!("{}:{}", common::hostname(), abs.display())
 }
 
 /// Where a result comes from.
@@ -314,6 +397,12 @@ struct Collector {
     clock: Coarse,
     /// On a terminal, once GO came.
     progress: Option<indicatif::ProgressBar>,
+    /// `--serve`: each batch's results go to a file of its own here.
+    serve_dir: Option<PathBuf>,
+    /// Where the results are written, as DONE says it.
+    output_name: Option<String>,
+    /// Push workers that said BYE, for the ventilator to hear of.
+    leaving: Vec<WorkerInfo>,
 }
 
 /// Builds the link's [`View`] from the collector's fields (a macro, so the
@@ -329,6 +418,116 @@ macro_rules! view {
 }
 
 impl Collector {
+    /// A collector before any batch: results go nowhere until one is
+    /// announced (one batch's sink sets its output first).
+    fn new(
+        config: &Config,
+        link: VentilatorLink,
+        workers: Workers,
+        serve_dir: Option<PathBuf>,
+    ) -> Collector {
+        Collector {
+            link,
+            workers,
+            batch: None,
+            resumed: None,
+            out: Output::new(Box::new(std::io::sink()), config.ordered),
+            drops: Drops::default(),
+            timings: Timings::default(),
+            // One clock reading serves 16 messages received back to back
+            // (and every result packed in each): latency needs no fresher
+            // clock.
+            clock: Coarse::new(16),
+            progress: None,
+            serve_dir,
+            output_name: None,
+            leaving: Vec::new(),
+        }
+    }
+
+    /// Polls and routes until every result of the batch is in, or
+    /// `shutdown`; then acknowledges what is written.
+    fn collect(
+        &mut self,
+        results: &zmq::Socket,
+        feedback: &zmq::Socket,
+        frames: &mut Vec<zmq::Message>,
+        shutdown: &Shutdown,
+    ) -> Result<(), Error> {
+        while !shutdown.is_triggered() && !self.is_complete() {
+            {
+                let mut items = [
+                    results.as_poll_item(zmq::POLLIN),
+                    feedback.as_poll_item(zmq::POLLIN),
+                ];
+                let wait = self.link.poll_timeout(Instant::now()).as_millis() as i64;
+                match zmq::poll(&mut items, wait) {
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(zmq::Error::ETERM) => break,
+                    Err(e) => return Err(common::Error::zmq("polling", e).into()),
+                }
+            }
+            // Drain results in a burst: no poll per message while they flow.
+            self.clock.refresh();
+            for _ in 0..10_000 {
+                match sockets::recv_frames_now(results, frames)? {
+                    Recv::Message(()) => self.on_results_socket(frames)?,
+                    Recv::Timeout | Recv::Stopped => break,
+                }
+                if self.is_complete() {
+                    break;
+                }
+            }
+            while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {
+                self.on_feedback_socket(feedback, frames)?;
+            }
+            self.tick(feedback, Instant::now())?;
+        }
+        self.link
+            .send_acks(feedback, &mut self.out, self.batch.as_ref())?;
+        Ok(())
+    }
+
+    /// Writes out what is held back and builds the batch's report.
+    fn end_batch(mut self) -> Result<Report, Error> {
+        self.out.finish()?;
+        if let Some(p) = &self.progress {
+            p.finish_and_clear();
+        }
+        Ok(report::build(
+            self.batch.as_ref(),
+            &self.workers,
+            &self.drops,
+            &self.timings,
+            Instant::now(),
+        ))
+    }
+
+    /// `--serve`: a batch was announced; its results go to DIR/BATCH.jsonl,
+    /// carrying on from what is already there.
+    fn open_batch_output(&mut self, dir: &Path, batch: u64) -> Result<(), Error> {
+        let path = dir.join(format!("{batch:016x}.jsonl"));
+        self.resumed = output::read_back(&path)?;
+        if let Some(r) = &self.resumed {
+            log::info!(
+                "batch {batch:016x}: {} results already in {}: carrying on from them",
+                r.len(),
+                path.display()
+            );
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| Error::OpenOutput {
+                path: path.clone(),
+                source,
+            })?;
+        self.out = Output::new(Box::new(std::io::BufWriter::new(file)), false);
+        self.output_name = Some(where_is(&path));
+        Ok(())
+    }
+
     fn is_complete(&self) -> bool {
         self.batch.as_ref().is_some_and(Batch::is_complete)
     }
@@ -373,6 +572,13 @@ impl Collector {
             }
         };
         let started = self.batch.as_ref().is_some_and(Batch::has_started);
+        if said == Said::Bye && info.dispatch == protocol::Dispatch::Push {
+            // A push worker leaving mid-batch may hold tasks it will never
+            // run (it was stopped): only we can tell the ventilator, which
+            // sends again what is unacknowledged. (In credit dispatch the
+            // worker's BYE reaches the ventilator itself.)
+            self.leaving.push(info.clone());
+        }
         match self.workers.heard(said, info, Instant::now(), started) {
             Ok(true) => self.link.status_soon(),
             Ok(false) => {}
@@ -448,13 +654,17 @@ impl Collector {
 
     /// A message on the feedback ROUTER: the link answers, the loop does
     /// what it is told.
-    fn on_feedback_socket(&mut self, feedback: &zmq::Socket, frames: &[zmq::Message]) {
+    fn on_feedback_socket(
+        &mut self,
+        feedback: &zmq::Socket,
+        frames: &[zmq::Message],
+    ) -> Result<(), Error> {
         // A ROUTER puts the peer's routing id first.
         let Some((identity, rest)) = frames.split_first() else {
-            return;
+            return Ok(());
         };
         let Some(message) = decode(rest, "feedback", VentilatorLink::takes, &mut self.drops) else {
-            return;
+            return Ok(());
         };
         let now = Instant::now();
         let event =
@@ -464,7 +674,12 @@ impl Collector {
             None => {}
             Some(Event::Dropped(reason, detail)) => self.drops.note("feedback", reason, detail),
             Some(Event::Announced(info)) => {
-                self.batch = Some(Batch::new(info, self.resumed.take()));
+                if let Some(dir) = self.serve_dir.clone() {
+                    self.open_batch_output(&dir, info.batch)?;
+                }
+                let mut batch = Batch::new(info, self.resumed.take());
+                batch.set_output(self.output_name.clone());
+                self.batch = Some(batch);
                 self.link
                     .welcome(feedback, &mut self.out, identity, view!(self, now));
             }
@@ -477,17 +692,21 @@ impl Collector {
                 }
             }
             Some(Event::Verdict { batch, result }) => {
-                if let Err(e) = self.on_result(batch, result, Source::Ventilator, 0) {
-                    log::error!("cannot write a result: {e}");
-                }
+                self.on_result(batch, result, Source::Ventilator, 0)?;
             }
         }
+        Ok(())
     }
 
     /// What is due between messages: lost workers said, STATUS and ACKs,
     /// the output flushed.
     fn tick(&mut self, feedback: &zmq::Socket, now: Instant) -> Result<(), Error> {
-        for info in self.workers.newly_lost(now) {
+        for info in self
+            .workers
+            .newly_lost(now)
+            .into_iter()
+            .chain(self.leaving.drain(..))
+        {
             self.link.worker_lost(feedback, &info, self.batch.as_ref());
         }
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
@@ -523,7 +742,13 @@ impl Collector {
                 self.link.send_done(feedback, b);
             }
             let now = Instant::now();
-            let waiting = self.workers.alive(now);
+            // A standing pool's workers stay (END ends only the batch):
+            // there is no BYE to wait for.
+            let waiting = if self.serve_dir.is_some() {
+                0
+            } else {
+                self.workers.alive(now)
+            };
             if shutdown.is_triggered()
                 || ((waiting == 0 || now >= deadline)
                     && (self.link.heard_bye() || now >= ventilator_deadline))

@@ -11,6 +11,24 @@ fn main() -> ExitCode {
 fn run(config: &sink::Config) -> anyhow::Result<ExitCode> {
     let shutdown = common::Shutdown::new();
     common::cli::on_signals(&shutdown)?;
+    if config.serve {
+        let served = sink::serve(config, &zmq::Context::new(), &shutdown)?;
+        eprintln!(
+            "sink: the pool ends after {} batch(es){}",
+            served.batches,
+            if served.cut_short.is_some() {
+                "; one was cut short (its results so far and its report are written)"
+            } else {
+                ""
+            }
+        );
+        // 130: a batch was being collected; 0: the pool was idle.
+        return Ok(if served.cut_short.is_some() {
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let out = sink::open_output_for(config)?;
     let report = sink::run(config, &zmq::Context::new(), &shutdown, out)?;
     sink::print_report(config, &report)?;

@@ -140,6 +140,18 @@ impl Workers {
         Some(&w.name_json)
     }
 
+    /// A new batch (a standing pool): each worker's share starts again, and
+    /// only workers still here are kept.
+    pub(crate) fn new_batch(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        self.by_id.retain(|_, w| w.alive(now, timeout));
+        for w in self.by_id.values_mut() {
+            w.tasks = 0;
+            w.busy_us = 0;
+            w.counted = false;
+        }
+    }
+
     /// The batch started (GO): every worker alive now takes part in it.
     pub(crate) fn batch_started(&mut self, now: Instant) {
         let timeout = self.timeout;

@@ -109,6 +109,7 @@ pub use error::Error;
 pub use ledger::Order;
 pub use plan::Plan;
 pub use report::Report;
+pub use report::exit;
 
 use credit::{Dealer, Roster};
 use ledger::Ledger;
@@ -698,6 +699,7 @@ impl<'a> Batch<'a> {
                     elapsed_ms: self
                         .sending_since
                         .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+                    output: None,
                 });
             }
             Event::WorkerLost(w) => self.worker_lost(&w),

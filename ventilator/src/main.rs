@@ -20,12 +20,21 @@ fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
         common::report::write_json_file(path, &report)
             .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
     }
-    if !config.classic && report.done.is_none() {
+    if config.classic {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(done) = &report.done else {
         eprintln!(
             "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",
             report.sent, report.tasks
         );
-        return Ok(ExitCode::from(130));
-    }
-    Ok(ExitCode::SUCCESS)
+        return Ok(ExitCode::from(ventilator::exit::STOPPED));
+    };
+    // One line on stdout, for the script that submitted the batch.
+    println!("{}", report.summary());
+    Ok(ExitCode::from(if done.failed > 0 {
+        ventilator::exit::SOME_FAILED
+    } else {
+        ventilator::exit::ALL_OK
+    }))
 }

@@ -56,6 +56,26 @@ impl Report {
         }
     }
 
+    /// One line for whoever submitted the batch: its id, whether it is
+    /// complete, how many tasks failed, and where the results are.
+    pub fn summary(&self) -> String {
+        let Some(done) = &self.done else {
+            return format!(
+                "batch {}: not complete ({} of {} tasks sent)",
+                self.batch, self.sent, self.tasks
+            );
+        };
+        let mut line = format!(
+            "batch {}: complete, {} ok, {} failed, in {:.1} ms",
+            self.batch, done.ok, done.failed, done.elapsed_ms
+        );
+        if let Some(output) = &done.output {
+            line.push_str("; results in ");
+            line.push_str(output);
+        }
+        line
+    }
+
     /// Takes the drop counts, leaving out reasons never seen.
     pub(crate) fn count_drops(&mut self, drops: &Drops) {
         self.dropped = drops
@@ -64,5 +84,46 @@ impl Report {
             .filter(|(_, n)| **n > 0)
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
+    }
+}
+
+/// The ventilator binary's exit codes, for scripts that submit batches.
+///
+/// | code | meaning |
+/// |---|---|
+/// | 0 | the batch is complete and every task succeeded |
+/// | 1 | not complete: an error (no sink, no workers, the sink refused or is busy) |
+/// | 2 | not started: a usage error (bad flag, bad input, a port in use) |
+/// | 3 | the batch is complete, and some tasks failed (failed, timed out, rejected, panicked or given up) |
+/// | 130 | not complete: stopped by a signal before the sink said DONE |
+pub mod exit {
+    /// Complete, every task ok.
+    pub const ALL_OK: u8 = 0;
+    /// Complete, some tasks failed.
+    pub const SOME_FAILED: u8 = 3;
+    /// Stopped before the sink said DONE.
+    pub const STOPPED: u8 = 130;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_batch_its_outcome_and_its_results() {
+        let mut r = Report::new("00ab".into(), Dispatch::Credit, 10);
+        r.sent = 4;
+        assert_eq!(r.summary(), "batch 00ab: not complete (4 of 10 tasks sent)");
+        r.done = Some(BatchDone {
+            batch: 0xab,
+            ok: 9,
+            failed: 1,
+            elapsed_ms: 12.34,
+            output: Some("/srv/out/00ab.jsonl".into()),
+        });
+        assert_eq!(
+            r.summary(),
+            "batch 00ab: complete, 9 ok, 1 failed, in 12.3 ms; results in /srv/out/00ab.jsonl"
+        );
     }
 }

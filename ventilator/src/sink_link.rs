@@ -461,6 +461,7 @@ mod tests {
             ok: 10,
             failed: 0,
             elapsed_ms: 1.0,
+            output: None,
         })
     }
 
@@ -700,6 +701,7 @@ mod tests {
             ok: 0,
             failed: 0,
             elapsed_ms: 0.0,
+            output: None,
         });
         assert!(matches!(
             &feed(&mut l, other_done, 0, t)[..],
