@@ -1,0 +1,364 @@
+//! Workers as Slurm pilots, through a real single-node Slurm cluster
+//! (`scripts/slurm-lab.sh`: munged, slurmctld and slurmd in a temp dir, on
+//! free ports). A standing sink; `scripts/slurm-workers.sh` submits two
+//! pilots as one job; two batches go through them with no new `sbatch`,
+//! every task running inside the job (it prints `$SLURM_JOB_ID`); `scancel`
+//! ends the pilots. A second test SIGKILLs one pilot mid-batch: nothing is
+//! lost. Where the cluster cannot run (not root, Slurm or munge not
+//! installed) each test says why and passes without running.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::testing::{Lines, endpoint_in, stop_within, time_bomb};
+use nix::sys::signal::Signal;
+
+/// One cluster at a time: both tests use the machine's one node name.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name)
+}
+
+/// A running test cluster; stopped (every daemon, by pid) when dropped.
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts one, or says why it cannot here (`None`).
+    fn up() -> Option<Cluster> {
+        // A short path: the munge socket's path has a length limit.
+        let tmp = tempfile::Builder::new()
+            .prefix("zs")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().join("lab");
+        let out = Command::new("bash")
+            .arg(root().join("scripts/slurm-lab.sh"))
+            .arg("up")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => Some(Cluster {
+                conf: dir.join("slurm.conf"),
+                dir,
+                _tmp: tmp,
+            }),
+            Some(77) => {
+                eprintln!(
+                    "skipped: no Slurm test cluster here: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            _ => panic!(
+                "slurm-lab.sh up failed: {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// A Slurm client command against this cluster.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let out = self.command(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The job ids in the queue.
+    fn queue(&self) -> Vec<String> {
+        let out = self.run("squeue", &["-h", "-o", "%i"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/slurm-lab.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A standing sink on free ports, and a free port for the ventilators.
+struct Hub {
+    sink: Child,
+    lines: Lines,
+    results: String,
+    control: String,
+    feedback: String,
+    tasks: String,
+    out: PathBuf,
+}
+
+impl Hub {
+    fn start(dir: &Path) -> Hub {
+        let out = dir.join("out");
+        let free = "tcp://127.0.0.1:*";
+        let mut sink = Command::new(bin("sink"))
+            .args(["--serve", "--output-dir"])
+            .arg(&out)
+            .args(["--result-endpoint", free, "--control-endpoint", free])
+            .args(["--feedback-endpoint", free, "--worker-timeout", "1s"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::of(&mut sink);
+        let line = lines
+            .wait_for("sink listening", Duration::from_secs(10))
+            .expect("the sink says where it listens");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Hub {
+            results: endpoint_in(&line, "results").unwrap(),
+            control: endpoint_in(&line, "control").unwrap(),
+            feedback: endpoint_in(&line, "feedback").unwrap(),
+            tasks: format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port()),
+            sink,
+            lines,
+            out,
+        }
+    }
+
+    /// `slurm-workers.sh`: `n` pilots as one job; its id.
+    fn pilots(&self, cluster: &Cluster, n: usize, log: &Path) -> String {
+        let out = cluster
+            .command("bash")
+            .arg(root().join("scripts/slurm-workers.sh"))
+            .args(["--workers", &n.to_string(), "--cpus-per-task", "1"])
+            .args(["--idle-exit", "5m", "--task-endpoint", &self.tasks])
+            .args(["--result-endpoint", &self.results])
+            .args(["--control-endpoint", &self.control, "--worker-bin"])
+            .arg(bin("worker"))
+            .arg("--output")
+            .arg(log)
+            .args(["--", "--", "--heartbeat", "200ms"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "slurm-workers.sh: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(job.parse::<u64>().is_ok(), "not a job id: {job:?}");
+        job
+    }
+
+    /// The pids of the workers the sink has heard join (names are
+    /// `host:pid`), waiting until there are `n`.
+    fn worker_pids(&mut self, n: usize) -> Vec<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.lines.all(Duration::from_millis(100));
+            let mut pids: Vec<i32> = log
+                .lines()
+                .filter(|l| l.contains("joined"))
+                .filter_map(|l| {
+                    let name = l.split("worker ").nth(1)?.split_whitespace().next()?;
+                    name.rsplit_once(':')?.1.parse().ok()
+                })
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.len() >= n {
+                return pids;
+            }
+            assert!(Instant::now() < deadline, "{n} pilots never joined:\n{log}");
+        }
+    }
+
+    /// Submits `tasks` (shell commands) and waits: exit code and the
+    /// ventilator's line.
+    fn submit(&self, name: &str, tasks: &[String], workers: usize) -> (Option<i32>, String) {
+        let input = self.out.with_file_name(name);
+        std::fs::write(&input, tasks.join("\n") + "\n").unwrap();
+        let out = Command::new(bin("ventilator"))
+            .args(["--task-endpoint", &self.tasks])
+            .args(["--feedback-endpoint", &self.feedback])
+            .args(["--workers", &workers.to_string(), "--wait", "60s"])
+            .args(["--heartbeat", "200ms", "--input"])
+            .arg(&input)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+}
+
+/// task → output, from the results file the ventilator's line names; each
+/// task at most once, every one ok.
+fn outputs(line: &str) -> HashMap<u64, String> {
+    let path = line
+        .rsplit_once("results in ")
+        .and_then(|(_, at)| at.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_else(|| panic!("no results path in {line:?}"));
+    let mut seen = HashMap::new();
+    for l in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["status"], "ok", "{l}");
+        let task = v["task"].as_u64().unwrap();
+        let output = v["output"].as_str().unwrap().trim().to_string();
+        assert!(seen.insert(task, output).is_none(), "task {task} twice");
+    }
+    seen
+}
+
+fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn pilots_serve_two_batches_with_one_sbatch_and_scancel_ends_them() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cluster) = Cluster::up() else { return };
+    time_bomb(120, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = Hub::start(dir.path());
+        let job = hub.pilots(&cluster, 2, &dir.path().join("pilots.log"));
+
+        // Batch A: each task runs inside the job, and says so. (A pilot
+        // says HELLO once a ventilator is there to take tasks from.)
+        let a: Vec<String> = (0..12).map(|_| "echo $SLURM_JOB_ID".to_string()).collect();
+        let (code, line) = hub.submit("a", &a, 2);
+        assert_eq!(code, Some(0), "{line}");
+        let pids = hub.worker_pids(2);
+        let got = outputs(&line);
+        assert_eq!(got.len(), 12, "{line}");
+        assert!(got.values().all(|o| *o == job), "{got:?} (job {job})");
+
+        // Batch B to the same pilots: no new job.
+        let b: Vec<String> = (0..12).map(|i| format!("echo {i}-$SLURM_JOB_ID")).collect();
+        let (code, line) = hub.submit("b", &b, 2);
+        assert_eq!(code, Some(0), "{line}");
+        let got = outputs(&line);
+        assert_eq!(got.len(), 12);
+        for (task, output) in &got {
+            assert_eq!(*output, format!("{task}-{job}"));
+        }
+        assert_eq!(cluster.queue(), vec![job.clone()], "one job, the same");
+        assert_eq!(hub.worker_pids(2), pids, "the same pilots");
+
+        // scancel: the pilots go (SIGTERM), and the queue empties.
+        cluster.run("scancel", &[&job]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !(pids.iter().all(|&p| gone(p)) && cluster.queue().is_empty()) {
+            assert!(
+                Instant::now() < deadline,
+                "after scancel: pilots {pids:?}, queue {:?}",
+                cluster.queue()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop_within(&mut hub.sink, Signal::SIGTERM, Duration::from_secs(3));
+    });
+}
+
+#[test]
+fn a_pilot_killed_mid_batch_loses_nothing() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cluster) = Cluster::up() else { return };
+    time_bomb(120, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = Hub::start(dir.path());
+        let job = hub.pilots(&cluster, 2, &dir.path().join("pilots.log"));
+
+        let tasks: Vec<String> = (0..30)
+            .map(|i| format!("sleep 0.1; echo {i}-$SLURM_JOB_ID"))
+            .collect();
+        let submitted = {
+            let (tasks_at, feedback) = (hub.tasks.clone(), hub.feedback.clone());
+            let input = dir.path().join("c");
+            std::fs::write(&input, tasks.join("\n") + "\n").unwrap();
+            std::thread::spawn(move || {
+                let out = Command::new(bin("ventilator"))
+                    .args([
+                        "--task-endpoint",
+                        &tasks_at,
+                        "--feedback-endpoint",
+                        &feedback,
+                    ])
+                    .args(["--workers", "2", "--wait", "60s", "--heartbeat", "200ms"])
+                    .arg("--input")
+                    .arg(&input)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                )
+            })
+        };
+        let pids = hub.worker_pids(2);
+        // A few results in, one pilot dies without a word.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let written: usize = std::fs::read_dir(&hub.out)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                        .map(|t| t.lines().count())
+                        .sum()
+                })
+                .unwrap_or(0);
+            if written >= 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no results came");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
+
+        let (code, line) = submitted.join().unwrap();
+        assert_eq!(code, Some(0), "{line}");
+        let got = outputs(&line);
+        assert_eq!(got.len(), 30, "every task once: {line}");
+        for (task, output) in &got {
+            assert_eq!(*output, format!("{task}-{job}"));
+        }
+        cluster.run("scancel", &[&job]);
+        stop_within(&mut hub.sink, Signal::SIGTERM, Duration::from_secs(3));
+    });
+}
