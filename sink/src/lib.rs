@@ -313,6 +313,7 @@ fn serve_batches(
     let mut workers = Workers::new(config.worker_timeout);
     let mut served = Served::default();
     let mut frames = Vec::new();
+    let mut next_start: Option<Vec<Vec<u8>>> = None;
     log::info!(
         "sink serving batch after batch into {} (--serve)",
         dir.display()
@@ -321,12 +322,18 @@ fn serve_batches(
         workers.new_batch(Instant::now());
         let link = VentilatorLink::new(instance, config.max_tasks, None, Instant::now());
         let mut c = Collector::new(config, link, workers, Some(dir.to_owned()));
+        if let Some(start) = next_start.take() {
+            let start: Vec<zmq::Message> =
+                start.iter().map(|f| zmq::Message::from(&f[..])).collect();
+            c.on_feedback_socket(feedback, &start)?;
+        }
         c.collect(results, feedback, &mut frames, shutdown)?;
         let complete = c.is_complete();
         if complete {
             c.finish(control, results, feedback, &mut frames, shutdown)?;
         }
         let hex = c.batch.as_ref().map(|b| b.hex().to_owned());
+        next_start = c.next_start.take();
         let taken = std::mem::replace(&mut c.workers, Workers::new(config.worker_timeout));
         let report = c.end_batch()?;
         workers = taken;
@@ -403,6 +410,8 @@ struct Collector {
     output_name: Option<String>,
     /// Push workers that said BYE, for the ventilator to hear of.
     leaving: Vec<WorkerInfo>,
+    /// `--serve`: a START that came while the last batch was finishing.
+    next_start: Option<Vec<Vec<u8>>>,
 }
 
 /// Builds the link's [`View`] from the collector's fields (a macro, so the
@@ -442,6 +451,7 @@ impl Collector {
             serve_dir,
             output_name: None,
             leaving: Vec::new(),
+            next_start: None,
         }
     }
 
@@ -771,7 +781,14 @@ impl Collector {
                 if let Some((_, rest)) = frames.split_first()
                     && let Ok(message) = Message::decode(rest)
                 {
-                    self.link.on_finishing(&message);
+                    if self.serve_dir.is_some() && matches!(message, Message::Start(_)) {
+                        // The next batch's ventilator, already here: its
+                        // START waits for the next collector rather than
+                        // for its own repetition.
+                        self.next_start = Some(frames.iter().map(|f| f.to_vec()).collect());
+                    } else {
+                        self.link.on_finishing(&message);
+                    }
                 }
             }
         }

@@ -152,12 +152,19 @@ impl Credit {
         if now.saturating_duration_since(self.last_asked) < IDLE_RESET {
             return None;
         }
+        Some(self.reconnected(now))
+    }
+
+    /// The thread, idle, has just connected to a ventilator (a new one, in
+    /// a standing pool): it says at once exactly what it can take, rather
+    /// than at the next idle reset.
+    pub fn reconnected(&mut self, now: Instant) -> Ask {
         self.expected = self.window;
         self.last_asked = now;
-        Some(Ask {
+        Ask {
             tasks: self.window,
             exact: true,
-        })
+        }
     }
 
     /// Tasks it wants to hold: 1 + what it prefetches.
@@ -296,5 +303,15 @@ mod tests {
         let (mut c, _) = Credit::start(1000, 1000, t0);
         c.arrived(5, || t0);
         assert_eq!(c.finished(100 * MS, 0, t0), ask(1));
+    }
+
+    #[test]
+    fn a_new_ventilator_hears_exactly_what_an_idle_thread_can_take_at_once() {
+        let t0 = Instant::now();
+        let (mut c, _) = Credit::start(1000, 1000, t0);
+        assert_eq!(c.idle(t0 + MS), None, "not yet a second");
+        let ask = c.reconnected(t0 + 2 * MS);
+        assert_eq!((ask.tasks, ask.exact), (c.window(), true));
+        assert_eq!(c.idle(t0 + 3 * MS), None, "and the reset starts again");
     }
 }

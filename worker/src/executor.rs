@@ -176,7 +176,12 @@ impl<H: Handler> Executor<H> {
         if !self.classic && !self.wait_for_hello() {
             return Ok(Counts::default());
         }
-        self.work(&tasks, &results)
+        // From now on only completed handshakes matter: a new ventilator
+        // (a standing pool's next batch) hears this thread's credit at once.
+        let handshakes = Monitor::handshakes(&self.ctx, &tasks)?;
+        let counts = self.work(&tasks, &results, &handshakes);
+        handshakes.stop(&tasks);
+        counts
     }
 
     /// A connection of the task socket never completed its handshake: the
@@ -209,7 +214,12 @@ impl<H: Handler> Executor<H> {
     }
 
     /// The receive loop: take, run, ask, send, until stopped.
-    fn work(&self, tasks: &zmq::Socket, results: &zmq::Socket) -> Result<Counts, common::Error> {
+    fn work(
+        &self,
+        tasks: &zmq::Socket,
+        results: &zmq::Socket,
+        handshakes: &Monitor,
+    ) -> Result<Counts, common::Error> {
         let mut counts = Counts::default();
         let mut credit = if self.credit_mode() {
             let (credit, first) = Credit::start(self.prefetch, self.tuning.hwm, Instant::now());
@@ -248,7 +258,18 @@ impl<H: Handler> Executor<H> {
                     if !pack.flush(results, &self.stop)? {
                         break;
                     }
-                    if let Some(ask) = credit.as_mut().and_then(|c| c.idle(Instant::now())) {
+                    let mut reconnected = false;
+                    while let Recv::Message(_) = handshakes.next_event(Duration::ZERO)? {
+                        reconnected = true;
+                    }
+                    let ask = credit.as_mut().and_then(|c| {
+                        if reconnected {
+                            Some(c.reconnected(Instant::now()))
+                        } else {
+                            c.idle(Instant::now())
+                        }
+                    });
+                    if let Some(ask) = ask {
                         self.ask(tasks, ask);
                     }
                     continue;

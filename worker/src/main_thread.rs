@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::drops::Drops;
 use common::protocol::{self, Header, Kind, Message, WorkerInfo};
-use common::sockets::{self, Recv, Tuning};
+use common::sockets::{self, Monitor, Recv, Tuning};
 use common::{Action, Endpoints, Shutdown};
 
 use crate::executor::Gate;
@@ -188,6 +188,9 @@ pub(crate) struct MainThread {
     /// DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the
     /// ventilator, which answers each HEARTBEAT.
     vent: Option<zmq::Socket>,
+    /// Completed handshakes of `vent`: a new ventilator (a standing pool's
+    /// next batch) is told HELLO at once, not at the next heartbeat.
+    vent_handshakes: Option<Monitor>,
     info: WorkerInfo,
     classic: bool,
     /// `--serve`: END ends a batch, not the worker.
@@ -225,19 +228,21 @@ impl MainThread {
                 .attach_secured(&s, Action::Connect, "results", security)?;
             Some(s)
         };
-        let vent = if info.dispatch == protocol::Dispatch::Credit {
+        let (vent, vent_handshakes) = if info.dispatch == protocol::Dispatch::Credit {
             let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", tuning)?;
+            let handshakes = Monitor::handshakes(ctx, &s)?;
             config
                 .task_endpoint
                 .attach_secured(&s, Action::Connect, "heartbeats", security)?;
-            Some(s)
+            (Some(s), Some(handshakes))
         } else {
-            None
+            (None, None)
         };
         Ok(MainThread {
             control,
             status,
             vent,
+            vent_handshakes,
             info,
             classic: config.classic,
             serve: config.serve,
@@ -295,6 +300,9 @@ impl MainThread {
             while let Some(event) = presence.due(Instant::now()) {
                 self.on_event(event, stop, hello);
             }
+            if presence.said_hello() && self.new_ventilator()? {
+                self.say(Kind::Hello, stop);
+            }
             if let Some(limit) = self.idle_exit
                 && activity.idle_for(Instant::now()) >= limit
             {
@@ -346,6 +354,18 @@ impl MainThread {
     }
 
     /// HELLO or HEARTBEAT to the sink and (credit dispatch) the ventilator.
+    /// Whether the ventilator's socket completed a handshake since the
+    /// last look (the first one included: a second HELLO is harmless).
+    fn new_ventilator(&self) -> Result<bool, Error> {
+        let mut new = false;
+        if let Some(m) = &self.vent_handshakes {
+            while let Recv::Message(_) = m.next_event(Duration::ZERO)? {
+                new = true;
+            }
+        }
+        Ok(new)
+    }
+
     fn say(&self, kind: Kind, stop: &Shutdown) {
         if let Some(s) = &self.status {
             send_info(s, kind, &self.info, stop);
@@ -369,6 +389,15 @@ impl MainThread {
 
 /// HELLO, HEARTBEAT or BYE to the sink, waiting at most half a second (or
 /// until `stop`) while the sink is at its high-water mark.
+impl Drop for MainThread {
+    fn drop(&mut self) {
+        // A monitor's reader must not just vanish (see `Monitor::stop`).
+        if let (Some(m), Some(v)) = (self.vent_handshakes.take(), &self.vent) {
+            m.stop(v);
+        }
+    }
+}
+
 fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdown) {
     let frames = protocol::json_frames(Header::bare(kind, 0), info);
     let deadline = Instant::now() + Duration::from_millis(500);
