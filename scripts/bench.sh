@@ -14,13 +14,23 @@
 #       made here; the same as shared/data/guide-random-batch.txt) dealt to 1, 2,
 #       4 and 8 single-threaded workers: push round-robin, credit, and credit
 #       with --order cost, side by side
+#   (f) a standing pool (sink --serve, worker --serve) against a fresh one:
+#       the same batch (20 000 no-op tasks; 1000 x 10 ms sleeps over 10
+#       threads) submitted to a pool already running, timed from the
+#       ventilator's start to its exit, against starting sink, workers and
+#       ventilator for it, timed until all have exited
+#   (g) where a Slurm test cluster can run (root, Debian's slurm and munge;
+#       scripts/slurm-lab.sh): from sbatch (scripts/slurm-workers.sh, one
+#       pilot) to the first task's result at the hub
 #
-# Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b))
+# Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b);
+#        ONLY=pool to run (f) and (g) alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 TASKS=${TASKS:-200000}
 
+ONLY=${ONLY:-}
 cargo build --release --quiet -p ventilator -p worker -p sink
 cargo build --release --quiet -p common --example rawpipe
 B=target/release
@@ -111,7 +121,97 @@ zpipe_run() {
     wait_all "$s" "${ws[@]}"
 }
 
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print((float(sys.argv[2]) - float(sys.argv[1])) * 1000)" "$1" "$(now)"; }
+
+# pool_start WORKERS THREADS: a standing sink and workers on free ports.
+pool_start() {
+    read -r pt pr pc pf < <(ports 4)
+    POOL_TASKS=tcp://127.0.0.1:$pt
+    POOL_FEEDBACK=tcp://127.0.0.1:$pf
+    POOL_RESULTS=tcp://127.0.0.1:$pr
+    POOL_CONTROL=tcp://127.0.0.1:$pc
+    RUST_LOG=warn "$B/sink" --serve --output-dir "$TMP/pool" --result-endpoint "$POOL_RESULTS" \
+        --control-endpoint "$POOL_CONTROL" --feedback-endpoint "$POOL_FEEDBACK" 2>"$TMP/pool-sink.log" &
+    POOL=($!)
+    for _ in $(seq "$1"); do
+        RUST_LOG=warn "$B/worker" --serve --task-endpoint "$POOL_TASKS" --result-endpoint "$POOL_RESULTS" \
+            --control-endpoint "$POOL_CONTROL" --threads "$2" &
+        POOL+=($!)
+    done
+    PIDS+=("${POOL[@]}")
+}
+# submit WORKERS VENTILATOR-FLAGS...: one batch to the pool.
+submit() {
+    local workers=$1
+    shift
+    RUST_LOG=warn "$B/ventilator" --task-endpoint "$POOL_TASKS" --feedback-endpoint "$POOL_FEEDBACK" \
+        --workers "$workers" --wait 20s "$@" >/dev/null || { cat "$TMP/pool-sink.log" >&2; exit 1; }
+}
+pool_stop() {
+    kill -TERM "${POOL[0]}"
+    wait_all "${POOL[@]}"
+}
+
+# pool_vs_fresh LABEL WORKERS THREADS VENTILATOR-FLAGS...
+pool_vs_fresh() {
+    local label=$1 workers=$2 threads=$3
+    shift 3
+    local fresh=() pooled=() ratio=()
+    for i in $(seq "$RUNS"); do
+        local t0
+        t0=$(now)
+        zpipe_run "$TMP/f.json" "$workers" "$threads" credit "$@"
+        fresh+=("$(since "$t0")")
+        pool_start "$workers" "$threads"
+        submit "$workers" --tasks 1 --kind noop          # the pool is up and connected
+        t0=$(now)
+        submit "$workers" "$@"
+        pooled+=("$(since "$t0")")
+        pool_stop
+        ratio+=("$(python3 -c "print(${pooled[-1]} / ${fresh[-1]})")")
+        printf '  run %d: fresh %.0f ms, pool %.0f ms (%.2f)\n' "$i" "${fresh[-1]}" "${pooled[-1]}" "${ratio[-1]}"
+    done
+    printf '  (f) %-28s fresh %7.0f ms, standing pool %7.0f ms: pool / fresh %.2f (medians)\n' \
+        "$label" "$(median "${fresh[@]}")" "$(median "${pooled[@]}")" "$(median "${ratio[@]}")"
+}
+
+pool_section() {
+    echo
+    echo "A standing pool against a fresh one, the same batch (credit dispatch)"
+    pool_vs_fresh "20000 no-op, 2 workers" 2 1 --tasks 20000 --kind noop
+    pool_vs_fresh "1000 x 10 ms, 10 threads" 1 10 --tasks 1000 --kind sleep --workload 10
+
+    echo
+    echo "Slurm: from sbatch to the first task's result (one pilot, scripts/slurm-workers.sh)"
+    local lab=/tmp/zb$$
+    if ! scripts/slurm-lab.sh up "$lab" 2>"$TMP/slurm-lab.log"; then
+        echo "  (g) skipped: $(tail -n 1 "$TMP/slurm-lab.log")"
+        return
+    fi
+    local firsts=()
+    for i in $(seq "$RUNS"); do
+        pool_start 0 1
+        local t0 job
+        t0=$(now)
+        job=$(SLURM_CONF=$lab/slurm.conf scripts/slurm-workers.sh --workers 1 --idle-exit 1m \
+            --task-endpoint "$POOL_TASKS" --result-endpoint "$POOL_RESULTS" --control-endpoint "$POOL_CONTROL" \
+            --worker-bin "$PWD/$B/worker" --output "$TMP/pilot-%j.log" 2>/dev/null)
+        submit 1 --tasks 1 --kind noop
+        firsts+=("$(since "$t0")")
+        SLURM_CONF=$lab/slurm.conf scancel "$job"
+        pool_stop
+        printf '  run %d: %.0f ms\n' "$i" "${firsts[-1]}"
+    done
+    scripts/slurm-lab.sh down "$lab" >/dev/null 2>&1 || true
+    printf '  (g) sbatch to the first result: %.0f ms (median)\n' "$(median "${firsts[@]}")"
+}
+
 echo "zpipe benchmark: $RUNS runs each, medians; $(nproc) cores, $(uname -r)"
+if [ "$ONLY" = pool ]; then
+    pool_section
+    exit 0
+fi
 echo
 echo "Throughput, $TASKS no-op tasks, tcp loopback"
 raws=(); pushes=(); credits=(); rp=(); rc=()
@@ -170,3 +270,5 @@ if [ -s "$GUIDE" ]; then
     done
     echo "  targets: credit within 3 % at 4 workers and 8 % at 8; credit+cost within 2 % at 8"
 fi
+
+pool_section
