@@ -11,7 +11,7 @@
 #       ideal and against the sleep floor (one thread sleeping its share of
 #       the same sleeps back to back: no pipeline can beat that)
 #   (e) the guide's random batch (Python's random.seed(42), 100 x randint(1, 100),
-#       made here; the same as shared/data/guide-random-batch.txt) dealt to 1, 2,
+#       made here: the guide's own figures are for this batch) dealt to 1, 2,
 #       4 and 8 single-threaded workers: push round-robin, credit, and credit
 #       with --order cost, side by side
 #   (f) a standing pool (sink --serve, worker --serve) against a fresh one:

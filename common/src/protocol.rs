@@ -97,6 +97,13 @@
 //! message's: the task id is still good). A peer of another
 //! version is named in the log, so old and new roles refuse each other in words.
 //! Classic mode (`--classic`) speaks the guide's format instead: see the README.
+//!
+//! **Within version 1**, GIVEN_UP (kind 17) came later than the rest, and
+//! replaced the ventilator's RESULT of worker 0 for a task it gave up. A sink
+//! from before it counts a GIVEN_UP as an "unknown kind" (in its log and
+//! report), and a sink after it drops such a RESULT on the feedback socket as
+//! an "unexpected kind": either way that one task stays unacknowledged, and
+//! the batch waits. Run the ventilator and the sink from the same release.
 
 use serde::{Deserialize, Serialize};
 

@@ -35,6 +35,7 @@
 //! - [`proxy`]: the forwarding loop, capture, statistics and control commands.
 //! - [`pairs`]: which socket types may talk, why, and a live check of any pair.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod pairs;
 pub mod proxy;
@@ -57,6 +58,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The device's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
@@ -122,6 +124,8 @@ pub struct DeviceArgs {
     /// Log the statistics this often.
     #[arg(long, env = "ZPIPE_STATS_EVERY", default_value = "30s", value_parser = common::cli::duration)]
     pub stats_every: Duration,
+    // Flattened: a doc comment here would replace its help heading.
+    #[allow(missing_docs)]
     #[command(flatten)]
     pub security: common::security::SecurityArgs,
 }
@@ -147,8 +151,10 @@ impl DeviceArgs {
 /// The devices' errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Sockets and endpoints: a bad endpoint, a port in use, security set-up.
     #[error(transparent)]
     Common(#[from] common::Error),
+    /// Flags that do not go together.
     #[error("{0}")]
     Usage(String),
 }
@@ -171,9 +177,13 @@ impl common::cli::Usage for Error {
 /// Where a device's sockets are, as libzmq resolved them.
 #[derive(Debug, Clone)]
 pub struct Bound {
+    /// The frontend's endpoints.
     pub frontend: Vec<String>,
+    /// The backend's endpoints.
     pub backend: Vec<String>,
+    /// The capture PUB's endpoints (none without `--capture`).
     pub capture: Vec<String>,
+    /// The control REP's endpoints (none without `--control`).
     pub control: Vec<String>,
 }
 

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
-/// The socket types of libzmq's stable API.
+/// The socket types of libzmq's stable API, each variant the type of its
+/// name (undocumented one by one: a variant's doc would become its help
+/// text in `devices pairs --try`).
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 #[value(rename_all = "UPPER")]
 pub enum SocketKind {
@@ -47,6 +50,7 @@ pub const ALL: [SocketKind; 12] = [
 ];
 
 impl SocketKind {
+    /// The `zmq` crate's socket type.
     pub fn zmq(self) -> zmq::SocketType {
         match self {
             Pair => zmq::PAIR,
@@ -64,6 +68,7 @@ impl SocketKind {
         }
     }
 
+    /// The type's name as libzmq's docs write it.
     pub fn name(self) -> &'static str {
         match self {
             Pair => "PAIR",
@@ -183,7 +188,9 @@ pub fn table() -> String {
 /// What happened when two sockets were tried live.
 #[derive(Debug, Clone)]
 pub struct Trial {
+    /// The socket that binds.
     pub bind: SocketKind,
+    /// The socket that connects to it.
     pub connect: SocketKind,
     /// The endpoint used.
     pub endpoint: String,

@@ -27,16 +27,20 @@ use crate::Error;
 pub struct SideStats {
     /// Whole messages received on this side (a multipart message counts once).
     pub msgs_in: u64,
+    /// Bytes received on this side.
     pub bytes_in: u64,
     /// Whole messages sent on this side.
     pub msgs_out: u64,
+    /// Bytes sent on this side.
     pub bytes_out: u64,
 }
 
 /// Traffic through a device.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// The frontend's traffic.
     pub frontend: SideStats,
+    /// The backend's traffic.
     pub backend: SideStats,
 }
 

@@ -95,6 +95,9 @@
 //!   tasks a thread asks for (about a millisecond of work, one at a time
 //!   for long tasks, the round-trip rule, the caps, batching, the idle
 //!   reset), as arithmetic without sockets.
+//! - `idle.rs`: how long no task has run, for `--idle-exit` (a pilot gives
+//!   its allocation back); with `--serve`, END ends a batch and the main
+//!   thread waits for the next.
 //! - `pack.rs`: packing results into RESULTS (at most 64, never held more
 //!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process

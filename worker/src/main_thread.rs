@@ -387,8 +387,6 @@ impl MainThread {
     }
 }
 
-/// HELLO, HEARTBEAT or BYE to the sink, waiting at most half a second (or
-/// until `stop`) while the sink is at its high-water mark.
 impl Drop for MainThread {
     fn drop(&mut self) {
         // A monitor's reader must not just vanish (see `Monitor::stop`).
@@ -398,6 +396,8 @@ impl Drop for MainThread {
     }
 }
 
+/// HELLO, HEARTBEAT or BYE to the sink, waiting at most half a second (or
+/// until `stop`) while the sink is at its high-water mark.
 fn send_info(socket: &zmq::Socket, kind: Kind, info: &WorkerInfo, stop: &Shutdown) {
     let frames = protocol::json_frames(Header::bare(kind, 0), info);
     let deadline = Instant::now() + Duration::from_millis(500);
