@@ -35,13 +35,26 @@
 //!
 //! # Layout
 //!
-//! Each conversation is a type of its own that the loop routes messages to;
-//! each answers with what the loop must do, and is tested without sockets.
+//! Each conversation is a file of its own that the loop routes messages
+//! to; each answers with what the loop must do, and its decisions are
+//! tested without sockets.
 //!
 //! - `lib.rs`: [`Sink::bind`], [`Sink::run`], [`run`], and the collecting
 //!   loop: it polls the sockets, decodes each message once
 //!   ([`common::protocol::Message`]) and routes it; it makes the batch when
-//!   one is announced and the progress bar when GO comes.
+//!   one is announced and the progress bar when GO comes. It also runs the
+//!   standing pool (`serve_batches`, `--serve`: [`Sink::serve`], [`serve`],
+//!   [`Served`]): one collector a batch, the workers kept from one to the
+//!   next.
+//! - `results.rs`: the results from the workers, named for what arrives on
+//!   the result PULL: each result checked against the batch, deduplicated,
+//!   acknowledged, timed, credited to its worker and written (the hot path:
+//!   nothing allocated per result), and the HELLO, HEARTBEAT and BYE that
+//!   come with them (a push worker leaving is told to the ventilator).
+//! - `finish.rs`: the end of a batch and of the pool, named for that end
+//!   rather than for a socket, since it speaks on two: END on the control
+//!   PUB and DONE on the feedback ROUTER until BYE (a START that comes
+//!   meanwhile kept for the next batch), and KILL to a standing pool.
 //! - `ventilator_link.rs`: how the sink link is kept in step, seen from the
 //!   sink: the feedback conversation with the ventilator (START and its
 //!   refusals, STATUS, GO, ACKs within 10 ms, the snapshot in parts,
@@ -55,11 +68,14 @@
 //! - `workers.rs`: who is alive, who is lost (HELLO, HEARTBEAT, BYE, each
 //!   worker's cutoff), each worker's share.
 //! - `output.rs`: the JSON Lines, written in completion or input order and
-//!   read back by `--resume` (one line type both ways); [`open_output`].
+//!   read back by `--resume` (one line type both ways); [`open_output`],
+//!   [`open_output_for`].
 //! - [`report`]: the end-of-batch report, built, printed, and written to
 //!   `--report` whole or not at all ([`print_report`]).
 //! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`].
 //! - `classic.rs`: the guide's tasksink / tasksink2 for `--classic`.
+//! - `main.rs`: the `sink` binary, which parses the flags and calls [`run`]
+//!   or [`serve`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -67,29 +83,30 @@ mod batch;
 mod classic;
 mod config;
 mod error;
+mod finish;
 mod output;
 mod received;
 pub mod report;
+mod results;
 mod ventilator_link;
 mod workers;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::clock::Coarse;
 use common::drops::Drops;
-use common::protocol::{self, Item, Kind, Message, ResultBody, WorkerInfo};
+use common::protocol::{self, Kind, Message, WorkerInfo};
 use common::sockets::{self, Recv};
-use common::work::Status;
 use common::{Action, Shutdown};
 
 use batch::Batch;
-use output::{Line, Output, Resumed};
-use received::Insert;
+use output::{Output, Resumed};
 use report::Timings;
+use results::Source;
 use ventilator_link::{Event, VentilatorLink, View};
-use workers::{Said, Workers};
+use workers::Workers;
 
 pub use config::Config;
 pub use error::Error;
@@ -357,38 +374,16 @@ fn serve_batches(
             if hex.is_some() && !complete {
                 served.cut_short = Some(report);
             }
-            kill_pool(control);
+            finish::kill_pool(control);
             return Ok(served);
         }
     }
-}
-
-/// KILL to every worker: the pool ends. Said a few times over a moment,
-/// since a PUB drops what a subscriber that is reconnecting would miss.
-fn kill_pool(control: &zmq::Socket) {
-    log::info!("the pool ends: KILL to every worker");
-    let kill = Message::Kill { batch: 0 }.frames();
-    for _ in 0..3 {
-        let _ = control.send_multipart(kill.iter().map(|f| &f[..]), zmq::DONTWAIT);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Let the last one leave before the socket closes.
-    let _ = control.set_linger(500);
 }
 
 /// A results file as DONE names it: this host and the absolute path.
 fn where_is(path: &Path) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     format!("{}:{}", common::hostname(), abs.display())
-}
-
-/// Where a result comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// A worker (named by its id in the result).
-    Worker,
-    /// The ventilator's verdict on a task it gave up (GIVEN_UP).
-    Ventilator,
 }
 
 /// What the loop keeps: one field per room, and the routes between them.
@@ -542,126 +537,6 @@ impl Collector {
         self.batch.as_ref().is_some_and(Batch::is_complete)
     }
 
-    /// A message on the result PULL: results, or a worker's word.
-    fn on_results_socket(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
-        let takes = |k| {
-            matches!(
-                k,
-                Kind::Result | Kind::Results | Kind::Hello | Kind::Heartbeat | Kind::Bye
-            )
-        };
-        let Some(message) = decode(frames, "results", takes, &mut self.drops) else {
-            return Ok(());
-        };
-        let now_us = self.clock.now_us();
-        let (said, info) = match message {
-            Message::Results { batch, results } => {
-                for item in results {
-                    self.on_result(batch, item, Source::Worker, now_us)?;
-                }
-                return Ok(());
-            }
-            Message::Hello(info) => (Said::Hello, info),
-            Message::Heartbeat(Some(info)) => (Said::Heartbeat, info),
-            Message::Bye(Some(info)) => (Said::Bye, info),
-            Message::Heartbeat(None) | Message::Bye(None) => {
-                self.drops.note(
-                    "results",
-                    "malformed",
-                    "a worker's HEARTBEAT or BYE without its worker info",
-                );
-                return Ok(());
-            }
-            other => {
-                self.drops.note(
-                    "results",
-                    "unexpected kind",
-                    format!("{:?} on the result socket", other.kind()),
-                );
-                return Ok(());
-            }
-        };
-        let started = self.batch.as_ref().is_some_and(Batch::has_started);
-        if said == Said::Bye && info.dispatch == protocol::Dispatch::Push {
-            // A push worker leaving mid-batch may hold tasks it will never
-            // run (it was stopped): only we can tell the ventilator, which
-            // sends again what is unacknowledged. (In credit dispatch the
-            // worker's BYE reaches the ventilator itself.)
-            self.leaving.push(info.clone());
-        }
-        match self.workers.heard(said, info, Instant::now(), started) {
-            Ok(true) => self.link.status_soon(),
-            Ok(false) => {}
-            Err(why) => self.drops.note("results", "malformed", why),
-        }
-        Ok(())
-    }
-
-    /// One result: checked against the batch, deduplicated, acknowledged,
-    /// measured, credited to its worker, written.
-    fn on_result(
-        &mut self,
-        batch_id: u64,
-        item: Item<ResultBody>,
-        from: Source,
-        now_us: u64,
-    ) -> Result<(), Error> {
-        let Some(batch) = self.batch.as_mut() else {
-            self.drops.note(
-                "results",
-                "no batch",
-                "a result arrived before any ventilator announced a batch",
-            );
-            return Ok(());
-        };
-        if let Err((reason, detail)) = batch.admit(batch_id, item.task) {
-            self.drops.note("results", reason, detail);
-            return Ok(());
-        }
-        let body = match item.body {
-            Ok(b) => b,
-            Err(e) => {
-                self.drops.note("results", e.label(), e);
-                return Ok(());
-            }
-        };
-        let ok = body.outcome.status == Status::Ok;
-        if let Insert::Duplicate { ok } = batch.insert(item.task, ok) {
-            // Acknowledged again, as the first one was.
-            self.link.ack(item.task, ok);
-            return Ok(());
-        }
-        self.link.ack(item.task, ok);
-        let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
-        let unknown;
-        let worker_json = match from {
-            Source::Ventilator => "\"ventilator\"",
-            Source::Worker => match self.workers.did(body.worker, body.duration_us) {
-                Some(name) => name,
-                None => {
-                    unknown = format!("\"worker-{:016x}\"", body.worker);
-                    &unknown
-                }
-            },
-        };
-        self.out.write(&Line {
-            task: item.task,
-            batch: batch.hex(),
-            attempt: item.attempt,
-            worker_json,
-            status: body.outcome.status.as_str(),
-            exit_code: body.outcome.exit_code,
-            duration_us: body.duration_us,
-            latency_us,
-            output: &body.outcome.output,
-            error: &body.outcome.error,
-        })?;
-        if let Some(p) = &self.progress {
-            p.inc(1);
-        }
-        Ok(())
-    }
-
     /// A message on the feedback ROUTER: the link answers, the loop does
     /// what it is told.
     fn on_feedback_socket(
@@ -721,77 +596,6 @@ impl Collector {
         }
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
         self.out.flush_if_due(now)?;
-        Ok(())
-    }
-
-    /// END to the workers and DONE to the ventilator, repeated until every
-    /// worker said BYE or a second has passed (PUB drops what a subscriber
-    /// that is reconnecting would miss), and until the ventilator said BYE
-    /// or three seconds have passed.
-    fn finish(
-        &mut self,
-        control: &zmq::Socket,
-        results: &zmq::Socket,
-        feedback: &zmq::Socket,
-        frames: &mut Vec<zmq::Message>,
-        shutdown: &Shutdown,
-    ) -> Result<(), Error> {
-        let Some(b) = &self.batch else { return Ok(()) };
-        let end = Message::End { batch: b.id() }.frames();
-        log::info!(
-            "batch {} complete: {} ok, {} failed; publishing END",
-            b.hex(),
-            b.received().ok(),
-            b.received().failed()
-        );
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let ventilator_deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let _ = control.send_multipart(end.iter().map(|f| &f[..]), zmq::DONTWAIT);
-            if let Some(b) = &self.batch {
-                self.link.send_done(feedback, b);
-            }
-            let now = Instant::now();
-            // A standing pool's workers stay (END ends only the batch):
-            // there is no BYE to wait for.
-            let waiting = if self.serve_dir.is_some() {
-                0
-            } else {
-                self.workers.alive(now)
-            };
-            if shutdown.is_triggered()
-                || ((waiting == 0 || now >= deadline)
-                    && (self.link.heard_bye() || now >= ventilator_deadline))
-            {
-                break;
-            }
-            let until = Instant::now() + Duration::from_millis(100);
-            self.clock.refresh();
-            while Instant::now() < until {
-                match sockets::recv_frames(
-                    results,
-                    frames,
-                    until.saturating_duration_since(Instant::now()),
-                )? {
-                    Recv::Message(()) => self.on_results_socket(frames)?,
-                    Recv::Timeout | Recv::Stopped => break,
-                }
-            }
-            while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {
-                if let Some((_, rest)) = frames.split_first()
-                    && let Ok(message) = Message::decode(rest)
-                {
-                    if self.serve_dir.is_some() && matches!(message, Message::Start(_)) {
-                        // The next batch's ventilator, already here: its
-                        // START waits for the next collector rather than
-                        // for its own repetition.
-                        self.next_start = Some(frames.iter().map(|f| f.to_vec()).collect());
-                    } else {
-                        self.link.on_finishing(&message);
-                    }
-                }
-            }
-        }
         Ok(())
     }
 }
