@@ -28,7 +28,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::clock::Coarse;
-use common::protocol::{self, Credit, Header, Kind, WorkerInfo};
+use common::drops::Drops;
+use common::protocol::{self, Credit, Header, Kind, Message, WorkerInfo};
 use common::work::Work;
 
 use crate::Error;
@@ -57,6 +58,16 @@ pub enum Event {
         /// Why, for the log and the tasks' reasons.
         why: String,
     },
+}
+
+/// What a worker's message on the ROUTER asks of the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    /// Answer with a HEARTBEAT ([`Dealer::answer_heartbeat`]): the worker
+    /// said HELLO, HEARTBEAT or BYE.
+    pub answer: bool,
+    /// What concerns the tasks out, for the ledger.
+    pub event: Option<Event>,
 }
 
 /// One worker thread's DEALER, as the ROUTER knows it.
@@ -119,6 +130,49 @@ impl Roster {
             heartbeat,
             liveness,
         }
+    }
+
+    /// A decoded message from a worker at `route`: CREDIT from a thread;
+    /// HELLO, HEARTBEAT or BYE from its main socket, each answered with a
+    /// HEARTBEAT. A HEARTBEAT or BYE without worker info (the ventilator's
+    /// own forms) is malformed, and any other kind unexpected: both are
+    /// counted in `drops`.
+    pub fn on_message<F>(
+        &mut self,
+        msg: Message,
+        route: &[F],
+        now: Instant,
+        drops: &mut Drops,
+    ) -> Heard
+    where
+        F: std::ops::Deref<Target = [u8]>,
+    {
+        let (answer, event) = match msg {
+            Message::Credit(c) => (false, self.credit(c, route, now)),
+            Message::Hello(info) | Message::Heartbeat(Some(info)) => {
+                self.heard(&info, now);
+                (true, None)
+            }
+            Message::Bye(Some(info)) => (true, self.left(&info, now)),
+            // The ventilator's own forms: a worker always says who it is.
+            Message::Heartbeat(None) | Message::Bye(None) => {
+                drops.note(
+                    "tasks",
+                    "malformed",
+                    "malformed worker info: a worker's HEARTBEAT or BYE without it",
+                );
+                (false, None)
+            }
+            other => {
+                drops.note(
+                    "tasks",
+                    "unexpected kind",
+                    format!("{:?} on the task socket", other.kind()),
+                );
+                (false, None)
+            }
+        };
+        Heard { answer, event }
     }
 
     /// A CREDIT from the thread at `route`.
@@ -648,6 +702,49 @@ mod tests {
         // It comes back: ready again.
         r.heard(&info(1), t + HB);
         assert_eq!(r.ready(), 1);
+    }
+
+    #[test]
+    fn worker_messages_are_answered_counted_or_dropped_by_kind() {
+        let mut r = roster();
+        let mut drops = Drops::default();
+        let t = Instant::now();
+        let a = route("a");
+        let heard = |answer, event| Heard { answer, event };
+        // CREDIT: no answer; the thread queues.
+        let msg = Message::Credit(credit(1, 0, 2, true));
+        assert_eq!(r.on_message(msg, &a, t, &mut drops), heard(false, None));
+        assert_eq!(r.ready(), 0, "credit alone is not ready");
+        // HELLO and HEARTBEAT: answered; the worker is ready.
+        let msg = Message::Hello(info(1));
+        assert_eq!(r.on_message(msg, &a, t, &mut drops), heard(true, None));
+        let msg = Message::Heartbeat(Some(info(1)));
+        assert_eq!(r.on_message(msg, &a, t, &mut drops), heard(true, None));
+        assert_eq!(r.ready(), 1);
+        assert_eq!(queue(&mut r), vec![(0, 2)]);
+        // BYE: answered, and what its threads held goes out again.
+        let dead = Event::Dead {
+            threads: vec![0],
+            why: "worker h:1 left".into(),
+        };
+        let msg = Message::Bye(Some(info(1)));
+        assert_eq!(
+            r.on_message(msg, &a, t, &mut drops),
+            heard(true, Some(dead))
+        );
+        assert_eq!(r.ready(), 0);
+        assert_eq!(drops.total(), 0);
+        // Without worker info: malformed, not answered, nothing changes.
+        for msg in [Message::Heartbeat(None), Message::Bye(None)] {
+            assert_eq!(r.on_message(msg, &a, t, &mut drops), heard(false, None));
+        }
+        assert_eq!(r.ready(), 0);
+        assert_eq!(drops.by_reason().get("malformed"), Some(&2));
+        // A kind for the sink: unexpected.
+        let msg = Message::WorkerLost(info(1));
+        assert_eq!(r.on_message(msg, &a, t, &mut drops), heard(false, None));
+        assert_eq!(drops.by_reason().get("unexpected kind"), Some(&1));
+        assert_eq!(drops.total(), 3);
     }
 
     #[test]

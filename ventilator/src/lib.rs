@@ -61,12 +61,14 @@
 //!   and applies their events to the ledger and the roster.
 //! - [`sink_link`]: how the sink link is kept in step: START and its
 //!   repetition, STATUS, the ACK snapshot, GO, ACK updates, WORKER_LOST,
-//!   DONE and BYE, sink restarts, the resync when ACKs were lost, GIVEN_UP;
-//!   its phase is one enum.
+//!   DONE and BYE, sink restarts, the resync when ACKs were lost, GIVEN_UP,
+//!   the `--resume` check on a snapshot; its phase is one enum.
 //! - [`credit`]: where credit dispatch lives: the roster of worker threads
-//!   (credit, routes, liveness by heartbeats) and the dealing of TASK/TASKS
-//!   to whoever has credit.
-//! - [`push`]: push dispatch: the PUSH round-robin and its window.
+//!   (what each CREDIT, HELLO, HEARTBEAT or BYE means and whether it is
+//!   answered; credit, routes, liveness by heartbeats) and the dealing of
+//!   TASK/TASKS to whoever has credit.
+//! - [`push`]: push dispatch: the PUSH round-robin and its window, and what
+//!   goes out again when the sink loses a worker.
 //! - [`ledger`]: the book of tasks: who holds what, leases, re-sends, acks,
 //!   given-up tasks.
 //! - [`plan`]: dependencies and stages, checked before anything is sent;
@@ -529,6 +531,8 @@ impl<'a> Batch<'a> {
                 apply_roster(&mut self.ledger, &mut self.report, event);
             }
         }
+        // Stays here: it is about the task socket itself, in either dispatch
+        // mode, before any conversation begins.
         if let Some(watch) = &mut self.watch {
             let stalled = watch.stalled()?;
             if stalled > 0 {
@@ -651,27 +655,8 @@ impl<'a> Batch<'a> {
                 self.ledger.ack(&acks.ok, &acks.failed);
             }
             Event::Snapshot(acks) => {
-                let tasks = self.ledger.tasks();
-                let held: u64 = acks
-                    .ok
-                    .iter()
-                    .chain(&acks.failed)
-                    .map(|r| r.end.min(tasks).saturating_sub(r.start))
-                    .sum();
-                if !self.started && held > 0 {
-                    if !self.config.resume {
-                        return Err(Error::Resume {
-                            batch: self.link.batch(),
-                            held,
-                            missing: tasks.saturating_sub(held),
-                        });
-                    }
-                    log::info!(
-                        "resuming batch {}: the sink holds {held} results, {} tasks to go",
-                        self.hex,
-                        tasks.saturating_sub(held)
-                    );
-                }
+                self.link
+                    .check_resume(&acks, self.started, self.config.resume)?;
                 self.ledger.reconcile(&acks.ok, &acks.failed);
             }
             Event::Done(done) => {
@@ -723,9 +708,8 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// The sink lost a worker: in credit dispatch the roster decides; in
-    /// push dispatch nobody knows what it held, so every task out goes out
-    /// again.
+    /// The sink lost a worker: the roster decides (credit dispatch), or
+    /// [`push::worker_lost`] (push dispatch).
     fn worker_lost(&mut self, w: &WorkerInfo) {
         match &mut self.dealing {
             Dealing::Credit { roster, .. } => {
@@ -734,23 +718,15 @@ impl<'a> Batch<'a> {
                 }
             }
             Dealing::Push(_) => {
-                let held = self.ledger.held_by(None);
+                push::worker_lost(&mut self.ledger, w);
                 self.report.workers_lost += 1;
-                log::warn!(
-                    "the sink lost worker {}: push dispatch cannot tell which tasks it held, so all {} unacknowledged tasks go out again",
-                    w.name(),
-                    held.len()
-                );
-                let why = format!("worker {} was lost", w.name());
-                for t in held {
-                    self.ledger.requeue(t, &why, true);
-                }
             }
         }
     }
 
     /// A message on the ROUTER from a worker (credit dispatch): to the
-    /// roster, whose events are applied to the ledger.
+    /// roster ([`Roster::on_message`]), whose answer is sent and whose
+    /// events are applied to the ledger.
     fn on_worker_message(&mut self, frames: &[zmq::Message]) {
         let Dealing::Credit { roster, dealer } = &mut self.dealing else {
             return;
@@ -771,37 +747,11 @@ impl<'a> Batch<'a> {
         let Some(msg) = decode(rest, "tasks", credit::KINDS, &mut self.drops) else {
             return;
         };
-        let now = Instant::now();
-        let event = match msg {
-            Message::Credit(c) => roster.credit(c, route, now),
-            Message::Hello(info) | Message::Heartbeat(Some(info)) => {
-                dealer.answer_heartbeat(self.tasks, route);
-                roster.heard(&info, now);
-                None
-            }
-            Message::Bye(Some(info)) => {
-                dealer.answer_heartbeat(self.tasks, route);
-                roster.left(&info, now)
-            }
-            // The ventilator's own forms: a worker always says who it is.
-            Message::Heartbeat(None) | Message::Bye(None) => {
-                self.drops.note(
-                    "tasks",
-                    "malformed",
-                    "malformed worker info: a worker's HEARTBEAT or BYE without it",
-                );
-                None
-            }
-            other => {
-                self.drops.note(
-                    "tasks",
-                    "unexpected kind",
-                    format!("{:?} on the task socket", other.kind()),
-                );
-                None
-            }
-        };
-        if let Some(event) = event {
+        let heard = roster.on_message(msg, route, Instant::now(), &mut self.drops);
+        if heard.answer {
+            dealer.answer_heartbeat(self.tasks, route);
+        }
+        if let Some(event) = heard.event {
             apply_roster(&mut self.ledger, &mut self.report, event);
         }
     }

@@ -11,11 +11,14 @@
 //! later get a share of the rest. When the PUSH is full (every pipe at its
 //! high-water mark) the task it did not take waits as the *pending* task,
 //! and goes first when the socket can take more.
+//!
+//! Nobody knows which worker holds what: when the sink reports a worker
+//! lost, every unacknowledged task goes out again ([`worker_lost`]).
 
 use std::time::Instant;
 
 use common::clock::Coarse;
-use common::protocol::{self, Header, Kind};
+use common::protocol::{self, Header, Kind, WorkerInfo};
 use common::work::Work;
 
 use crate::Error;
@@ -114,6 +117,23 @@ impl Push {
     }
 }
 
+/// The sink lost worker `w`: push dispatch cannot tell which tasks it held,
+/// so every task out goes out again (charged against `--retries`). Returns
+/// how many.
+pub fn worker_lost(ledger: &mut Ledger<'_>, w: &WorkerInfo) -> usize {
+    let held = ledger.held_by(None);
+    log::warn!(
+        "the sink lost worker {}: push dispatch cannot tell which tasks it held, so all {} unacknowledged tasks go out again",
+        w.name(),
+        held.len()
+    );
+    let why = format!("worker {} was lost", w.name());
+    for &t in &held {
+        ledger.requeue(t, &why, true);
+    }
+    held.len()
+}
+
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
@@ -164,5 +184,28 @@ mod tests {
         l.ack(&[1..2], &[]);
         assert_eq!(p.next(&mut l), Some(2));
         assert_eq!(l.out(), 1);
+    }
+
+    #[test]
+    fn a_lost_worker_sends_every_unacknowledged_task_again() {
+        let plan = Plan::from(vec![Work::Noop; 5]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        let mut p = Push::new(1, 10);
+        assert_eq!(send_all(&mut p, &mut l), vec![0, 1, 2, 3, 4]);
+        l.ack(&[0..2], &[]);
+        let w = WorkerInfo {
+            id: 7,
+            host: "h".into(),
+            pid: 7,
+            threads: 1,
+            dispatch: protocol::Dispatch::Push,
+            heartbeat_ms: 1000,
+        };
+        assert_eq!(worker_lost(&mut l, &w), 3);
+        assert_eq!(l.out(), 0);
+        let again = send_all(&mut p, &mut l);
+        assert_eq!(again, vec![2, 3, 4], "the acknowledged ones stay done");
+        assert!(again.iter().all(|&t| l.attempt(t) == 2), "attempt raised");
+        assert_eq!(worker_lost(&mut l, &w), 3, "and again, if lost again");
     }
 }

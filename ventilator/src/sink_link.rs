@@ -29,6 +29,10 @@
 //! running ahead of ours: after [`RESYNC_AFTER`] of that, START asks for a
 //! snapshot again (`resync`). A DONE that never comes, once every result is
 //! acknowledged, ends the batch after [`DONE_GRACE`].
+//!
+//! **Resuming.** A snapshot that holds results before we sent anything is a
+//! batch an earlier ventilator began: it goes on only with `--resume`
+//! ([`SinkLink::check_resume`]).
 
 use std::time::{Duration, Instant};
 
@@ -170,6 +174,35 @@ impl SinkLink {
     /// Workers the sink counts as ready.
     pub fn sink_ready(&self) -> usize {
         self.ready
+    }
+
+    /// Whether the batch may take `snapshot` (an [`Event::Snapshot`]'s): a
+    /// sink that holds results of it before we `started` had them from an
+    /// earlier ventilator, which is [`Error::Resume`] unless we `resume`.
+    pub fn check_resume(&self, snapshot: &Acks, started: bool, resume: bool) -> Result<(), Error> {
+        let tasks = self.info.tasks;
+        let held: u64 = snapshot
+            .ok
+            .iter()
+            .chain(&snapshot.failed)
+            .map(|r| r.end.min(tasks).saturating_sub(r.start))
+            .sum();
+        if started || held == 0 {
+            return Ok(());
+        }
+        let missing = tasks.saturating_sub(held);
+        if !resume {
+            return Err(Error::Resume {
+                batch: self.batch(),
+                held,
+                missing,
+            });
+        }
+        log::info!(
+            "resuming batch {:016x}: the sink holds {held} results, {missing} tasks to go",
+            self.batch()
+        );
+        Ok(())
     }
 
     /// START, when one is due at `now`: asking the sink for everything it
@@ -463,6 +496,33 @@ mod tests {
             elapsed_ms: 1.0,
             output: None,
         })
+    }
+
+    #[test]
+    fn results_held_before_we_started_need_resume() {
+        let (l, _) = link(Dispatch::Credit);
+        let acks = |ok: Vec<std::ops::Range<u64>>, failed| Acks { ok, failed };
+        let held = acks(vec![0..3, 8..12], vec![5..6]);
+        match l.check_resume(&held, false, false) {
+            Err(Error::Resume {
+                batch,
+                held,
+                missing,
+            }) => assert_eq!(
+                (batch, held, missing),
+                (BATCH, 6, 4),
+                "clipped to the batch"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(l.check_resume(&held, false, true).is_ok(), "--resume");
+        assert!(l.check_resume(&held, true, false).is_ok(), "a sink restart");
+        let beyond = acks(vec![10..20], vec![]);
+        assert!(l.check_resume(&acks(vec![], vec![]), false, false).is_ok());
+        assert!(
+            l.check_resume(&beyond, false, false).is_ok(),
+            "nothing of ours"
+        );
     }
 
     #[test]
