@@ -117,7 +117,7 @@ zpipe_run() {
         ws+=($!)
     done
     RUST_LOG=warn "$B/ventilator" --task-endpoint "tcp://127.0.0.1:$pt" --feedback-endpoint "tcp://127.0.0.1:$pf" \
-        --workers "$workers" --wait 20s --dispatch "$dispatch" "$@" || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
+        --workers "$workers" --wait 20s --dispatch "$dispatch" "$@" >/dev/null || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
     wait_all "$s" "${ws[@]}"
 }
 
@@ -131,7 +131,10 @@ pool_start() {
     POOL_FEEDBACK=tcp://127.0.0.1:$pf
     POOL_RESULTS=tcp://127.0.0.1:$pr
     POOL_CONTROL=tcp://127.0.0.1:$pc
-    RUST_LOG=warn "$B/sink" --serve --output-dir "$TMP/pool" --result-endpoint "$POOL_RESULTS" \
+    # A directory of its own for each pool: the same batch sent to a pool
+    # that holds its results already would be refused (--resume).
+    POOL_DIR=$(mktemp -d "$TMP/pool.XXXX")
+    RUST_LOG=warn "$B/sink" --serve --output-dir "$POOL_DIR" --result-endpoint "$POOL_RESULTS" \
         --control-endpoint "$POOL_CONTROL" --feedback-endpoint "$POOL_FEEDBACK" 2>"$TMP/pool-sink.log" &
     POOL=($!)
     for _ in $(seq "$1"); do

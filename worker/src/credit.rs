@@ -152,19 +152,24 @@ impl Credit {
         if now.saturating_duration_since(self.last_asked) < IDLE_RESET {
             return None;
         }
-        Some(self.reconnected(now))
+        self.expected = self.window;
+        self.last_asked = now;
+        Some(Ask {
+            tasks: self.window,
+            exact: true,
+        })
     }
 
     /// The thread, idle, has just connected to a ventilator (a new one, in
-    /// a standing pool): it says at once exactly what it can take, rather
-    /// than at the next idle reset.
+    /// a standing pool: a new batch): it says at once what it can take,
+    /// rather than at the next idle reset. What it learnt of the last
+    /// batch's tasks says nothing of this one's (a thousand no-ops, then
+    /// ten-second jobs): it starts again from one task, as a new thread
+    /// does, or it would take the new batch's first thousand tasks alone.
     pub fn reconnected(&mut self, now: Instant) -> Ask {
-        self.expected = self.window;
-        self.last_asked = now;
-        Ask {
-            tasks: self.window,
-            exact: true,
-        }
+        let (fresh, ask) = Credit::start(self.prefetch, self.hwm as i32, now);
+        *self = fresh;
+        ask
     }
 
     /// Tasks it wants to hold: 1 + what it prefetches.
@@ -306,12 +311,20 @@ mod tests {
     }
 
     #[test]
-    fn a_new_ventilator_hears_exactly_what_an_idle_thread_can_take_at_once() {
+    fn a_new_ventilator_hears_at_once_and_the_last_batchs_pace_is_forgotten() {
         let t0 = Instant::now();
         let (mut c, _) = Credit::start(1000, 1000, t0);
+        // A batch of tiny tasks: the thread learns to ask for many.
+        c.arrived(1, || t0);
+        for _ in 0..20 {
+            c.finished(US, 0, t0);
+        }
+        assert!(c.window() > 100, "{}", c.window());
         assert_eq!(c.idle(t0 + MS), None, "not yet a second");
+        // A new ventilator: one task, exactly, at once.
         let ask = c.reconnected(t0 + 2 * MS);
-        assert_eq!((ask.tasks, ask.exact), (c.window(), true));
-        assert_eq!(c.idle(t0 + 3 * MS), None, "and the reset starts again");
+        assert_eq!((ask.tasks, ask.exact), (1, true));
+        assert_eq!(c.window(), 1);
+        assert_eq!(c.idle(t0 + 3 * MS), None, "and the idle reset starts again");
     }
 }

@@ -6,68 +6,30 @@
 //! pool (KILL: every worker exits 0). All real processes on free loopback
 //! ports.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testing::{Lines, endpoint_in, stop_within, time_bomb, wait_exit};
+use common::testing::{Lines, stop_within, time_bomb, wait_exit};
 use nix::sys::signal::Signal;
+use support::{
+    ServeSink, bin, free_endpoint, results_of, serve_sink as sink, submit_in_background,
+    write_input,
+};
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name)
-}
-
-/// A standing sink and the endpoints it bound.
-struct Sink {
-    child: Child,
-    lines: Lines,
-    results: String,
-    control: String,
-    feedback: String,
-}
-
-/// `sink --serve` writing into `dir`, on free ports (or on `at`'s, for a
-/// sink that replaces one).
-fn sink(dir: &Path, at: Option<&Sink>) -> Sink {
-    let free = "tcp://127.0.0.1:*".to_string();
-    let (r, c, f) = match at {
-        Some(s) => (s.results.clone(), s.control.clone(), s.feedback.clone()),
-        None => (free.clone(), free.clone(), free),
-    };
-    let mut child = Command::new(bin("sink"))
-        .args(["--serve", "--output-dir"])
-        .arg(dir)
-        .args(["--result-endpoint", &r, "--control-endpoint", &c])
-        .args(["--feedback-endpoint", &f, "--worker-timeout", "1s"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    let line = lines
-        .wait_for("sink listening", Duration::from_secs(10))
-        .expect("the sink says where it listens");
-    Sink {
-        results: endpoint_in(&line, "results").unwrap(),
-        control: endpoint_in(&line, "control").unwrap(),
-        feedback: endpoint_in(&line, "feedback").unwrap(),
-        child,
-        lines,
-    }
-}
-
-/// A free loopback port's endpoint, for the ventilator to bind and the
-/// workers to find (the next ventilator binds it again).
-fn free_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+/// [`support::submit`] to `sink`'s pool.
+fn submit(
+    sink: &ServeSink,
+    tasks: &str,
+    input: &std::path::Path,
+    workers: usize,
+) -> (Option<i32>, String) {
+    support::submit(tasks, &sink.feedback, input, workers)
 }
 
 /// `worker --serve` for the pool of `sink`, taking tasks at `tasks`.
-fn worker(sink: &Sink, tasks: &str, extra: &[&str]) -> (Child, Lines) {
+fn worker(sink: &ServeSink, tasks: &str, extra: &[&str]) -> (Child, Lines) {
     let mut child = Command::new(bin("worker"))
         .args(["--serve", "--heartbeat", "200ms"])
         .args(["--task-endpoint", tasks, "--result-endpoint", &sink.results])
@@ -81,62 +43,6 @@ fn worker(sink: &Sink, tasks: &str, extra: &[&str]) -> (Child, Lines) {
         .unwrap();
     let lines = Lines::of(&mut child);
     (child, lines)
-}
-
-/// Submits a batch read from `input` (plain lines are exec commands) and
-/// waits for it: the ventilator's exit code and its stdout line.
-fn submit(sink: &Sink, tasks: &str, input: &Path, workers: usize) -> (Option<i32>, String) {
-    let out = Command::new(bin("ventilator"))
-        .args([
-            "--task-endpoint",
-            tasks,
-            "--feedback-endpoint",
-            &sink.feedback,
-        ])
-        .args(["--workers", &workers.to_string(), "--wait", "20s"])
-        .args(["--heartbeat", "200ms", "--input"])
-        .arg(input)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.code().is_some(),
-        "the ventilator died: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
-
-/// The results file the ventilator's line names, read as task → (status,
-/// output), each task at most once.
-fn results_of(line: &str) -> HashMap<u64, (String, String)> {
-    let path = line
-        .rsplit_once("results in ")
-        .and_then(|(_, at)| at.split_once(':'))
-        .map(|(_, path)| path.to_string())
-        .unwrap_or_else(|| panic!("no results path in {line:?}"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut seen = HashMap::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let task = v["task"].as_u64().unwrap();
-        let got = (
-            v["status"].as_str().unwrap().to_string(),
-            v["output"].as_str().unwrap().trim().to_string(),
-        );
-        assert!(seen.insert(task, got).is_none(), "task {task} twice");
-    }
-    seen
-}
-
-fn write_input(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
 }
 
 #[test]
@@ -153,7 +59,7 @@ fn two_batches_through_the_same_workers_then_sigterm_ends_the_pool() {
 
         // Batch A: every task ok; each command says which worker ran it.
         let a: Vec<String> = (0..20).map(|i| format!("echo {i} $PPID")).collect();
-        let (code, line) = submit(&sink, &tasks, &write_input(dir.path(), "a", &a), 2);
+        let (code, line) = submit(&sink, &tasks, &write_input(&dir.path().join("a"), &a), 2);
         assert_eq!(code, Some(0), "{line}");
         assert!(line.contains("complete, 20 ok, 0 failed"), "{line}");
         let got = results_of(&line);
@@ -165,7 +71,7 @@ fn two_batches_through_the_same_workers_then_sigterm_ends_the_pool() {
         // Batch B, to the same workers: one task fails, and the exit code
         // says so.
         let b = vec!["echo b".to_string(), "exit 7".into(), "echo c".into()];
-        let (code, line) = submit(&sink, &tasks, &write_input(dir.path(), "b", &b), 2);
+        let (code, line) = submit(&sink, &tasks, &write_input(&dir.path().join("b"), &b), 2);
         assert_eq!(code, Some(3), "complete with a failed task: {line}");
         let got = results_of(&line);
         assert_eq!(got.len(), 3);
@@ -217,7 +123,7 @@ fn workers_outlive_a_sink_that_dies_and_serve_its_successor() {
         let tasks = free_endpoint();
         let (mut w, mut lines) = worker(&first, &tasks, &[]);
         let a: Vec<String> = (0..5).map(|i| format!("echo {i}")).collect();
-        let (code, line) = submit(&first, &tasks, &write_input(dir.path(), "a", &a), 1);
+        let (code, line) = submit(&first, &tasks, &write_input(&dir.path().join("a"), &a), 1);
         assert_eq!(code, Some(0), "{line}");
 
         // The sink dies between batches; a new one binds the same ports.
@@ -225,7 +131,7 @@ fn workers_outlive_a_sink_that_dies_and_serve_its_successor() {
         first.child.wait().unwrap();
         let mut second = sink(&out, Some(&first));
         let b: Vec<String> = (0..5).map(|i| format!("echo b{i}")).collect();
-        let (code, line) = submit(&second, &tasks, &write_input(dir.path(), "b", &b), 1);
+        let (code, line) = submit(&second, &tasks, &write_input(&dir.path().join("b"), &b), 1);
         assert_eq!(code, Some(0), "{line}");
         assert_eq!(results_of(&line).len(), 5);
         assert!(w.try_wait().unwrap().is_none(), "the worker left");
@@ -253,29 +159,9 @@ fn a_worker_stopped_mid_task_does_not_report_it_and_another_runs_it() {
             "if [ -e {m} ]; then echo again; else touch {m}; sleep 30; fi",
             m = started.display()
         );
-        let input = write_input(dir.path(), "a", &[task]);
+        let input = write_input(&dir.path().join("a"), &[task]);
         let (mut first, _) = worker(&sink, &tasks, &[]);
-        let sink_feedback = sink.feedback.clone();
-        let tasks2 = tasks.clone();
-        let submitted = std::thread::spawn(move || {
-            let out = Command::new(bin("ventilator"))
-                .args([
-                    "--task-endpoint",
-                    &tasks2,
-                    "--feedback-endpoint",
-                    &sink_feedback,
-                ])
-                .args(["--workers", "1", "--wait", "20s", "--heartbeat", "200ms"])
-                .arg("--input")
-                .arg(&input)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            )
-        });
+        let submitted = submit_in_background(&tasks, &sink.feedback, &input, 1);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !started.exists() {
             assert!(Instant::now() < deadline, "the task never started");

@@ -7,24 +7,25 @@
 //! lost. Where the cluster cannot run (not root, Slurm or munge not
 //! installed) each test says why and passes without running.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::testing::{Lines, endpoint_in, stop_within, time_bomb};
+use common::testing::{stop_within, time_bomb};
 use nix::sys::signal::Signal;
+use support::{
+    ServeSink, bin, free_endpoint, results_of, serve_sink, submit_in_background, write_input,
+};
 
 /// One cluster at a time: both tests use the machine's one node name.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name)
 }
 
 /// A running test cluster; stopped (every daemon, by pid) when dropped.
@@ -115,11 +116,7 @@ impl Drop for Cluster {
 
 /// A standing sink on free ports, and a free port for the ventilators.
 struct Hub {
-    sink: Child,
-    lines: Lines,
-    results: String,
-    control: String,
-    feedback: String,
+    sink: ServeSink,
     tasks: String,
     out: PathBuf,
 }
@@ -127,30 +124,9 @@ struct Hub {
 impl Hub {
     fn start(dir: &Path) -> Hub {
         let out = dir.join("out");
-        let free = "tcp://127.0.0.1:*";
-        let mut sink = Command::new(bin("sink"))
-            .args(["--serve", "--output-dir"])
-            .arg(&out)
-            .args(["--result-endpoint", free, "--control-endpoint", free])
-            .args(["--feedback-endpoint", free, "--worker-timeout", "1s"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Lines::of(&mut sink);
-        let line = lines
-            .wait_for("sink listening", Duration::from_secs(10))
-            .expect("the sink says where it listens");
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         Hub {
-            results: endpoint_in(&line, "results").unwrap(),
-            control: endpoint_in(&line, "control").unwrap(),
-            feedback: endpoint_in(&line, "feedback").unwrap(),
-            tasks: format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port()),
-            sink,
-            lines,
+            sink: serve_sink(&out, None),
+            tasks: free_endpoint(),
             out,
         }
     }
@@ -162,8 +138,8 @@ impl Hub {
             .arg(root().join("scripts/slurm-workers.sh"))
             .args(["--workers", &n.to_string(), "--cpus-per-task", "1"])
             .args(["--idle-exit", "5m", "--task-endpoint", &self.tasks])
-            .args(["--result-endpoint", &self.results])
-            .args(["--control-endpoint", &self.control, "--worker-bin"])
+            .args(["--result-endpoint", &self.sink.results])
+            .args(["--control-endpoint", &self.sink.control, "--worker-bin"])
             .arg(bin("worker"))
             .arg("--output")
             .arg(log)
@@ -186,7 +162,7 @@ impl Hub {
     fn worker_pids(&mut self, n: usize) -> Vec<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let log = self.lines.all(Duration::from_millis(100));
+            let log = self.sink.lines.all(Duration::from_millis(100));
             let mut pids: Vec<i32> = log
                 .lines()
                 .filter(|l| l.contains("joined"))
@@ -207,41 +183,21 @@ impl Hub {
     /// Submits `tasks` (shell commands) and waits: exit code and the
     /// ventilator's line.
     fn submit(&self, name: &str, tasks: &[String], workers: usize) -> (Option<i32>, String) {
-        let input = self.out.with_file_name(name);
-        std::fs::write(&input, tasks.join("\n") + "\n").unwrap();
-        let out = Command::new(bin("ventilator"))
-            .args(["--task-endpoint", &self.tasks])
-            .args(["--feedback-endpoint", &self.feedback])
-            .args(["--workers", &workers.to_string(), "--wait", "60s"])
-            .args(["--heartbeat", "200ms", "--input"])
-            .arg(&input)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
+        let input = write_input(&self.out.with_file_name(name), tasks);
+        support::submit(&self.tasks, &self.sink.feedback, &input, workers)
     }
 }
 
 /// task → output, from the results file the ventilator's line names; each
 /// task at most once, every one ok.
 fn outputs(line: &str) -> HashMap<u64, String> {
-    let path = line
-        .rsplit_once("results in ")
-        .and_then(|(_, at)| at.split_once(':'))
-        .map(|(_, p)| p.to_string())
-        .unwrap_or_else(|| panic!("no results path in {line:?}"));
-    let mut seen = HashMap::new();
-    for l in std::fs::read_to_string(path).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        assert_eq!(v["status"], "ok", "{l}");
-        let task = v["task"].as_u64().unwrap();
-        let output = v["output"].as_str().unwrap().trim().to_string();
-        assert!(seen.insert(task, output).is_none(), "task {task} twice");
-    }
-    seen
+    results_of(line)
+        .into_iter()
+        .map(|(task, (status, output))| {
+            assert_eq!(status, "ok", "task {task}: {output}");
+            (task, output)
+        })
+        .collect()
 }
 
 fn gone(pid: i32) -> bool {
@@ -290,7 +246,7 @@ fn pilots_serve_two_batches_with_one_sbatch_and_scancel_ends_them() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        stop_within(&mut hub.sink, Signal::SIGTERM, Duration::from_secs(3));
+        stop_within(&mut hub.sink.child, Signal::SIGTERM, Duration::from_secs(3));
     });
 }
 
@@ -306,30 +262,8 @@ fn a_pilot_killed_mid_batch_loses_nothing() {
         let tasks: Vec<String> = (0..30)
             .map(|i| format!("sleep 0.1; echo {i}-$SLURM_JOB_ID"))
             .collect();
-        let submitted = {
-            let (tasks_at, feedback) = (hub.tasks.clone(), hub.feedback.clone());
-            let input = dir.path().join("c");
-            std::fs::write(&input, tasks.join("\n") + "\n").unwrap();
-            std::thread::spawn(move || {
-                let out = Command::new(bin("ventilator"))
-                    .args([
-                        "--task-endpoint",
-                        &tasks_at,
-                        "--feedback-endpoint",
-                        &feedback,
-                    ])
-                    .args(["--workers", "2", "--wait", "60s", "--heartbeat", "200ms"])
-                    .arg("--input")
-                    .arg(&input)
-                    .stdin(Stdio::null())
-                    .output()
-                    .unwrap();
-                (
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
-                )
-            })
-        };
+        let input = write_input(&dir.path().join("c"), &tasks);
+        let submitted = submit_in_background(&hub.tasks, &hub.sink.feedback, &input, 2);
         let pids = hub.worker_pids(2);
         // A few results in, one pilot dies without a word.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -359,6 +293,6 @@ fn a_pilot_killed_mid_batch_loses_nothing() {
             assert_eq!(*output, format!("{task}-{job}"));
         }
         cluster.run("scancel", &[&job]);
-        stop_within(&mut hub.sink, Signal::SIGTERM, Duration::from_secs(3));
+        stop_within(&mut hub.sink.child, Signal::SIGTERM, Duration::from_secs(3));
     });
 }
