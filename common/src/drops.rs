@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::protocol::{self, Kind, Message};
+
 /// How often a repeated reason may be logged again.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -21,6 +23,33 @@ pub struct Drops {
 }
 
 impl Drops {
+    /// Decodes a message that arrived on `socket`, or counts it dropped and
+    /// returns `None`. A message of a kind the socket does not take
+    /// (`takes` says which it does) is counted as "unexpected kind" even
+    /// when its payload cannot be read either, so a report counts a
+    /// misdirected message as such.
+    pub fn decode<F: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        frames: &[F],
+        socket: &str,
+        takes: impl Fn(Kind) -> bool,
+    ) -> Option<Message> {
+        let e = match Message::decode(frames) {
+            Ok(m) => return Some(m),
+            Err(e) => e,
+        };
+        match protocol::split(frames) {
+            // The header and the frames were right; the payload was not.
+            Ok((h, _)) if !takes(h.kind) => self.note(
+                socket,
+                "unexpected kind",
+                format_args!("{:?} on the {socket} socket", h.kind),
+            ),
+            _ => self.note(socket, e.label(), e),
+        }
+        None
+    }
+
     /// Counts one dropped message; `socket` names where it arrived.
     pub fn note(&mut self, socket: &str, reason: &'static str, detail: impl std::fmt::Display) {
         let count = self.counts.entry(reason).or_insert(0);
@@ -90,5 +119,36 @@ mod tests {
         assert_eq!(d.total(), 1001);
         assert_eq!(d.by_reason()["garbage"], 1000);
         assert_eq!(d.unlogged, 0, "a new reason is logged at once");
+    }
+
+    #[test]
+    fn decode_counts_what_it_cannot_read_and_a_misdirected_kind_as_such() {
+        use crate::protocol::Header;
+        let mut d = Drops::default();
+        let go = Message::Go { batch: 1 }.frames();
+        assert_eq!(
+            d.decode(&go, "feedback", |_| true),
+            Some(Message::Go { batch: 1 })
+        );
+        assert!(
+            d.decode(&[b"junk".to_vec()], "feedback", |_| true)
+                .is_none()
+        );
+        // A STATUS with a bad payload, where STATUS is not taken.
+        let status = [
+            Header::bare(Kind::Status, 1).encode().to_vec(),
+            b"{".to_vec(),
+        ];
+        assert!(
+            d.decode(&status, "results", |k| k != Kind::Status)
+                .is_none()
+        );
+        // The same where it is taken: malformed.
+        assert!(d.decode(&status, "feedback", |_| true).is_none());
+        let counts = d.by_reason();
+        assert_eq!(counts.get("not zpipe"), Some(&1));
+        assert_eq!(counts.get("unexpected kind"), Some(&1));
+        assert_eq!(counts.get("malformed"), Some(&1));
+        assert_eq!(d.total(), 3);
     }
 }

@@ -97,7 +97,7 @@ use std::time::Instant;
 
 use common::clock::Coarse;
 use common::drops::Drops;
-use common::protocol::{self, Kind, Message, WorkerInfo};
+use common::protocol::WorkerInfo;
 use common::sockets::{self, Recv};
 use common::{Action, Shutdown};
 
@@ -548,7 +548,7 @@ impl Collector {
         let Some((identity, rest)) = frames.split_first() else {
             return Ok(());
         };
-        let Some(message) = decode(rest, "feedback", VentilatorLink::takes, &mut self.drops) else {
+        let Some(message) = self.drops.decode(rest, "feedback", VentilatorLink::takes) else {
             return Ok(());
         };
         let now = Instant::now();
@@ -597,32 +597,6 @@ impl Collector {
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
         self.out.flush_if_due(now)?;
         Ok(())
-    }
-}
-
-/// Decodes a message that arrived on `socket`; one that cannot be read is
-/// counted and dropped. A message of a kind the socket does not take is
-/// counted as "unexpected kind" even when its payload is bad too, so a
-/// report counts a misdirected message as such.
-fn decode(
-    frames: &[zmq::Message],
-    socket: &str,
-    takes: impl Fn(Kind) -> bool,
-    drops: &mut Drops,
-) -> Option<Message> {
-    match Message::decode(frames) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            match protocol::split(frames) {
-                Ok((h, _)) if !takes(h.kind) => drops.note(
-                    socket,
-                    "unexpected kind",
-                    format!("{:?} on the {socket} socket", h.kind),
-                ),
-                _ => drops.note(socket, e.label(), e),
-            }
-            None
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use common::work::Status;
 use crate::output::Line;
 use crate::received::Insert;
 use crate::workers::{Said, Workers};
-use crate::{Collector, Error, batch::Batch, decode};
+use crate::{Collector, Error, batch::Batch};
 
 /// Where a result comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ fn name_json<'w>(
 impl Collector {
     /// A message on the result PULL: results, or a worker's word.
     pub(crate) fn on_results_socket(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
-        let Some(message) = decode(frames, "results", takes, &mut self.drops) else {
+        let Some(message) = self.drops.decode(frames, "results", takes) else {
             return Ok(());
         };
         let now_us = self.clock.now_us();

@@ -99,9 +99,7 @@ pub mod sink_link;
 use std::time::{Duration, Instant};
 
 use common::drops::Drops;
-use common::protocol::{
-    self, BatchDone, BatchInfo, DecodeError, Dispatch, Header, Kind, Message, WorkerInfo,
-};
+use common::protocol::{self, BatchDone, BatchInfo, Dispatch, WorkerInfo};
 use common::sockets::{self, HandshakeWatch, Recv};
 use common::work::Work;
 use common::{Action, Shutdown};
@@ -277,42 +275,6 @@ pub fn run(
 /// How long a peer may stay connected without completing the handshake
 /// before we say it cannot be a worker of our dispatch mode.
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(3);
-
-/// Decodes a message that came on `socket`, or counts it dropped and
-/// returns `None`. A kind this socket never takes (`kinds` are those it
-/// does) is counted as "unexpected kind" even when its payload cannot be
-/// read either, as the report has always counted it.
-pub(crate) fn decode<F>(
-    frames: &[F],
-    socket: &str,
-    kinds: &[Kind],
-    drops: &mut Drops,
-) -> Option<Message>
-where
-    F: std::ops::Deref<Target = [u8]>,
-{
-    let e = match Message::decode(frames) {
-        Ok(m) => return Some(m),
-        Err(e) => e,
-    };
-    let stray = match e {
-        // The header was read; the payload was not.
-        DecodeError::Truncated(_) | DecodeError::Malformed(_) => frames
-            .first()
-            .and_then(|f| Header::decode(f).ok())
-            .filter(|h| !kinds.contains(&h.kind)),
-        _ => None,
-    };
-    match stray {
-        Some(h) => drops.note(
-            socket,
-            "unexpected kind",
-            format!("{:?} on the {socket} socket", h.kind),
-        ),
-        None => drops.note(socket, e.label(), e),
-    }
-    None
-}
 
 /// How tasks leave, by `--dispatch`.
 enum Dealing {
@@ -627,7 +589,10 @@ impl<'a> Batch<'a> {
 
     /// A message from the sink: to the link, whose events are applied.
     fn on_feedback(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
-        let Some(msg) = decode(frames, "feedback", sink_link::KINDS, &mut self.drops) else {
+        let Some(msg) = self
+            .drops
+            .decode(frames, "feedback", |k| sink_link::KINDS.contains(&k))
+        else {
             return Ok(());
         };
         let mut events = Vec::new();
@@ -744,7 +709,10 @@ impl<'a> Batch<'a> {
                 .note("tasks", "no envelope", "a message without a route");
             return;
         }
-        let Some(msg) = decode(rest, "tasks", credit::KINDS, &mut self.drops) else {
+        let Some(msg) = self
+            .drops
+            .decode(rest, "tasks", |k| credit::KINDS.contains(&k))
+        else {
             return;
         };
         let heard = roster.on_message(msg, route, Instant::now(), &mut self.drops);
