@@ -44,13 +44,31 @@ impl Cluster {
             .tempdir_in("/tmp")
             .unwrap();
         let dir = tmp.path().join("lab");
-        let out = Command::new("bash")
-            .arg(root().join("scripts/slurm-lab.sh"))
-            .arg("up")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let up = || {
+            Command::new("bash")
+                .arg(root().join("scripts/slurm-lab.sh"))
+                .arg("up")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let mut out = up();
+        if out.status.code() == Some(1) {
+            // Once more, after a pause: the last test's cluster may still
+            // be letting go of something (its daemons take seconds to end).
+            eprintln!(
+                "slurm-lab.sh up failed once, trying again:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = Command::new("bash")
+                .arg(root().join("scripts/slurm-lab.sh"))
+                .arg("down")
+                .arg(&dir)
+                .output();
+            std::thread::sleep(Duration::from_secs(3));
+            out = up();
+        }
         match out.status.code() {
             Some(0) => Some(Cluster {
                 conf: dir.join("slurm.conf"),
