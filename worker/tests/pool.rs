@@ -1,6 +1,7 @@
 //! A standing pool: `sink --serve` and `worker --serve` stay for batch after
 //! batch. Two batches go through the same worker processes; a sink that dies
-//! between batches is replaced and the same workers serve the next one; a
+//! between batches is replaced and the same workers serve the next one; one
+//! killed mid-batch is replaced and the batch completes, every result once; a
 //! worker stopped mid-task has its task sent again, not reported failed; an
 //! idle worker gives up after `--idle-exit`; SIGTERM to the sink ends the
 //! pool (KILL: every worker exits 0). All real processes on free loopback
@@ -143,6 +144,57 @@ fn workers_outlive_a_sink_that_dies_and_serve_its_successor() {
 
         stop_within(&mut second.child, Signal::SIGTERM, Duration::from_secs(3));
         assert!(wait_exit(&mut w, Duration::from_secs(5)).success());
+    });
+}
+
+#[test]
+fn a_sink_killed_mid_batch_is_replaced_and_the_batch_completes_on_the_same_workers() {
+    time_bomb(90, || {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut first = sink(&out, None);
+        let tasks = free_endpoint();
+        let mut workers: Vec<(Child, Lines)> =
+            (0..2).map(|_| worker(&first, &tasks, &[])).collect();
+        let batch: Vec<String> = (0..40).map(|i| format!("sleep 0.05; echo {i}")).collect();
+        let input = write_input(&dir.path().join("a"), &batch);
+        let submitted = submit_in_background(&tasks, &first.feedback, &input, 2);
+        // A few results written, then the sink dies without a word.
+        let written = || -> usize {
+            std::fs::read_dir(&out).map_or(0, |d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .map(|t| t.lines().count())
+                    .sum()
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while written() < 5 {
+            assert!(Instant::now() < deadline, "no results came");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        first.child.kill().unwrap();
+        first.child.wait().unwrap();
+        // Its successor carries the batch on from the results file.
+        let mut second = sink(&out, Some(&first));
+        let (code, line) = submitted.join().unwrap();
+        assert_eq!(code, Some(0), "{line}");
+        let got = results_of(&line);
+        assert_eq!(got.len(), 40, "every task once: {line}");
+        for (task, (status, output)) in &got {
+            assert_eq!(
+                (status.as_str(), output.as_str()),
+                ("ok", task.to_string().as_str())
+            );
+        }
+        for (child, _) in &mut workers {
+            assert!(child.try_wait().unwrap().is_none(), "a worker left");
+        }
+        stop_within(&mut second.child, Signal::SIGTERM, Duration::from_secs(3));
+        for (child, _) in &mut workers {
+            assert!(wait_exit(child, Duration::from_secs(5)).success());
+        }
     });
 }
 
