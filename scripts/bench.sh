@@ -45,31 +45,8 @@ trap cleanup EXIT INT TERM
 GUIDE=$TMP/guide-batch.txt
 python3 -c 'import random; random.seed(42); [print(random.randint(1, 100)) for _ in range(100)]' >"$GUIDE"
 
-# Free loopback ports below the kernel's ephemeral range, so that no outgoing
-# connection of an earlier run can hold one by the time we bind it.
-ports() {
-    python3 - "$1" <<'PY'
-import random, socket, sys
-lo = 20000
-try:
-    lo_eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except OSError:
-    lo_eph = 32768
-chosen = []
-while len(chosen) < int(sys.argv[1]):
-    p = random.randrange(lo, lo_eph)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        if p not in chosen:
-            chosen.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(" ".join(map(str, chosen)))
-PY
-}
+# Free loopback ports (see scripts/free-ports).
+ports() { scripts/free-ports "$1"; }
 
 # Waits for the given processes, at most 120 s: a lost message must not hang
 # the benchmark.

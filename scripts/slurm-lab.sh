@@ -214,30 +214,10 @@ up() {
     head -c 1024 /dev/urandom >"$DIR/munge.key"
     chmod 0400 "$DIR/munge.key"
 
-    # Two ports nobody holds now, on any address: slurmctld and slurmd
-    # listen on all of them. Chosen below the kernel's ephemeral range, so
-    # that no outgoing connection can take one in the moment before the
-    # daemons bind it.
+    # Two ports nobody holds now, on any address (slurmctld and slurmd
+    # listen on all of them), below the ephemeral range.
     local ports ctld_port slurmd_port
-    ports=$(python3 -c '
-import random, socket
-try:
-    top = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except OSError:
-    top = 32768
-chosen = []
-while len(chosen) < 2:
-    p = random.randrange(20000, top)
-    s = socket.socket()
-    try:
-        s.bind(("", p))
-        if p not in chosen:
-            chosen.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(*chosen)') || die "python3 could not find free ports"
+    ports=$("$(dirname "$0")/free-ports" 2) || die "python3 could not find free ports"
     read -r ctld_port slurmd_port <<<"$ports"
 
     local cpus=${ZPIPE_LAB_CPUS:-8}

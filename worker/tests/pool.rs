@@ -16,7 +16,7 @@ use common::testing::{Lines, stop_within, time_bomb, wait_exit};
 use nix::sys::signal::Signal;
 use support::{
     ServeSink, bin, free_endpoint, results_of, serve_sink as sink, submit_in_background,
-    write_input,
+    wait_for_results, write_input,
 };
 
 /// [`support::submit`] to `sink`'s pool.
@@ -160,20 +160,7 @@ fn a_sink_killed_mid_batch_is_replaced_and_the_batch_completes_on_the_same_worke
         let input = write_input(&dir.path().join("a"), &batch);
         let submitted = submit_in_background(&tasks, &first.feedback, &input, 2);
         // A few results written, then the sink dies without a word.
-        let written = || -> usize {
-            std::fs::read_dir(&out).map_or(0, |d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                    .map(|t| t.lines().count())
-                    .sum()
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while written() < 5 {
-            assert!(Instant::now() < deadline, "no results came");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_results(&out, 5);
         first.child.kill().unwrap();
         first.child.wait().unwrap();
         // Its successor carries the batch on from the results file.

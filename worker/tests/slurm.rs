@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use common::testing::{stop_within, time_bomb};
 use nix::sys::signal::Signal;
 use support::{
-    ServeSink, bin, free_endpoint, results_of, serve_sink, submit_in_background, write_input,
+    ServeSink, bin, free_endpoint, results_of, serve_sink, submit_in_background, wait_for_results,
+    write_input,
 };
 
 /// One cluster at a time: both tests use the machine's one node name.
@@ -222,15 +223,24 @@ fn gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[test]
-fn pilots_serve_two_batches_with_one_sbatch_and_scancel_ends_them() {
+/// What each test starts with: a cluster of its own (one at a time), a
+/// standing sink, and two pilots submitted as one job; `body` is given
+/// them, the job id and a temp dir, under a time bomb.
+fn with_two_pilots(body: impl FnOnce(&Cluster, &mut Hub, String, &Path) + Send + 'static) {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(cluster) = Cluster::up() else { return };
     time_bomb(120, move || {
         let dir = tempfile::tempdir().unwrap();
         let mut hub = Hub::start(dir.path());
         let job = hub.pilots(&cluster, 2, &dir.path().join("pilots.log"));
+        body(&cluster, &mut hub, job, dir.path());
+        stop_within(&mut hub.sink.child, Signal::SIGTERM, Duration::from_secs(3));
+    });
+}
 
+#[test]
+fn pilots_serve_two_batches_with_one_sbatch_and_scancel_ends_them() {
+    with_two_pilots(|cluster, hub, job, _dir| {
         // Batch A: each task runs inside the job, and says so. (A pilot
         // says HELLO once a ventilator is there to take tasks from.)
         let a: Vec<String> = (0..12).map(|_| "echo $SLURM_JOB_ID".to_string()).collect();
@@ -264,43 +274,20 @@ fn pilots_serve_two_batches_with_one_sbatch_and_scancel_ends_them() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        stop_within(&mut hub.sink.child, Signal::SIGTERM, Duration::from_secs(3));
     });
 }
 
 #[test]
 fn a_pilot_killed_mid_batch_loses_nothing() {
-    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(cluster) = Cluster::up() else { return };
-    time_bomb(120, move || {
-        let dir = tempfile::tempdir().unwrap();
-        let mut hub = Hub::start(dir.path());
-        let job = hub.pilots(&cluster, 2, &dir.path().join("pilots.log"));
-
+    with_two_pilots(|cluster, hub, job, dir| {
         let tasks: Vec<String> = (0..30)
             .map(|i| format!("sleep 0.1; echo {i}-$SLURM_JOB_ID"))
             .collect();
-        let input = write_input(&dir.path().join("c"), &tasks);
+        let input = write_input(&dir.join("c"), &tasks);
         let submitted = submit_in_background(&hub.tasks, &hub.sink.feedback, &input, 2);
         let pids = hub.worker_pids(2);
         // A few results in, one pilot dies without a word.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let written: usize = std::fs::read_dir(&hub.out)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-                        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                        .map(|t| t.lines().count())
-                        .sum()
-                })
-                .unwrap_or(0);
-            if written >= 4 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no results came");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_results(&hub.out, 4);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
 
         let (code, line) = submitted.join().unwrap();
@@ -311,6 +298,5 @@ fn a_pilot_killed_mid_batch_loses_nothing() {
             assert_eq!(*output, format!("{task}-{job}"));
         }
         cluster.run("scancel", &[&job]);
-        stop_within(&mut hub.sink.child, Signal::SIGTERM, Duration::from_secs(3));
     });
 }

@@ -125,3 +125,22 @@ pub fn results_of(line: &str) -> HashMap<u64, (String, String)> {
     }
     seen
 }
+
+/// Waits (at most 30 s) until a standing sink has written `n` results into
+/// the batch files of `dir`.
+pub fn wait_for_results(dir: &Path, n: usize) {
+    let written = || -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .map(|t| t.lines().count())
+                .sum()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while written() < n {
+        assert!(std::time::Instant::now() < deadline, "no results came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
