@@ -1,13 +1,156 @@
-//! What every binary shares: logging set-up and exit codes.
+//! What every binary shares: flag parsing (with `--generate` for man pages
+//! and shell completions), logging set-up and exit codes.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-/// Starts `env_logger` at `info` (or `RUST_LOG`), writing to stderr.
+use clap::{CommandFactory, FromArgMatches};
+
+/// What `--generate` prints: a man page or a shell's completion script,
+/// each made from the same clap definitions that parse the flags, so they
+/// never drift from `--help`. (ripgrep's `--generate` is the model.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page (roff), for `man -l` or a `man1` directory.
+    Man,
+    /// Completions for bash.
+    CompleteBash,
+    /// Completions for zsh.
+    CompleteZsh,
+    /// Completions for fish.
+    CompleteFish,
+    /// Completions for elvish.
+    CompleteElvish,
+    /// Completions for PowerShell.
+    CompletePowershell,
+}
+
+/// The id of the `--generate` flag that [`command`] adds.
+const GENERATE: &str = "generate";
+
+/// A binary's clap command with `--generate` added (the flag is the
+/// binary's, not its library `Config`'s: libraries run batches, binaries
+/// install themselves).
+pub fn command<C: CommandFactory>() -> clap::Command {
+    C::command()
+        .arg(
+            clap::Arg::new(GENERATE)
+                .long(GENERATE)
+                .value_name("WHAT")
+                .value_parser(clap::builder::EnumValueParser::<Generate>::new())
+                .help("Print this program's man page or a shell's completion script on stdout, and exit")
+                .long_help(
+                    "Print this program's man page or a shell's completion script on stdout, and exit; \
+                     the README's \"Shell completions and man pages\" says where each one goes",
+                )
+                .global(true),
+        )
+        // `devices --generate man` needs no subcommand; a missing one is
+        // still refused, by `from_arg_matches` below.
+        .subcommand_required(false)
+}
+
+/// Parses the flags of a binary: on `--generate WHAT` prints it and exits
+/// 0; on a bad flag prints clap's message and exits 2, as `C::parse` does.
+/// After a subcommand (`devices streamer --generate man`) the man page is
+/// that subcommand's own, named `devices-streamer`.
+pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
+    let mut cmd = command::<C>();
+    let matches = cmd.clone().get_matches();
+    if let Some(what) = asked(&matches) {
+        let mut out = std::io::stdout().lock();
+        let page = match what {
+            Generate::Man => subcommand_page(cmd, &matches),
+            _ => cmd,
+        };
+        match generate(what, page, &mut out).and_then(|()| out.flush()) {
+            // `--generate man | head` is no failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("cannot write the {what:?} output: {e}");
+                std::process::exit(1);
+            }
+            _ => std::process::exit(0),
+        }
+    }
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+}
+
+/// `--generate`'s value, wherever it came on the line.
+fn asked(matches: &clap::ArgMatches) -> Option<Generate> {
+    let here = matches.get_one::<Generate>(GENERATE).copied();
+    here.or_else(|| matches.subcommand().and_then(|(_, sub)| asked(sub)))
+}
+
+/// The command whose man page was asked for: the deepest subcommand given.
+fn subcommand_page(cmd: clap::Command, matches: &clap::ArgMatches) -> clap::Command {
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        return cmd;
+    };
+    let Some(sub) = cmd.find_subcommand(name) else {
+        return cmd;
+    };
+    let page = format!("{}-{name}", cmd.get_name());
+    let mut sub = sub.clone().name(page);
+    if let Some(version) = cmd.get_version() {
+        sub = sub.version(version.to_owned());
+    }
+    subcommand_page(sub, sub_matches)
+}
+
+/// Writes `what` for `cmd` (its name is the binary's).
+pub fn generate(
+    what: Generate,
+    mut cmd: clap::Command,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    use clap_complete::Shell;
+    let shell = match what {
+        Generate::Man => return clap_mangen::Man::new(cmd).render(out),
+        Generate::CompleteBash => Shell::Bash,
+        Generate::CompleteZsh => Shell::Zsh,
+        Generate::CompleteFish => Shell::Fish,
+        Generate::CompleteElvish => Shell::Elvish,
+        Generate::CompletePowershell => Shell::PowerShell,
+    };
+    let name = cmd.get_name().to_owned();
+    clap_complete::generate(shell, &mut cmd, name, out);
+    Ok(())
+}
+
+/// The progress bars on stderr: log lines are printed above them, not
+/// through them (see [`init_logging`]).
+fn bars() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Starts `env_logger` at `info` (or `RUST_LOG`), writing to stderr; while
+/// a [`progress_bar`] is shown, each log line is printed above it.
 pub fn init_logging() {
     let env = env_logger::Env::default().filter_or("RUST_LOG", "info");
-    let _ = env_logger::Builder::from_env(env)
+    let logger = env_logger::Builder::from_env(env)
         .format_timestamp_millis()
-        .try_init();
+        .build();
+    let level = logger.filter();
+    if indicatif_log_bridge::LogWrapper::new(bars().clone(), logger)
+        .try_init()
+        .is_ok()
+    {
+        log::set_max_level(level);
+    }
+}
+
+/// A bar of `len` steps drawn with `template` (indicatif's) on stderr when
+/// stderr is a terminal; `None` otherwise, so that logs and pipes get no
+/// control characters.
+pub fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    Some(bars().add(indicatif::ProgressBar::new(len).with_style(style)))
 }
 
 /// Errors that know whether they are the user's to fix.
@@ -90,6 +233,55 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         socket: SocketArgs,
+    }
+
+    /// A binary's flags as the tests see them.
+    #[derive(Parser)]
+    #[command(name = "role")]
+    struct Role {
+        /// Where tasks go.
+        #[arg(long, default_value = "tcp://*:5557")]
+        task_endpoint: String,
+    }
+
+    #[test]
+    fn generate_writes_a_man_page_and_completions_with_every_flag() {
+        let text = |what| {
+            let mut out = Vec::new();
+            generate(what, command::<Role>(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let man = text(Generate::Man);
+        assert!(man.contains("\n.TH role 1 "), "{man}");
+        assert!(man.contains("\\fB\\-\\-task\\-endpoint\\fR"), "{man}");
+        assert!(
+            man.contains("complete\\-bash: Completions for bash"),
+            "{man}"
+        );
+        for what in [
+            Generate::CompleteBash,
+            Generate::CompleteZsh,
+            Generate::CompleteFish,
+        ] {
+            let script = text(what);
+            assert!(script.contains("task-endpoint"), "{what:?}: {script}");
+            assert!(
+                script.contains("complete-bash"),
+                "{what:?} offers --generate's values"
+            );
+        }
+        // The flag parses beside the binary's own, and is not the library's.
+        let m = command::<Role>()
+            .try_get_matches_from(["role", "--generate", "complete-zsh"])
+            .unwrap();
+        assert_eq!(
+            m.get_one::<Generate>(GENERATE),
+            Some(&Generate::CompleteZsh)
+        );
+        let e = command::<Role>()
+            .try_get_matches_from(["role", "--generate", "tcsh"])
+            .unwrap_err();
+        assert!(e.to_string().contains("complete-bash"), "{e}");
     }
 
     #[test]

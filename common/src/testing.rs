@@ -153,6 +153,55 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// Runs `bin --generate` for the man page and each shell's completions and
+/// checks that every one names each of `flags`; the bash script must parse
+/// (`bash -n`), the man page must open with its `.TH` line. `prefix` is
+/// put before `--generate` (a subcommand, for its own page).
+pub fn assert_generates(bin: &str, prefix: &[&str], page: &str, flags: &[&str]) {
+    use std::process::{Command, Stdio};
+    let run = |what: &str| {
+        let out = Command::new(bin)
+            .args(prefix)
+            .args(["--generate", what])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the binary");
+        assert!(out.status.success(), "--generate {what}: {out:?}");
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    };
+    let man = run("man");
+    assert!(
+        man.contains(&format!("\n.TH {page} 1 ")),
+        "no .TH line for {page}: {man}"
+    );
+    for flag in flags {
+        // roff escapes each '-' of a flag.
+        let roff = flag.replace('-', "\\-");
+        assert!(man.contains(&roff), "the man page lacks {flag}");
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&format!("complete-{shell}"));
+        for flag in flags {
+            // fish writes `-l task-endpoint`.
+            let name = flag.trim_start_matches('-');
+            assert!(script.contains(name), "{shell} completions lack {flag}");
+        }
+        if shell == "bash" {
+            let mut check = Command::new("bash")
+                .arg("-n")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("running bash -n");
+            std::io::Write::write_all(&mut check.stdin.take().unwrap(), script.as_bytes())
+                .expect("feeding bash -n");
+            assert!(
+                check.wait().unwrap().success(),
+                "bash cannot parse: {script}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

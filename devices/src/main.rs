@@ -52,7 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::cli::parse();
     common::cli::init_logging();
     common::cli::exit::<devices::Error>(run(cli), "devices")
 }

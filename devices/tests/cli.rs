@@ -92,3 +92,17 @@ fn pairs_prints_the_table_and_tries_a_pair() {
         "{text}"
     );
 }
+
+#[test]
+fn man_pages_and_completions_generate_for_devices_and_each_device() {
+    let bin = env!("CARGO_BIN_EXE_devices");
+    // The top page lists the devices; completions cover their flags.
+    common::testing::assert_generates(bin, &[], "devices", &["streamer", "--generate"]);
+    // Each device has a page of its own with its flags.
+    common::testing::assert_generates(
+        bin,
+        &["streamer"],
+        "devices-streamer",
+        &["--frontend", "--backend", "--capture"],
+    );
+}

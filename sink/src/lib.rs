@@ -91,7 +91,7 @@ mod results;
 mod ventilator_link;
 mod workers;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -602,14 +602,8 @@ impl Collector {
 
 /// The progress bar, on a terminal only: made when GO starts the clock.
 fn progress_bar(batch: &Batch) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let p = indicatif::ProgressBar::new(batch.info().tasks);
-    p.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks {per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let template = "{bar:40} {pos}/{len} tasks {per_sec} eta {eta}";
+    let p = common::cli::progress_bar(batch.info().tasks, template)?;
     p.set_position(batch.received().count());
     Some(p)
 }

@@ -121,3 +121,18 @@ fn settings_come_from_the_environment_and_the_report_as_json() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(saved, printed);
 }
+
+#[test]
+fn man_page_and_completions_generate_with_every_flag() {
+    common::testing::assert_generates(
+        env!("CARGO_BIN_EXE_sink"),
+        &[],
+        "sink",
+        &[
+            "--result-endpoint",
+            "--output-dir",
+            "--resume",
+            "--generate",
+        ],
+    );
+}

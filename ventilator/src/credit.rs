@@ -287,6 +287,12 @@ impl Roster {
         self.workers.values().filter(|w| w.hello && !w.dead).count()
     }
 
+    /// Threads of the ready workers that have asked for work.
+    pub fn ready_threads(&self) -> usize {
+        let ready = self.workers.values().filter(|w| w.hello && !w.dead);
+        ready.map(|w| w.threads.len()).sum()
+    }
+
     /// Whether a thread may be waiting with credit.
     pub fn has_eligible(&self) -> bool {
         !self.eligible.is_empty()

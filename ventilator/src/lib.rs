@@ -76,6 +76,9 @@
 //! - [`input`]: generated batches and input files.
 //! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`];
 //!   `report.rs`: [`Report`].
+//! - `live.rs`: the live line on a terminal (sent, acknowledged, in
+//!   flight, re-sent, workers ready), the sink's progress bar's
+//!   counterpart.
 //! - `classic.rs`: the guide's taskvent for `--classic`.
 //!
 //! (The worker heartbeats live in [`credit`] rather than a file of their
@@ -91,6 +94,7 @@ pub mod credit;
 mod error;
 pub mod input;
 pub mod ledger;
+mod live;
 pub mod plan;
 pub mod push;
 mod report;
@@ -113,6 +117,7 @@ pub use report::exit;
 
 use credit::{Dealer, Roster};
 use ledger::Ledger;
+use live::LiveLine;
 use push::Push;
 use sink_link::{Feedback, SinkLink};
 
@@ -307,6 +312,8 @@ struct Batch<'a> {
     sending_since: Option<Instant>,
     /// Received frames, reused.
     frames: Vec<zmq::Message>,
+    /// On a terminal: where the batch stands, redrawn every tick.
+    live: LiveLine,
 }
 
 impl<'a> Batch<'a> {
@@ -352,6 +359,7 @@ impl<'a> Batch<'a> {
             started: false,
             sending_since: None,
             frames: Vec::new(),
+            live: LiveLine::new(plan.len() as u64),
         }
     }
 
@@ -403,6 +411,7 @@ impl<'a> Batch<'a> {
             if now >= next_tick {
                 next_tick = now + Duration::from_millis(100);
                 self.tick(now)?;
+                self.live.show(&self.counts(), began.elapsed());
             }
             if now >= next_log {
                 next_log = now + Duration::from_secs(5);
@@ -448,6 +457,25 @@ impl<'a> Batch<'a> {
         match &self.dealing {
             Dealing::Credit { roster, .. } => roster.ready(),
             Dealing::Push(_) => self.link.sink_ready(),
+        }
+    }
+
+    /// What the live line shows.
+    fn counts(&self) -> live::Counts {
+        let threads = match &self.dealing {
+            Dealing::Credit { roster, .. } => Some(roster.ready_threads()),
+            Dealing::Push(_) => None,
+        };
+        live::Counts {
+            sink_heard: self.link.knows_batch(),
+            started: self.started,
+            sent: self.report.sent,
+            acked: self.ledger.done(),
+            in_flight: self.ledger.out(),
+            resent: self.ledger.resent,
+            workers: self.ready_workers(),
+            wanted: self.config.workers,
+            threads,
         }
     }
 

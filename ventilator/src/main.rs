@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let config = ventilator::Config::parse();
+    let config: ventilator::Config = common::cli::parse();
     common::cli::init_logging();
     common::cli::exit::<ventilator::Error>(run(&config), "ventilator")
 }

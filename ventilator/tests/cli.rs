@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use common::testing::{stderr_of, stop_within, wait_exit};
 
+mod support;
+
 fn ventilator() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ventilator"));
     c.stdin(Stdio::null())
@@ -199,4 +201,92 @@ fn a_cycle_or_an_unknown_dependency_is_refused_before_anything_is_sent() {
             assert!(err.contains("\"a\"") && err.contains("\"b\""), "{err}");
         }
     }
+}
+
+#[test]
+fn man_page_and_completions_generate_with_every_flag() {
+    common::testing::assert_generates(
+        env!("CARGO_BIN_EXE_ventilator"),
+        &[],
+        "ventilator",
+        &["--task-endpoint", "--dispatch", "--retries", "--generate"],
+    );
+}
+
+/// Runs a 20-task batch with the ventilator binary against a sink and a
+/// worker on threads; `wrap` turns the ventilator's command line into the
+/// command to run. Returns what that command wrote on stdout and stderr.
+fn batch_through(wrap: impl FnOnce(Vec<String>) -> Command) -> String {
+    let ctx = zmq::Context::new();
+    let sink = support::start_sink(&ctx, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // ipc: the worker can be told the address before the ventilator binds.
+    let tasks = format!("ipc://{}", dir.path().join("tasks").display());
+    let (_stop, worker) = support::spawn_worker(&ctx, support::worker_config(&tasks, &sink, &[]));
+    let line = [
+        env!("CARGO_BIN_EXE_ventilator"),
+        "--task-endpoint",
+        &tasks,
+        "--feedback-endpoint",
+        &sink.feedback,
+        "--tasks",
+        "20",
+        "--workload",
+        "40",
+    ];
+    let mut child = wrap(line.map(String::from).to_vec())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    out.push_str(&stderr_of(&mut child));
+    assert!(status.success(), "{status}: {out}");
+    sink.handle.join().unwrap().unwrap();
+    worker.join().unwrap().unwrap();
+    out
+}
+
+#[test]
+fn the_live_line_is_drawn_on_a_terminal_and_nowhere_else() {
+    // `script` (util-linux) runs the ventilator on a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give the ventilator a terminal");
+        return;
+    }
+    let on_tty = batch_through(|line| {
+        let mut c = Command::new("script");
+        c.args(["-qfec", &line.join(" "), "/dev/null"]);
+        c
+    });
+    assert!(
+        on_tty.contains(" acknowledged · sent "),
+        "no live line on a terminal: {on_tty}"
+    );
+    assert!(
+        on_tty.contains("/20 acknowledged · sent 20 · in flight "),
+        "{on_tty}"
+    );
+    assert!(
+        on_tty.contains("1 worker(s), 1 thread(s) ready"),
+        "{on_tty}"
+    );
+    assert!(on_tty.contains("complete, 20 ok"), "{on_tty}");
+    let piped = batch_through(|line| {
+        let mut c = Command::new(&line[0]);
+        c.args(&line[1..]);
+        c
+    });
+    assert!(piped.contains("complete, 20 ok"), "{piped}");
+    assert!(
+        !piped.contains("acknowledged ·"),
+        "a live line on a pipe: {piped}"
+    );
+    assert!(
+        !piped.contains('\u{1b}'),
+        "control characters on a pipe: {piped}"
+    );
 }

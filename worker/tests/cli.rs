@@ -161,3 +161,13 @@ fn a_worker_in_the_other_dispatch_mode_says_so_within_seconds() {
         );
     }
 }
+
+#[test]
+fn man_page_and_completions_generate_with_every_flag() {
+    common::testing::assert_generates(
+        env!("CARGO_BIN_EXE_worker"),
+        &[],
+        "worker",
+        &["--task-endpoint", "--threads", "--serve", "--generate"],
+    );
+}

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use clap::Parser;
 use common::Shutdown;
+#[allow(unused_imports)]
 pub use common::testing::time_bomb;
 
 /// A sink running on its own thread, bound to free loopback ports.
