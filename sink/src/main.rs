@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let config = sink::Config::parse();
+    let config: sink::Config = common::cli::parse();
     common::cli::init_logging();
     common::cli::exit::<sink::Error>(run(&config), "sink")
 }

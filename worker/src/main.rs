@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let config = worker::Config::parse();
+    let config: worker::Config = common::cli::parse();
     common::cli::init_logging();
     common::cli::exit::<worker::Error>(run(&config), "worker")
 }
