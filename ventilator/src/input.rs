@@ -148,7 +148,7 @@ pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Pla
         let (mut id, mut after, mut stage, mut cost) = (None, Vec::new(), 0u32, None);
         let work = if text.starts_with('{') {
             let mut map: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(text).map_err(|e| bad(format!("not a task: {e}")))?;
+                serde_json::from_str(text).map_err(|e| bad(not_a_task(&e)))?;
             if let Some(v) = map.remove("id") {
                 let v = v
                     .as_str()
@@ -177,7 +177,7 @@ pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Pla
                 );
             }
             serde_json::from_value::<Work>(serde_json::Value::Object(map))
-                .map_err(|e| bad(format!("not a task: {e}")))?
+                .map_err(|e| bad(not_a_task(&e)))?
         } else {
             match plain {
                 Plain::Exec => Work::Exec {
@@ -240,6 +240,18 @@ pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Pla
     Ok(plan)
 }
 
+/// Why a JSON line is not a task, placed by column only: serde reads one
+/// line at a time, so its "at line 1" would contradict the input line
+/// number the error already carries.
+fn not_a_task(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let place = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&place) {
+        Some(reason) => format!("not a task (column {}): {reason}", e.column()),
+        None => format!("not a task: {text}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +278,20 @@ mod tests {
                 .works,
             vec![Work::Sleep { ms: 82 }, Work::Sleep { ms: 15 }]
         );
+    }
+
+    #[test]
+    fn a_malformed_json_line_is_placed_by_its_input_line_and_column_only() {
+        let e = parse("echo ok\n\n{\"kind\": nap}\n".as_bytes(), Plain::Exec, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("input line 3: not a task (column "), "{e}");
+        assert!(!e.contains("at line"), "one line number only: {e}");
+        // A well-formed object that is no task has no column to give.
+        let e = parse("{\"kind\":\"nap\"}".as_bytes(), Plain::Exec, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("input line 1: not a task: unknown variant"), "{e}");
     }
 
     #[test]

@@ -33,8 +33,31 @@ pub struct Report {
     pub wait_ms: f64,
     /// Time from the first task sent to the last.
     pub send_ms: f64,
-    /// The sink's DONE, when it came.
+    /// The sink's DONE, when it came (written with its batch id in hex,
+    /// like `batch` above, not as DONE's number).
+    #[serde(serialize_with = "done_in_hex")]
     pub done: Option<BatchDone>,
+}
+
+/// Writes DONE as the report shows it: the same fields, the batch id in hex.
+fn done_in_hex<S: serde::Serializer>(done: &Option<BatchDone>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Done<'a> {
+        batch: String,
+        ok: u64,
+        failed: u64,
+        elapsed_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: &'a Option<String>,
+    }
+    let done = done.as_ref().map(|d| Done {
+        batch: format!("{:016x}", d.batch),
+        ok: d.ok,
+        failed: d.failed,
+        elapsed_ms: d.elapsed_ms,
+        output: &d.output,
+    });
+    done.serialize(s)
 }
 
 impl Report {
@@ -108,6 +131,25 @@ pub mod exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_gives_the_batch_id_in_hex_at_the_top_and_under_done() {
+        let mut r = Report::new(format!("{:016x}", 0xabu64), Dispatch::Credit, 10);
+        r.done = Some(BatchDone {
+            batch: 0xab,
+            ok: 10,
+            failed: 0,
+            elapsed_ms: 1.5,
+            output: None,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["batch"], "00000000000000ab");
+        assert_eq!(v["done"]["batch"], v["batch"]);
+        assert_eq!(v["done"]["ok"], 10);
+        assert!(v["done"].get("output").is_none());
+        r.done = None;
+        assert!(serde_json::to_value(&r).unwrap()["done"].is_null());
+    }
 
     #[test]
     fn the_summary_names_the_batch_its_outcome_and_its_results() {
