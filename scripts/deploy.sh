@@ -30,7 +30,8 @@
 # what every batch shares (--dispatch, endpoints, --workers). `submit`
 # prints the ventilator's line (`batch ID: complete, N ok, M failed, in T
 # ms; results in HOST:PATH`) and exits with its code: 0 all ok, 3 complete
-# with some failed, 1 error, 2 usage, 130 stopped. Paths in FLAGS are on
+# with some failed, 1 error, 2 usage, 4 sink silent at the end (may be
+# incomplete), 130 stopped. Paths in FLAGS are on
 # that host too, relative to $ZPIPE_REMOTE_DIR; with `--input -` the
 # ventilator reads submit's standard input (else none). Ctrl-C (or
 # SIGTERM) stops the batch there, and so does `stop`; the sink keeps a

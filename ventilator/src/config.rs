@@ -86,6 +86,12 @@ pub struct Config {
     /// some workers are ready, starting with them).
     #[arg(long, env = "ZPIPE_WAIT", default_value = "30s", value_parser = common::cli::duration)]
     pub wait: Duration,
+    /// Once every task has gone out, stop waiting for a sink that has said
+    /// nothing for this long (exit 4: the batch may be incomplete; its
+    /// results so far are in the sink's output, and `--resume` carries on
+    /// once the sink is back).
+    #[arg(long, env = "ZPIPE_SINK_TIMEOUT", default_value = "60s", value_parser = common::cli::duration)]
+    pub sink_timeout: Duration,
     /// Read tasks from this file, one per line; `-` reads stdin.
     #[arg(long, short, env = "ZPIPE_INPUT")]
     pub input: Option<PathBuf>,

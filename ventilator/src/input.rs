@@ -282,16 +282,23 @@ mod tests {
 
     #[test]
     fn a_malformed_json_line_is_placed_by_its_input_line_and_column_only() {
-        let e = parse("echo ok\n\n{\"kind\": nap}\n".as_bytes(), Plain::Exec, usize::MAX)
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "echo ok\n\n{\"kind\": nap}\n".as_bytes(),
+            Plain::Exec,
+            usize::MAX,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("input line 3: not a task (column "), "{e}");
         assert!(!e.contains("at line"), "one line number only: {e}");
         // A well-formed object that is no task has no column to give.
         let e = parse("{\"kind\":\"nap\"}".as_bytes(), Plain::Exec, usize::MAX)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("input line 1: not a task: unknown variant"), "{e}");
+        assert!(
+            e.starts_with("input line 1: not a task: unknown variant"),
+            "{e}"
+        );
     }
 
     #[test]

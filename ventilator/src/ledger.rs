@@ -174,6 +174,15 @@ impl<'p> Ledger<'p> {
         self.out
     }
 
+    /// Whether every task has gone out at least once (or needs not: its
+    /// result is in). A scan of the batch: for rare questions only.
+    pub fn all_sent_once(&self) -> bool {
+        let waiting = |(s, a): (&State, &u32)| {
+            *a == 1 && matches!(s, State::Blocked | State::Ready | State::Taken)
+        };
+        !self.state.iter().zip(&self.attempt).any(waiting)
+    }
+
     /// Tasks done ok, and done not ok.
     pub fn outcome_counts(&self) -> (u64, u64) {
         let ok = self.state.iter().filter(|s| **s == State::Ok).count() as u64;
@@ -528,6 +537,26 @@ mod tests {
             "{:?}",
             l.owed
         );
+    }
+
+    #[test]
+    fn every_task_sent_once_counts_resends_and_results_but_not_waiting_tasks() {
+        let mut plan = Plan::from(vec![Work::Noop; 3]);
+        plan.after = vec![vec![], vec![0], vec![]];
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        assert!(!l.all_sent_once());
+        assert_eq!(drain(&mut l), vec![0, 2]);
+        assert!(!l.all_sent_once(), "task 1 waits for task 0");
+        // Task 2's worker dies: it waits to go out again, but it went once.
+        l.requeue(2, "worker died", true);
+        l.ack(&[0..1], &[]);
+        assert!(!l.all_sent_once(), "task 1 is ready, never sent");
+        assert_eq!(l.next_task(), Some(2));
+        assert!(!l.all_sent_once(), "task 1 is still ready");
+        let t = l.next_task().unwrap();
+        assert!(!l.all_sent_once(), "taken is not sent");
+        l.sent(t, NOBODY, Instant::now());
+        assert!(l.all_sent_once());
     }
 
     #[test]

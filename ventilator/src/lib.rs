@@ -375,7 +375,10 @@ impl<'a> Batch<'a> {
         let began = Instant::now();
         let mut next_tick = Instant::now();
         let mut next_log = Instant::now() + Duration::from_secs(5);
-        while !shutdown.is_triggered() && self.report.done.is_none() {
+        while !shutdown.is_triggered()
+            && self.report.done.is_none()
+            && self.report.sink_silent_ms.is_none()
+        {
             let now = Instant::now();
             if let Some(start) = self.link.start_due(now) {
                 self.feedback.start(start);
@@ -480,6 +483,16 @@ impl<'a> Batch<'a> {
     }
 
     fn log_progress(&self, began: Instant) {
+        let silent = self.link.silent_for(Instant::now()).unwrap_or_default();
+        if self.link.knows_batch() && silent >= Duration::from_secs(5) {
+            log::warn!(
+                "batch {}: the sink at {} has said nothing for {:.0?}: restart it (with --resume for the same output) or stop with Ctrl-C; once every task has gone out, the ventilator stops waiting after --sink-timeout {}",
+                self.hex,
+                self.config.feedback_endpoint,
+                silent,
+                humantime::format_duration(self.config.sink_timeout)
+            );
+        }
         if !self.link.knows_batch() {
             log::info!("waiting for the sink at {}", self.config.feedback_endpoint);
         } else if !self.started {
@@ -543,6 +556,20 @@ impl<'a> Batch<'a> {
                     self.config.task_endpoint,
                 );
             }
+        }
+        let ledger = &self.ledger;
+        let all_sent = || self.started && ledger.all_sent_once();
+        if let Some(silent) = self.link.given_up(now, self.config.sink_timeout, all_sent) {
+            log::error!(
+                "batch {}: every task went out, then the sink at {} said nothing for {:.0?} (--sink-timeout): stopping; {} of {} results were acknowledged, and the sink may hold more (its output says; run again with --resume once it is back)",
+                self.hex,
+                self.config.feedback_endpoint,
+                silent,
+                self.ledger.done(),
+                self.ledger.tasks()
+            );
+            self.report.sink_silent_ms = Some(silent.as_secs_f64() * 1000.0);
+            return Ok(());
         }
         let all_acked = self.started && self.ledger.done() == self.ledger.tasks();
         if let Some(event) = self.link.tick(now, all_acked) {

@@ -21,6 +21,10 @@ fn run(config: &ventilator::Config) -> anyhow::Result<ExitCode> {
     if config.classic {
         return Ok(ExitCode::SUCCESS);
     }
+    if report.sink_silent_ms.is_some() {
+        println!("{}", report.summary());
+        return Ok(ExitCode::from(ventilator::exit::SINK_SILENT));
+    }
     let Some(done) = &report.done else {
         eprintln!(
             "ventilator: stopped before the sink said DONE ({} of {} tasks sent)",

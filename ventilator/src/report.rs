@@ -33,6 +33,10 @@ pub struct Report {
     pub wait_ms: f64,
     /// Time from the first task sent to the last.
     pub send_ms: f64,
+    /// Set when the ventilator stopped waiting for a sink silent this long
+    /// (ms) after every task had gone out: the batch may be incomplete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_silent_ms: Option<f64>,
     /// The sink's DONE, when it came (written with its batch id in hex,
     /// like `batch` above, not as DONE's number).
     #[serde(serialize_with = "done_in_hex")]
@@ -75,6 +79,7 @@ impl Report {
             workers: 0,
             wait_ms: 0.0,
             send_ms: 0.0,
+            sink_silent_ms: None,
             done: None,
         }
     }
@@ -83,6 +88,13 @@ impl Report {
     /// complete, how many tasks failed, and where the results are.
     pub fn summary(&self) -> String {
         let Some(done) = &self.done else {
+            if let Some(ms) = self.sink_silent_ms {
+                return format!(
+                    "batch {}: may not be complete: every task went out, then the sink said nothing for {:.0} s",
+                    self.batch,
+                    ms / 1000.0
+                );
+            }
             return format!(
                 "batch {}: not complete ({} of {} tasks sent)",
                 self.batch, self.sent, self.tasks
@@ -118,12 +130,15 @@ impl Report {
 /// | 1 | not complete: an error (no sink, no workers, the sink refused or is busy) |
 /// | 2 | not started: a usage error (bad flag, bad input, a port in use) |
 /// | 3 | the batch is complete, and some tasks failed (failed, timed out, rejected, panicked or given up) |
+/// | 4 | may not be complete: every task went out, then the sink fell silent for `--sink-timeout` |
 /// | 130 | not complete: stopped by a signal before the sink said DONE |
 pub mod exit {
     /// Complete, every task ok.
     pub const ALL_OK: u8 = 0;
     /// Complete, some tasks failed.
     pub const SOME_FAILED: u8 = 3;
+    /// Every task went out, then the sink fell silent for `--sink-timeout`.
+    pub const SINK_SILENT: u8 = 4;
     /// Stopped before the sink said DONE.
     pub const STOPPED: u8 = 130;
 }

@@ -28,7 +28,11 @@
 //! again. ACK updates lost on a broken link show as the sink's count
 //! running ahead of ours: after [`RESYNC_AFTER`] of that, START asks for a
 //! snapshot again (`resync`). A DONE that never comes, once every result is
-//! acknowledged, ends the batch after [`DONE_GRACE`].
+//! acknowledged, ends the batch after [`DONE_GRACE`]. A sink silent for
+//! `--sink-timeout` once every task has gone out at least once ends it
+//! too, unfinished ([`SinkLink::given_up`]): the last ACKs and every DONE
+//! may have been lost on a link that came back only after the sink had
+//! finished and gone, and nothing else would end the wait.
 //!
 //! **Resuming.** A snapshot that holds results before we sent anything is a
 //! batch an earlier ventilator began: it goes on only with `--resume`
@@ -128,6 +132,8 @@ pub struct SinkLink {
     behind_since: Option<Instant>,
     /// Since when every result has been acknowledged.
     all_acked_since: Option<Instant>,
+    /// When the sink last said anything.
+    heard_at: Option<Instant>,
 }
 
 impl SinkLink {
@@ -142,7 +148,27 @@ impl SinkLink {
             next_start: now,
             behind_since: None,
             all_acked_since: None,
+            heard_at: None,
         }
+    }
+
+    /// How long the sink has said nothing (`None`: it never answered).
+    pub fn silent_for(&self, now: Instant) -> Option<Duration> {
+        self.heard_at.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Whether to stop waiting for a sink silent for `limit`: only once
+    /// every task has gone out at least once (`all_sent`, asked only then:
+    /// it may be a scan of the batch), since until then there is work to
+    /// hand out and a sink restarted with `--resume` would take it on.
+    pub fn given_up(
+        &self,
+        now: Instant,
+        limit: Duration,
+        all_sent: impl FnOnce() -> bool,
+    ) -> Option<Duration> {
+        let silent = self.silent_for(now)?;
+        (silent >= limit && self.phase != Phase::Done && all_sent()).then_some(silent)
     }
 
     /// The batch id.
@@ -265,6 +291,7 @@ impl SinkLink {
     /// Takes one message from the sink. `acked` is how many results the
     /// ledger has acknowledged (to notice the sink's count running ahead).
     pub fn on_message(&mut self, msg: Message, acked: u64, now: Instant, out: &mut Vec<Event>) {
+        self.heard_at = Some(now);
         match msg {
             Message::Status(s) => {
                 if self.instance.is_some_and(|i| i != s.instance) {
@@ -450,6 +477,28 @@ mod tests {
             resync: false,
         };
         (SinkLink::new(info, now), now)
+    }
+
+    #[test]
+    fn a_silent_sink_is_given_up_only_after_the_limit_and_once_everything_went_out() {
+        let (mut l, t0) = link(Dispatch::Credit);
+        let limit = Duration::from_secs(60);
+        let later = t0 + Duration::from_secs(600);
+        // Never heard: `--wait` bounds that, not this.
+        assert_eq!(l.given_up(later, limit, || true), None);
+        assert_eq!(l.silent_for(later), None);
+        l.on_message(status(1, Some(BATCH), 0), 0, t0, &mut Vec::new());
+        let soon = t0 + Duration::from_secs(59);
+        assert_eq!(l.given_up(soon, limit, || true), None);
+        assert_eq!(l.silent_for(soon), Some(Duration::from_secs(59)));
+        let then = t0 + limit;
+        let left = l.given_up(then, limit, || false);
+        assert_eq!(left, None, "work left to hand out");
+        assert_eq!(l.given_up(then, limit, || true), Some(limit));
+        // Hearing from it again starts the silence over.
+        l.on_message(status(1, Some(BATCH), 0), 0, then, &mut Vec::new());
+        let again = l.given_up(then + Duration::from_secs(1), limit, || true);
+        assert_eq!(again, None);
     }
 
     fn worker(id: u64, dispatch: Dispatch) -> WorkerInfo {

@@ -2,12 +2,15 @@
 //! goes through a TCP relay that this test cuts mid-batch. Acknowledgements
 //! sent meanwhile are lost; the ventilator reconnects under the same routing
 //! id, notices it is behind the sink's count, asks for everything it holds,
-//! and the batch completes with nothing given up.
+//! and the batch completes with nothing given up. And a link that goes
+//! down for good at the end of a batch: the ventilator does not wait
+//! forever.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown as Both, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,8 @@ use support::*;
 struct Relay {
     at: String,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Set: connections are refused (closed as soon as they come).
+    down: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -28,9 +33,14 @@ impl Relay {
         let at = format!("tcp://{}", listener.local_addr().unwrap());
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let open2 = Arc::clone(&open);
+        let down: Arc<AtomicBool> = Arc::default();
+        let down2 = Arc::clone(&down);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
+                if down2.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -56,13 +66,19 @@ impl Relay {
                 }
             }
         });
-        Relay { at, open }
+        Relay { at, open, down }
     }
 
     fn cut(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Both::Both);
         }
+    }
+
+    /// Cuts every connection and refuses new ones, for good.
+    fn take_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut();
     }
 }
 
@@ -102,5 +118,49 @@ fn a_feedback_link_cut_mid_batch_loses_no_acknowledgement_for_good() {
         for (_, w) in workers {
             w.join().unwrap().unwrap();
         }
+    });
+}
+
+#[test]
+fn a_feedback_link_down_for_good_at_the_end_ends_the_ventilator_on_its_own() {
+    time_bomb(60, || {
+        let ctx = zmq::Context::new();
+        let mut sink = start_sink(&ctx, &[]);
+        let relay = Relay::new(&sink.feedback);
+        sink.feedback = relay.at.clone();
+        let vent = ventilator(&ctx, &sink, &["--sink-timeout", "2s"]);
+        let (_stop, worker) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        let tasks: Vec<Work> = (0..20).map(|_| Work::Sleep { ms: 50 }).collect();
+        let v = std::thread::spawn(move || vent.run(&tasks, &common::Shutdown::new()));
+        let count = || std::fs::read_to_string(&sink.output).map_or(0, |t| t.lines().count());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count() < 3 {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // From here on the sink hears the worker but never the ventilator:
+        // its ACKs and its DONE are lost, and it finishes and goes.
+        relay.take_down();
+        let report = sink.handle.join().unwrap().unwrap();
+        assert!(report.complete, "the sink has every result");
+        assert_eq!(report.ok, 20);
+        worker.join().unwrap().unwrap();
+        let began = Instant::now();
+        let vr = v.join().unwrap().unwrap();
+        assert!(vr.done.is_none(), "no DONE came: {vr:?}");
+        let silent = vr
+            .sink_silent_ms
+            .expect("the ventilator says the sink fell silent");
+        assert!(silent >= 2000.0, "{silent}");
+        assert!(
+            vr.summary().contains("may not be complete"),
+            "{}",
+            vr.summary()
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
     });
 }
