@@ -508,6 +508,9 @@ pub fn encode_result_record(out: &mut Vec<u8>, task: u64, attempt: u32, r: &Resu
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// Length of a RESULTS or TASKS record's head (`task`, `attempt`, `len`).
+pub const RECORD_HEAD_LEN: usize = 16;
+
 /// Appends one record (of a RESULTS or TASKS payload) whose body is
 /// already encoded.
 pub fn encode_record(out: &mut Vec<u8>, task: u64, attempt: u32, body: &[u8]) {
@@ -583,6 +586,12 @@ pub struct WorkerInfo {
     /// How often it says HEARTBEAT, in ms.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// The largest message frame it takes (its `--max-msg-size`); a larger
+    /// one would drop its connection, so the ventilator fails such a task
+    /// instead of sending it (absent: a worker from before the field, or
+    /// no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msg_size: Option<u64>,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -1330,6 +1339,7 @@ mod tests {
             threads: 2,
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         }
     }
 

@@ -215,13 +215,25 @@ impl Monitor {
 
     /// The next event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Result<Recv<zmq::SocketEvent>, Error> {
+        Ok(match self.next(timeout)? {
+            Recv::Message((event, _)) => Recv::Message(event),
+            Recv::Timeout => Recv::Timeout,
+            Recv::Stopped => Recv::Stopped,
+        })
+    }
+
+    /// The next event with its value (a failed handshake's ZMTP error or
+    /// ZAP status code, an errno, a file descriptor), waiting at most
+    /// `timeout`.
+    pub fn next(&self, timeout: Duration) -> Result<Recv<(zmq::SocketEvent, u32)>, Error> {
         let mut frames = Vec::new();
         match recv_frames(&self.pair, &mut frames, timeout)? {
             Recv::Message(()) => {
-                let event = frames
-                    .first()
-                    .filter(|f| f.len() >= 2)
-                    .map(|f| zmq::SocketEvent::from_raw(u16::from_ne_bytes([f[0], f[1]])));
+                // libzmq 4: a u16 event then a u32 value, in host order.
+                let event = frames.first().filter(|f| f.len() >= 6).map(|f| {
+                    let event = zmq::SocketEvent::from_raw(u16::from_ne_bytes([f[0], f[1]]));
+                    (event, u32::from_ne_bytes([f[2], f[3], f[4], f[5]]))
+                });
                 Ok(event.map_or(Recv::Timeout, Recv::Message))
             }
             Recv::Timeout => Ok(Recv::Timeout),
@@ -246,6 +258,158 @@ impl Monitor {
             }
         }
     }
+}
+
+/// libzmq's ZMTP protocol error: the two sides use different security
+/// mechanisms (NULL, PLAIN, CURVE).
+const ZMTP_MECHANISM_MISMATCH: u32 = 0x1100_0002;
+/// libzmq's ZMTP protocol error: a CURVE box could not be opened.
+const ZMTP_CRYPTOGRAPHIC: u32 = 0x1100_0001;
+
+/// Says in plain words why a handshake this side started failed, from the
+/// socket monitor's event and value and this socket's own `mechanism`;
+/// `None` for an event that is no failure. The connecting side hears
+/// little (a ZAP status code, a ZMTP error code, an errno), so the words
+/// name what usually causes it, and the flag that fixes it.
+pub fn handshake_refusal(
+    event: zmq::SocketEvent,
+    value: u32,
+    mechanism: zmq::Mechanism,
+) -> Option<String> {
+    use zmq::Mechanism as M;
+    use zmq::SocketEvent as E;
+    let words = match (event, mechanism) {
+        (E::HANDSHAKE_FAILED_PROTOCOL, M::ZMQ_NULL) if value == ZMTP_MECHANISM_MISMATCH => {
+            "the peer requires security (CURVE or PLAIN) and this side has none: give this side the peer's public key (--curve-server-key) or a login (--login user:password)".into()
+        }
+        (E::HANDSHAKE_FAILED_PROTOCOL, M::ZMQ_CURVE) if value == ZMTP_MECHANISM_MISMATCH => {
+            "the peer does not speak CURVE (it runs without --curve-secret, or with PLAIN): give both sides the same security flags".into()
+        }
+        (E::HANDSHAKE_FAILED_PROTOCOL, M::ZMQ_PLAIN) if value == ZMTP_MECHANISM_MISMATCH => {
+            "the peer does not take PLAIN logins (it runs without --auth-file, or with CURVE): give both sides the same security flags".into()
+        }
+        (E::HANDSHAKE_FAILED_PROTOCOL, _) if value == ZMTP_CRYPTOGRAPHIC => {
+            "the CURVE handshake could not be decrypted: a key does not match (--curve-server-key must be the public half of the peer's --curve-secret)".into()
+        }
+        (E::HANDSHAKE_FAILED_PROTOCOL, _) => format!(
+            "the ZMTP handshake failed with protocol error {value:#x}: the peer is not a ZeroMQ socket this one can talk to"
+        ),
+        // The server could not open our HELLO box and hung up: we only
+        // see the connection end.
+        (E::HANDSHAKE_FAILED_NO_DETAIL, M::ZMQ_CURVE) => {
+            "the peer ended the CURVE handshake without a reason: --curve-server-key is probably not the public half of the peer's --curve-secret (or this host is not in its --allow)".into()
+        }
+        // Without CURVE, a peer that hangs up mid-handshake is usually one
+        // that turned us away, and the next attempt says so (AUTH): this
+        // one says nothing worth a line.
+        (E::HANDSHAKE_FAILED_NO_DETAIL, _) => return None,
+        (E::HANDSHAKE_FAILED_AUTH, mechanism) => {
+            let who = match mechanism {
+                M::ZMQ_PLAIN => {
+                    "the peer refused this side's PLAIN login (a wrong user or password in --login), or this host's address is not in the peer's --allow"
+                }
+                M::ZMQ_CURVE => {
+                    "the peer refused this side's CURVE key (its public key is not in the peer's --curve-clients), or this host's address is not in the peer's --allow"
+                }
+                _ => "the peer refused this host's address: it is not in the peer's --allow",
+            };
+            match value {
+                400 => who.to_string(),
+                300 => "the peer's access check failed for now (ZAP status 300); it will be tried again".into(),
+                code => format!("the peer's access check failed (ZAP status {code})"),
+            }
+        }
+        _ => return None,
+    };
+    Some(words)
+}
+
+/// Logs refusals as errors naming the peer, each reason at most once a
+/// minute (a refused peer is tried again ten times a second).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// The last refusal, and when it was logged.
+    last: Option<(String, Instant)>,
+}
+
+/// How often the same refusal is logged again.
+const REFUSAL_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalLog {
+    /// Logs `why` unless it was the last thing said, less than a minute
+    /// ago; true when it was logged.
+    pub fn say(&mut self, peer: &str, why: &str) -> bool {
+        let again = self
+            .last
+            .as_ref()
+            .is_none_or(|(said, at)| said != why || at.elapsed() >= REFUSAL_EVERY);
+        if again {
+            log::error!("{peer} refused the connection: {why}");
+            self.last = Some((why.to_string(), Instant::now()));
+        }
+        again
+    }
+
+    /// The last refusal logged, if any.
+    pub fn last(&self) -> Option<&str> {
+        self.last.as_ref().map(|(why, _)| why.as_str())
+    }
+}
+
+/// The refusals a connecting socket meets, read off its monitor without
+/// waiting ([`Refusals::check`]) and logged in plain words through a
+/// [`RefusalLog`].
+pub struct Refusals {
+    monitor: Monitor,
+    mechanism: zmq::Mechanism,
+    /// Whom this socket talks to and where, for the log.
+    peer: String,
+    log: RefusalLog,
+}
+
+impl Refusals {
+    /// Starts watching `socket` (call after its security is set and before
+    /// it connects); `peer` names the other side and its endpoint for the
+    /// log (`the sink at tcp://…`).
+    pub fn new(ctx: &zmq::Context, socket: &zmq::Socket, peer: String) -> Result<Self, Error> {
+        use zmq::SocketEvent as E;
+        let mask = E::HANDSHAKE_FAILED_PROTOCOL as i32
+            | E::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | E::HANDSHAKE_FAILED_AUTH as i32;
+        Ok(Refusals {
+            monitor: Monitor::events(ctx, socket, mask)?,
+            mechanism: mechanism_of(socket)?,
+            peer,
+            log: RefusalLog::default(),
+        })
+    }
+
+    /// Reads what happened since the last look and logs each refusal.
+    pub fn check(&mut self) -> Result<(), Error> {
+        while let Recv::Message((event, value)) = self.monitor.next(Duration::ZERO)? {
+            if let Some(why) = handshake_refusal(event, value, self.mechanism) {
+                self.log.say(&self.peer, &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last refusal logged, if any.
+    pub fn last(&self) -> Option<&str> {
+        self.log.last()
+    }
+
+    /// Stops watching (see [`Monitor::stop`]).
+    pub fn stop(self, socket: &zmq::Socket) {
+        self.monitor.stop(socket);
+    }
+}
+
+/// The security mechanism a socket is set up with.
+pub fn mechanism_of(socket: &zmq::Socket) -> Result<zmq::Mechanism, Error> {
+    socket
+        .get_mechanism()
+        .map_err(|e| Error::zmq("reading a socket's mechanism", e))
 }
 
 /// Watches a socket for peers that connect but never complete the ZMTP
@@ -318,6 +482,33 @@ impl HandshakeWatch {
 mod tests {
     use super::*;
     use crate::{Action, Endpoints};
+
+    #[test]
+    fn a_refused_handshake_is_named_by_what_this_side_uses() {
+        use zmq::Mechanism as M;
+        use zmq::SocketEvent as E;
+        let words = |e, v, m| handshake_refusal(e, v, m).unwrap();
+        let p = E::HANDSHAKE_FAILED_PROTOCOL;
+        assert!(words(p, ZMTP_MECHANISM_MISMATCH, M::ZMQ_NULL).contains("--curve-server-key"));
+        assert!(words(p, ZMTP_MECHANISM_MISMATCH, M::ZMQ_CURVE).contains("does not speak CURVE"));
+        assert!(words(p, ZMTP_MECHANISM_MISMATCH, M::ZMQ_PLAIN).contains("PLAIN logins"));
+        assert!(words(p, ZMTP_CRYPTOGRAPHIC, M::ZMQ_CURVE).contains("could not be decrypted"));
+        assert!(words(p, 0x1000_0001, M::ZMQ_NULL).contains("0x10000001"));
+        let n = E::HANDSHAKE_FAILED_NO_DETAIL;
+        assert!(words(n, 32, M::ZMQ_CURVE).contains("--curve-server-key"));
+        assert_eq!(handshake_refusal(n, 32, M::ZMQ_NULL), None);
+        assert_eq!(handshake_refusal(n, 0x7fff_ffff, M::ZMQ_PLAIN), None);
+        let a = E::HANDSHAKE_FAILED_AUTH;
+        assert!(words(a, 400, M::ZMQ_PLAIN).contains("wrong user or password"));
+        assert!(words(a, 400, M::ZMQ_CURVE).contains("--curve-clients"));
+        assert!(words(a, 400, M::ZMQ_NULL).contains("not in the peer's --allow"));
+        assert!(words(a, 500, M::ZMQ_NULL).contains("ZAP status 500"));
+        assert_eq!(
+            handshake_refusal(E::HANDSHAKE_SUCCEEDED, 0, M::ZMQ_NULL),
+            None
+        );
+        assert_eq!(handshake_refusal(E::DISCONNECTED, 7, M::ZMQ_NULL), None);
+    }
 
     #[test]
     fn durations_are_clamped_to_libzmqs_milliseconds() {

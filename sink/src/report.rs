@@ -295,6 +295,7 @@ mod tests {
             threads: 2,
             dispatch: Dispatch::Push,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         };
         workers
             .heard(crate::workers::Said::Hello, info, t0, false)

@@ -195,6 +195,7 @@ mod tests {
             threads: 2,
             dispatch,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         }
     }
 

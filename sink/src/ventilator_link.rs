@@ -826,6 +826,7 @@ mod tests {
             threads: 1,
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         };
         assert_eq!(ws.heard(Said::Hello, info, t0, false), Ok(true));
         l.status_soon();
@@ -899,6 +900,7 @@ mod tests {
             threads: 1,
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         };
         l.worker_lost(&sent, &info, Some(&batch));
         assert!(sent.0.borrow().is_empty(), "before GO");

@@ -246,6 +246,7 @@ mod tests {
             threads,
             dispatch: Dispatch::Credit,
             heartbeat_ms,
+            max_msg_size: None,
         }
     }
 

@@ -79,6 +79,8 @@ struct Thread {
     credit: u32,
     /// In the eligible queue.
     queued: bool,
+    /// Its worker's id (for the worker's message-size limit).
+    worker: u64,
 }
 
 /// A worker process.
@@ -92,6 +94,9 @@ struct Worker {
     /// Said HELLO or HEARTBEAT (and not BYE since): counts as ready.
     hello: bool,
     threads: Vec<ThreadId>,
+    /// The largest message frame it takes (`--max-msg-size`, as its HELLO
+    /// says); `usize::MAX` when it does not say.
+    max_msg: usize,
 }
 
 /// The worker threads that ask for tasks, their credit, and whether their
@@ -200,6 +205,7 @@ impl Roster {
                     route: route.iter().map(|f| f.to_vec()).collect(),
                     credit: 0,
                     queued: false,
+                    worker: c.worker,
                 });
                 self.by_name.insert((c.worker, c.thread), id);
                 id
@@ -313,6 +319,14 @@ impl Roster {
         &self.threads[id as usize].route
     }
 
+    /// The largest message frame the thread's worker takes, and its name.
+    pub fn max_msg(&self, id: ThreadId) -> (usize, &str) {
+        match self.workers.get(&self.threads[id as usize].worker) {
+            Some(w) => (w.max_msg, &w.name),
+            None => (usize::MAX, "?"),
+        }
+    }
+
     /// `n` tasks went to the thread: it queues again at the back while it
     /// has credit left.
     pub fn dealt(&mut self, id: ThreadId, n: u32) {
@@ -350,6 +364,9 @@ impl Roster {
         let w = self.seen(info.id, now);
         w.name = info.name();
         w.heartbeat = Duration::from_millis(info.heartbeat_ms.clamp(10, 60_000));
+        w.max_msg = info
+            .max_msg_size
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         w
     }
 
@@ -362,6 +379,7 @@ impl Roster {
             dead: false,
             hello: false,
             threads: Vec::new(),
+            max_msg: usize::MAX,
         });
         w.last = now;
         if w.dead {
@@ -477,7 +495,13 @@ impl Dealer {
                 roster.first_again(id);
                 break;
             }
-            let head = self.encode(ledger, works);
+            let (limit, worker) = roster.max_msg(id);
+            let Some(head) = self.encode(ledger, works, limit, worker) else {
+                // Its only task cannot go to this worker at all (and is
+                // failed, saying why): the thread's credit stands.
+                roster.first_again(id);
+                continue;
+            };
             let frames = roster.route(id).iter().map(Vec::as_slice).chain([
                 &b""[..],
                 &head[..],
@@ -513,32 +537,82 @@ impl Dealer {
         Ok(sent)
     }
 
-    /// Writes `self.tasks` into `self.body`: one TASK, or TASKS records.
-    fn encode(&mut self, ledger: &Ledger<'_>, works: &[Work]) -> [u8; protocol::HEADER_LEN] {
+    /// Writes `self.tasks` into `self.body`: one TASK, or TASKS records,
+    /// never a frame larger than `limit` (the receiving `worker`'s
+    /// `--max-msg-size`, which would drop its connection): tasks that do
+    /// not fit go back to the ledger for the next message, and a task too
+    /// large for this worker on its own fails, saying why (`None`: nothing
+    /// left to send).
+    fn encode(
+        &mut self,
+        ledger: &mut Ledger<'_>,
+        works: &[Work],
+        limit: usize,
+        worker: &str,
+    ) -> Option<[u8; protocol::HEADER_LEN]> {
         let clock = self.clock.now_us();
         self.body.clear();
-        if let [t] = self.tasks[..] {
-            protocol::encode_task(&mut self.body, clock, &works[t as usize]);
-            return Header {
+        if self.tasks.len() > 1 {
+            let mut fitted = self.tasks.len();
+            for (i, &t) in self.tasks.iter().enumerate() {
+                self.record.clear();
+                protocol::encode_task(&mut self.record, clock, &works[t as usize]);
+                if self.body.len() + protocol::RECORD_HEAD_LEN + self.record.len() > limit {
+                    fitted = i;
+                    break;
+                }
+                protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
+            }
+            if fitted < self.tasks.len() {
+                // The first alone may still fit as a TASK (no record head).
+                let keep = fitted.max(1);
+                for &t in self.tasks[keep..].iter().rev() {
+                    ledger.unsend(t);
+                }
+                self.tasks.truncate(keep);
+                self.body.clear();
+                if keep > 1 {
+                    for &t in &self.tasks {
+                        self.record.clear();
+                        protocol::encode_task(&mut self.record, clock, &works[t as usize]);
+                        protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
+                    }
+                }
+            }
+            if self.tasks.len() > 1 {
+                return Some(
+                    Header {
+                        kind: Kind::Tasks,
+                        attempt: 0,
+                        batch: self.batch,
+                        task: self.tasks.len() as u64,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        let t = self.tasks[0];
+        protocol::encode_task(&mut self.body, clock, &works[t as usize]);
+        if self.body.len() > limit {
+            ledger.refuse(
+                t,
+                format!(
+                    "not sent: the task's message is {} bytes, more than worker {worker} takes (its --max-msg-size is {limit}): raise it there, or make the task smaller",
+                    self.body.len()
+                ),
+            );
+            self.tasks.clear();
+            return None;
+        }
+        Some(
+            Header {
                 kind: Kind::Task,
                 attempt: ledger.attempt(t),
                 batch: self.batch,
                 task: t,
             }
-            .encode();
-        }
-        for &t in &self.tasks {
-            self.record.clear();
-            protocol::encode_task(&mut self.record, clock, &works[t as usize]);
-            protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
-        }
-        Header {
-            kind: Kind::Tasks,
-            attempt: 0,
-            batch: self.batch,
-            task: self.tasks.len() as u64,
-        }
-        .encode()
+            .encode(),
+        )
     }
 }
 
@@ -570,6 +644,7 @@ mod tests {
             threads: 2,
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         }
     }
 

@@ -24,13 +24,16 @@ pub enum Error {
     Usage(String),
     /// The sink never answered START.
     #[error(
-        "no sink answered on {endpoint} within {waited:?}: start the sink, or point --feedback-endpoint at it"
+        "no sink answered on {endpoint} within {waited:?}{refused}: start the sink, or point --feedback-endpoint at it"
     )]
     NoSink {
         /// The feedback endpoint tried.
         endpoint: String,
         /// How long we waited (`--wait`).
         waited: Duration,
+        /// Why the sink turned us away, when it did (with its parentheses),
+        /// or nothing.
+        refused: String,
     },
     /// The sink collects a batch of other tasks.
     #[error(

@@ -242,6 +242,15 @@ impl<'p> Ledger<'p> {
         }
     }
 
+    /// Fails a task taken to be sent that cannot be sent at all (too large
+    /// for the worker), telling the sink why (GIVEN_UP).
+    pub fn refuse(&mut self, t: u64, why: String) {
+        if self.state[t as usize] == State::Taken {
+            log::warn!("task {}: {why}", self.plan.name(t));
+            self.fail(t, why, true);
+        }
+    }
+
     /// Whether a task may be waiting in a queue (cheap, may say yes wrongly).
     pub fn has_ready(&self) -> bool {
         !self.retry.is_empty()

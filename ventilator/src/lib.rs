@@ -104,7 +104,7 @@ use std::time::{Duration, Instant};
 
 use common::drops::Drops;
 use common::protocol::{self, BatchDone, BatchInfo, Dispatch, WorkerInfo};
-use common::sockets::{self, HandshakeWatch, Recv};
+use common::sockets::{self, HandshakeWatch, Recv, Refusals};
 use common::work::Work;
 use common::{Action, Shutdown};
 
@@ -135,6 +135,8 @@ pub struct Ventilator {
     /// Peers that connect to the task socket but never complete the
     /// handshake (a worker in the other dispatch mode).
     watch: Option<HandshakeWatch>,
+    /// The sink refusing our feedback socket's handshake, in words.
+    refusals: Option<Refusals>,
     bound: Vec<String>,
 }
 
@@ -176,6 +178,7 @@ impl Ventilator {
             "ventilator listening: tasks {bound:?} ({} dispatch)",
             config.dispatch.as_str()
         );
+        let mut refusals = None;
         let feedback = if config.classic {
             let sink = sockets::socket(ctx, zmq::PUSH, "sink", &tuning)?;
             config.result_endpoint.attach_secured(
@@ -199,6 +202,8 @@ impl Ventilator {
                 "feedback",
                 tuning.security.as_deref(),
             )?;
+            let sink = format!("the sink at {}", config.feedback_endpoint);
+            refusals = Some(Refusals::new(ctx, &feedback, sink)?);
             feedback
         };
         Ok(Ventilator {
@@ -206,6 +211,7 @@ impl Ventilator {
             tasks,
             feedback,
             watch,
+            refusals,
             bound,
         })
     }
@@ -253,9 +259,13 @@ impl Ventilator {
         }
         let watch = self.watch.take();
         let mut batch = Batch::new(&self.config, plan, &self.tasks, &self.feedback, watch);
+        batch.refusals = self.refusals.take();
         let report = batch.run(shutdown);
         if let Some(w) = batch.watch.take() {
             w.stop(&self.tasks);
+        }
+        if let Some(r) = batch.refusals.take() {
+            r.stop(&self.feedback);
         }
         // Whatever is still queued (START for a sink that never came, tasks
         // after a stop) is moot now: close at once; but the BYE that tells
@@ -304,6 +314,8 @@ struct Batch<'a> {
     link: SinkLink,
     dealing: Dealing,
     watch: Option<HandshakeWatch>,
+    /// The sink refusing the feedback socket, in words.
+    refusals: Option<Refusals>,
     report: Report,
     drops: Drops,
     /// The workers were ready once: dealing may begin.
@@ -355,6 +367,7 @@ impl<'a> Batch<'a> {
             link: SinkLink::new(info, Instant::now()),
             dealing,
             watch,
+            refusals: None,
             drops: Drops::default(),
             started: false,
             sending_since: None,
@@ -396,6 +409,12 @@ impl<'a> Batch<'a> {
                     Error::NoSink {
                         endpoint: self.config.feedback_endpoint.to_string(),
                         waited: self.config.wait,
+                        refused: self
+                            .refusals
+                            .as_ref()
+                            .and_then(|r| r.last())
+                            .map(|why| format!(" (it refused this ventilator: {why})"))
+                            .unwrap_or_default(),
                     }
                 });
             }
@@ -520,7 +539,10 @@ impl<'a> Batch<'a> {
             Dealing::Credit { roster, dealer } => {
                 dealer.deal(roster, &mut self.ledger, self.tasks, works)?
             }
-            Dealing::Push(push) => push.deal(&mut self.ledger, self.tasks, works)?,
+            Dealing::Push(push) => {
+                let limit = self.link.smallest_limit();
+                push.deal(&mut self.ledger, self.tasks, works, limit)?
+            }
         };
         Ok(())
     }
@@ -529,6 +551,9 @@ impl<'a> Batch<'a> {
     /// DONE that never came.
     fn tick(&mut self, now: Instant) -> Result<(), Error> {
         self.ledger.expire(now);
+        if let Some(r) = &mut self.refusals {
+            r.check()?;
+        }
         if let Dealing::Credit { roster, .. } = &mut self.dealing {
             for event in roster.expire(now) {
                 apply_roster(&mut self.ledger, &mut self.report, event);

@@ -80,11 +80,17 @@ impl Push {
 
     /// One dealing round: up to 10 000 tasks, until none is ready, the
     /// window is full or the PUSH is. Returns how many were sent.
+    ///
+    /// A PUSH cannot choose its peer, so a task larger than the smallest
+    /// `limit` of the ready workers (their `--max-msg-size`, as the sink
+    /// heard it) is failed, saying why, rather than sent to a worker whose
+    /// connection it would drop.
     pub fn deal(
         &mut self,
         ledger: &mut Ledger<'_>,
         push: &zmq::Socket,
         works: &[Work],
+        limit: usize,
     ) -> Result<u64, Error> {
         let now = Instant::now();
         self.clock.refresh();
@@ -100,6 +106,16 @@ impl Push {
             .encode();
             self.body.clear();
             protocol::encode_task(&mut self.body, self.clock.now_us(), &works[t as usize]);
+            if self.body.len() > limit {
+                ledger.refuse(
+                    t,
+                    format!(
+                        "not sent: the task's message is {} bytes, more than a ready worker takes (the smallest --max-msg-size is {limit}), and a PUSH cannot choose who gets it: raise it on the workers, or make the task smaller",
+                        self.body.len()
+                    ),
+                );
+                continue;
+            }
             match push.send_multipart([&head[..], &self.body[..]], zmq::DONTWAIT) {
                 Ok(()) => {
                     ledger.sent(t, NOBODY, now);
@@ -200,6 +216,7 @@ mod tests {
             threads: 1,
             dispatch: protocol::Dispatch::Push,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         };
         assert_eq!(worker_lost(&mut l, &w), 3);
         assert_eq!(l.out(), 0);

@@ -125,6 +125,8 @@ pub struct SinkLink {
     instance: Option<u64>,
     /// Workers the sink counts as ready (push dispatch waits for these).
     ready: usize,
+    /// The smallest `--max-msg-size` among them (`usize::MAX`: none said).
+    smallest_limit: usize,
     /// Parts of a snapshot received so far.
     snapshot: Acks,
     next_start: Instant,
@@ -144,6 +146,7 @@ impl SinkLink {
             phase: Phase::Announcing,
             instance: None,
             ready: 0,
+            smallest_limit: usize::MAX,
             snapshot: Acks::default(),
             next_start: now,
             behind_since: None,
@@ -200,6 +203,12 @@ impl SinkLink {
     /// Workers the sink counts as ready.
     pub fn sink_ready(&self) -> usize {
         self.ready
+    }
+
+    /// The smallest message-size limit among the workers the sink counts
+    /// as ready (`usize::MAX` when none says).
+    pub fn smallest_limit(&self) -> usize {
+        self.smallest_limit
     }
 
     /// Whether the batch may take `snapshot` (an [`Event::Snapshot`]'s): a
@@ -309,6 +318,13 @@ impl SinkLink {
                             self.phase = Phase::Syncing;
                         }
                         self.ready = s.ready.len();
+                        self.smallest_limit = s
+                            .ready
+                            .iter()
+                            .filter_map(|w| w.max_msg_size)
+                            .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
+                            .min()
+                            .unwrap_or(usize::MAX);
                         if self.in_step() && s.received > acked {
                             self.behind_since.get_or_insert(now);
                         } else {
@@ -509,6 +525,7 @@ mod tests {
             threads: 1,
             dispatch,
             heartbeat_ms: 1000,
+            max_msg_size: None,
         }
     }
 

@@ -290,3 +290,52 @@ fn the_live_line_is_drawn_on_a_terminal_and_nowhere_else() {
         "control characters on a pipe: {piped}"
     );
 }
+
+#[test]
+fn a_ventilator_refused_by_the_sink_says_why() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        security: common::security::SecurityArgs,
+    }
+    // A stand-in sink that lets in only another network, in a context of
+    // its own as in another process.
+    let flags = Flags::parse_from(["sink", "--allow", "192.0.2.0/24"]);
+    let tuning = common::sockets::Tuning {
+        security: common::security::Security::from_args(&flags.security).unwrap(),
+        ..Default::default()
+    };
+    let ctx = zmq::Context::new();
+    let router = common::sockets::socket(&ctx, zmq::ROUTER, "feedback", &tuning).unwrap();
+    let at = common::Endpoints::single("tcp://127.0.0.1:*")
+        .attach_secured(
+            &router,
+            common::Action::Bind,
+            "feedback",
+            tuning.security.as_deref(),
+        )
+        .unwrap();
+    let mut child = ventilator()
+        .args([
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            &at[0],
+        ])
+        .args(["--wait", "2s", "--tasks", "1"])
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    // Said as it happens, and again in the final error.
+    assert!(
+        err.contains(&format!("the sink at {} refused the connection", at[0])),
+        "{err}"
+    );
+    assert!(
+        err.contains("(it refused this ventilator: the peer refused this host's address: it is not in the peer's --allow)"),
+        "{err}"
+    );
+}

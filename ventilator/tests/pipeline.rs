@@ -481,6 +481,42 @@ fn a_result_too_large_for_a_message_is_cut_to_fit_and_says_so() {
 }
 
 #[test]
+fn a_task_larger_than_a_workers_message_limit_fails_saying_so_and_the_rest_fit() {
+    for dispatch in ["credit", "push"] {
+        time_bomb(30, move || {
+            let ctx = zmq::Context::new();
+            let sink = start_sink(&ctx, &[]);
+            let flags = ["--dispatch", dispatch];
+            let vent = ventilator(&ctx, &sink, &flags);
+            let limit = ["--max-msg-size", "1000", "--prefetch", "64"];
+            let config = worker_config(&vent.bound()[0], &sink, &[&flags[..], &limit].concat());
+            let (_, w) = spawn_worker(&ctx, config);
+            // Tasks of ~400 bytes fit a 1000-byte frame two at a time;
+            // task 3, of 2000, fits none.
+            let sized = |n: usize| Work::Exec {
+                command: format!("true {}", "x".repeat(n)),
+                timeout_ms: None,
+            };
+            let mut tasks: Vec<Work> = (0..12).map(|_| sized(400)).collect();
+            tasks[3] = sized(2000);
+            let report = vent.run(&tasks, &common::Shutdown::new()).unwrap();
+            assert_eq!(report.given_up, 1, "{dispatch}: {report:?}");
+            let sreport = sink.handle.join().unwrap().unwrap();
+            assert!(sreport.complete, "{dispatch}");
+            assert_eq!((sreport.ok, sreport.failed), (11, 1), "{dispatch}");
+            let lines = read_lines(&sink.output);
+            let big = lines.iter().find(|l| l["task"] == 3).unwrap();
+            assert_eq!(big["status"], "failed", "{dispatch}: {big}");
+            let why = big["error"].as_str().unwrap();
+            assert!(why.contains("--max-msg-size is 1000"), "{dispatch}: {why}");
+            // The worker kept its connection: nothing it was sent was lost.
+            assert_eq!(report.resent, 0, "{dispatch}: {report:?}");
+            w.join().unwrap().unwrap();
+        });
+    }
+}
+
+#[test]
 fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
     time_bomb(30, || {
         let ctx = zmq::Context::new();
@@ -515,6 +551,7 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 threads,
                 dispatch: common::protocol::Dispatch::Push,
                 heartbeat_ms: 100,
+                max_msg_size: None,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Hello, 0),

@@ -165,22 +165,55 @@ impl<H: Handler> Executor<H> {
             "results",
             self.tuning.security.as_deref(),
         )?;
-        let shook = handshake::wait(&monitor, handshake::GRACE, &self.stop, || {
-            self.handshake_stalled()
-        });
+        // Thread 0 names what refuses it: the ventilator on the task
+        // socket, the sink on the result socket.
+        let speaks = self.index == 0 && !self.classic;
+        let mut sink_refusals = if speaks {
+            let peer = format!("the sink at {}", self.result_endpoint);
+            Some(sockets::Refusals::new(&self.ctx, &results, peer)?)
+        } else {
+            None
+        };
+        let mut refusals = sockets::RefusalLog::default();
+        let ventilator = format!("the ventilator at {}", self.task_endpoint);
+        let on = handshake::Watchers {
+            stalled: || self.handshake_stalled(),
+            refused: |why: &str| {
+                if speaks {
+                    refusals.say(&ventilator, why);
+                }
+            },
+            meanwhile: || {
+                if let Some(r) = &mut sink_refusals {
+                    // A monitor that cannot be read says nothing more.
+                    let _ = r.check();
+                }
+            },
+        };
+        let mechanism = sockets::mechanism_of(&tasks)?;
+        let shook = handshake::wait(&monitor, handshake::GRACE, &self.stop, mechanism, on);
         monitor.stop(&tasks);
-        if !shook? {
-            return Ok(Counts::default());
+        let counts = match shook {
+            Ok(true) => {
+                let _ = ready.send(Ok(()));
+                if !self.classic && !self.wait_for_hello() {
+                    Ok(Counts::default())
+                } else {
+                    // From now on only completed handshakes matter: a new
+                    // ventilator (a standing pool's next batch) hears this
+                    // thread's credit at once.
+                    let handshakes = Monitor::handshakes(&self.ctx, &tasks)?;
+                    let counts = self.work(&tasks, &results, &handshakes, sink_refusals.as_mut());
+                    handshakes.stop(&tasks);
+                    counts
+                }
+            }
+            Ok(false) => Ok(Counts::default()),
+            Err(e) => Err(e),
+        };
+        if let Some(r) = sink_refusals {
+            r.stop(&results);
         }
-        let _ = ready.send(Ok(()));
-        if !self.classic && !self.wait_for_hello() {
-            return Ok(Counts::default());
-        }
-        // From now on only completed handshakes matter: a new ventilator
-        // (a standing pool's next batch) hears this thread's credit at once.
-        let handshakes = Monitor::handshakes(&self.ctx, &tasks)?;
-        let counts = self.work(&tasks, &results, &handshakes);
-        handshakes.stop(&tasks);
         counts
     }
 
@@ -219,6 +252,7 @@ impl<H: Handler> Executor<H> {
         tasks: &zmq::Socket,
         results: &zmq::Socket,
         handshakes: &Monitor,
+        mut sink_refusals: Option<&mut sockets::Refusals>,
     ) -> Result<Counts, common::Error> {
         let mut counts = Counts::default();
         let mut credit = if self.credit_mode() {
@@ -257,6 +291,9 @@ impl<H: Handler> Executor<H> {
                     // Nothing to run: what is held goes now.
                     if !pack.flush(results, &self.stop)? {
                         break;
+                    }
+                    if let Some(r) = sink_refusals.as_deref_mut() {
+                        r.check()?;
                     }
                     let mut reconnected = false;
                     while let Recv::Message(_) = handshakes.next_event(Duration::ZERO)? {

@@ -8,6 +8,10 @@
 //! without any error: a connection that never completes its handshake within
 //! [`GRACE`] is the only sign, and the worker says so in words.
 //!
+//! A handshake the peer refuses (security that does not match, a login or
+//! an address turned away) is no stall: the monitor names it, and
+//! `common::sockets::handshake_refusal` puts it in words for the log.
+//!
 //! The thread blocks on the monitor's events (each wait bounded by 100 ms,
 //! for the stop flag, and by the moment the oldest connection runs out of
 //! grace), so it is ready the moment the handshake completes.
@@ -48,8 +52,10 @@ impl Handshakes {
         }
     }
 
-    /// Takes one monitor event seen at `now`; true when it is a completed
-    /// handshake.
+    /// Takes one monitor event seen at `now`: true when it is a completed
+    /// handshake. A failed one (refused, or security that does not match)
+    /// is not waited for any longer: it is no socket-type mismatch, which
+    /// fails without any event.
     pub fn on_event(&mut self, event: SocketEvent, now: Instant) -> bool {
         match event {
             SocketEvent::CONNECTED | SocketEvent::ACCEPTED => self.pending.push_back(now),
@@ -57,10 +63,9 @@ impl Handshakes {
                 self.pending.pop_front();
                 return true;
             }
-            // Refused by the ZAP handler, which logs it itself: not a
-            // socket-type mismatch (that one fails as a protocol error, or
-            // silently).
-            SocketEvent::HANDSHAKE_FAILED_AUTH => {
+            SocketEvent::HANDSHAKE_FAILED_AUTH
+            | SocketEvent::HANDSHAKE_FAILED_PROTOCOL
+            | SocketEvent::HANDSHAKE_FAILED_NO_DETAIL => {
                 self.pending.pop_front();
             }
             _ => {}
@@ -89,15 +94,28 @@ impl Handshakes {
     }
 }
 
+/// What [`wait`] calls as it waits.
+pub(crate) struct Watchers<S, R, M> {
+    /// A connection waited longer than the grace period.
+    pub stalled: S,
+    /// The peer refused a handshake: why, in words.
+    pub refused: R,
+    /// At every look: a chance to read other sockets' monitors.
+    pub meanwhile: M,
+}
+
 /// Waits until the socket `monitor` watches (with
 /// [`Monitor::connections`]) completes a handshake: true; false when `stop`
 /// is raised or the context ends first. Calls `stalled` whenever
-/// connections have waited longer than `grace`.
+/// connections have waited longer than `grace`, `refused` with the reason
+/// in words whenever the peer refuses a handshake (`mechanism` is this
+/// socket's), and `meanwhile` at every look (for other sockets' refusals).
 pub(crate) fn wait(
     monitor: &Monitor,
     grace: Duration,
     stop: &Shutdown,
-    mut stalled: impl FnMut(),
+    mechanism: zmq::Mechanism,
+    mut on: Watchers<impl FnMut(), impl FnMut(&str), impl FnMut()>,
 ) -> Result<bool, common::Error> {
     let mut handshakes = Handshakes::new(grace);
     loop {
@@ -106,15 +124,19 @@ pub(crate) fn wait(
         }
         let now = Instant::now();
         if handshakes.stalled(now) > 0 {
-            stalled();
+            (on.stalled)();
         }
+        (on.meanwhile)();
         // The poll's timeout is in whole milliseconds: wake just after the
         // deadline rather than just before it.
         let timeout = handshakes.next_deadline().map_or(STOP_POLL, |at| {
             (at.saturating_duration_since(now) + Duration::from_millis(1)).min(STOP_POLL)
         });
-        match monitor.next_event(timeout)? {
-            Recv::Message(event) => {
+        match monitor.next(timeout)? {
+            Recv::Message((event, value)) => {
+                if let Some(why) = common::sockets::handshake_refusal(event, value, mechanism) {
+                    (on.refused)(&why);
+                }
                 if handshakes.on_event(event, Instant::now()) {
                     return Ok(true);
                 }
@@ -160,11 +182,17 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_refused_by_the_zap_handler_is_not_a_stall() {
+    fn a_refused_handshake_is_not_a_stall() {
         let t0 = Instant::now();
-        let mut h = Handshakes::new(3 * S);
-        h.on_event(SocketEvent::CONNECTED, t0);
-        assert!(!h.on_event(SocketEvent::HANDSHAKE_FAILED_AUTH, t0 + S));
-        assert_eq!(h.stalled(t0 + 10 * S), 0);
+        for failed in [
+            SocketEvent::HANDSHAKE_FAILED_AUTH,
+            SocketEvent::HANDSHAKE_FAILED_PROTOCOL,
+            SocketEvent::HANDSHAKE_FAILED_NO_DETAIL,
+        ] {
+            let mut h = Handshakes::new(3 * S);
+            h.on_event(SocketEvent::CONNECTED, t0);
+            assert!(!h.on_event(failed, t0 + S));
+            assert_eq!(h.stalled(t0 + 10 * S), 0, "{failed:?}");
+        }
     }
 }

@@ -343,6 +343,8 @@ pub fn run_with<H: Handler + 'static>(
         threads: config.threads,
         dispatch,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
+        // libzmq's -1 is no limit.
+        max_msg_size: u64::try_from(tuning.max_msg_size).ok(),
     };
     let name = info.name();
     let mut main = MainThread::connect(ctx, config, &tuning, info)?;

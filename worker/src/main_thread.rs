@@ -292,9 +292,17 @@ impl MainThread {
                 presence.thread_ready();
             }
             if let Some(v) = &self.vent {
-                // The ventilator's heartbeats: only liveness matters.
+                // The ventilator's heartbeats: liveness is what matters,
+                // but one that cannot be read (another protocol version)
+                // is named, or a worker facing it would only wait.
                 while let Recv::Message(()) = sockets::recv_frames_now(v, &mut frames)? {
                     presence.ventilator_heard(Instant::now());
+                    let message = protocol::split_envelope(&frames).map(|(_, m)| m);
+                    let heartbeat = |k| k == Kind::Heartbeat;
+                    match message {
+                        Some(m) => drop(self.drops.decode(m, "ventilator", heartbeat)),
+                        None => self.drops.note("ventilator", "no envelope", "no delimiter"),
+                    }
                 }
             }
             while let Some(event) = presence.due(Instant::now()) {

@@ -171,3 +171,140 @@ fn man_page_and_completions_generate_with_every_flag() {
         &["--task-endpoint", "--threads", "--serve", "--generate"],
     );
 }
+
+/// A stand-in ventilator (ROUTER) with these security flags, in a context
+/// of its own as in another process; the worker binary with `worker_flags`
+/// connects to it. Returns what the worker logged once `expect` appeared
+/// (or after 10 s).
+fn refused_by(server_flags: &[&str], worker_flags: &[&str], expect: &str) -> String {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        security: common::security::SecurityArgs,
+    }
+    let flags = Flags::parse_from(std::iter::once(&"ventilator").chain(server_flags));
+    let tuning = common::sockets::Tuning {
+        security: common::security::Security::from_args(&flags.security).unwrap(),
+        ..Default::default()
+    };
+    let vctx = zmq::Context::new();
+    let router = common::sockets::socket(&vctx, zmq::ROUTER, "tasks", &tuning).unwrap();
+    let at = common::Endpoints::single("tcp://127.0.0.1:*")
+        .attach_secured(
+            &router,
+            common::Action::Bind,
+            "tasks",
+            tuning.security.as_deref(),
+        )
+        .unwrap();
+    let ctx = zmq::Context::new();
+    let (_results, results_at) = bound(&ctx, zmq::PULL);
+    let (_control, control_at) = bound(&ctx, zmq::PUB);
+    let mut child = worker_at(&at[0], &results_at, &control_at)
+        .args(worker_flags)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let mut lines = common::testing::Lines::of(&mut child);
+    let said = lines.wait_for(expect, Duration::from_secs(10));
+    stop_within(
+        &mut child,
+        nix::sys::signal::Signal::SIGTERM,
+        Duration::from_secs(1),
+    );
+    said.unwrap_or_else(|| lines.all(Duration::from_millis(100)))
+}
+
+#[test]
+fn a_refused_worker_says_why_in_plain_words() {
+    let refused = "the ventilator at tcp://127.0.0.1:";
+    // An address outside the ventilator's --allow.
+    let said = refused_by(
+        &["--allow", "192.0.2.0/24"],
+        &[],
+        "not in the peer's --allow",
+    );
+    assert!(said.contains(refused), "{said}");
+    assert!(
+        said.contains("refused the connection: the peer refused this host's address"),
+        "{said}"
+    );
+    // PLAIN: a wrong password, and no login at all.
+    let mut users = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut users, b"alice:s3cret\n").unwrap();
+    let auth = ["--auth-file", users.path().to_str().unwrap()];
+    let said = refused_by(&auth, &["--login", "alice:wrong"], "in --login");
+    assert!(
+        said.contains("a wrong user or password in --login"),
+        "{said}"
+    );
+    let said = refused_by(&auth, &[], "requires security");
+    assert!(
+        said.contains("the peer requires security (CURVE or PLAIN)"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("--dispatch"),
+        "not a dispatch mismatch: {said}"
+    );
+}
+
+#[test]
+fn a_worker_with_a_missing_or_wrong_curve_key_says_so() {
+    if zmq::has("curve") != Some(true) {
+        eprintln!("skipped: this build's libzmq has no CURVE (the system libzmq pass runs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pair = common::security::KeyPair::generate().unwrap();
+    let secret = dir.path().join("server.key");
+    std::fs::write(&secret, pair.to_file_text()).unwrap();
+    let server = ["--curve-secret", secret.to_str().unwrap()];
+    let said = refused_by(&server, &[], "requires security");
+    assert!(
+        said.contains("the peer requires security (CURVE or PLAIN)"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("--dispatch"),
+        "not a dispatch mismatch: {said}"
+    );
+    let other = zmq::z85_encode(&common::security::KeyPair::generate().unwrap().public).unwrap();
+    let said = refused_by(&server, &["--curve-server-key", &other], "--curve-secret");
+    assert!(
+        said.contains("--curve-server-key is probably not the public half"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_ventilator_of_another_protocol_version_is_named() {
+    // A stand-in ventilator that answers in version 2 of the protocol.
+    let ctx = zmq::Context::new();
+    let (router, tasks_at) = bound(&ctx, zmq::ROUTER);
+    let (_results, results_at) = bound(&ctx, zmq::PULL);
+    let (_control, control_at) = bound(&ctx, zmq::PUB);
+    let mut child = worker_at(&tasks_at, &results_at, &control_at)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let mut frames = router
+        .recv_multipart(0)
+        .expect("the worker says HELLO or CREDIT");
+    let header = frames
+        .iter()
+        .position(|f| f.len() == protocol::HEADER_LEN && f.starts_with(&protocol::MAGIC))
+        .expect("a zpipe header");
+    frames[header][2] = 2;
+    router.send_multipart(&frames, 0).unwrap();
+    let mut lines = common::testing::Lines::of(&mut child);
+    let said = lines.wait_for("protocol version 2", Duration::from_secs(10));
+    stop_within(
+        &mut child,
+        nix::sys::signal::Signal::SIGTERM,
+        Duration::from_secs(1),
+    );
+    let said = said.unwrap_or_else(|| lines.all(Duration::from_millis(100)));
+    assert!(said.contains("protocol version 2 from the peer"), "{said}");
+}
