@@ -793,6 +793,14 @@ impl<'a> Batch<'a> {
             .drops
             .decode(rest, "tasks", |k| credit::KINDS.contains(&k))
         else {
+            // A worker of another protocol version waits for an answer it
+            // can read: our HEARTBEAT's header tells it our version.
+            let other_version = rest.first().is_some_and(|h| {
+                h.starts_with(&protocol::MAGIC) && h.get(2) != Some(&protocol::VERSION)
+            });
+            if other_version {
+                dealer.answer_heartbeat(self.tasks, route);
+            }
             return;
         };
         let heard = roster.on_message(msg, route, Instant::now(), &mut self.drops);

@@ -229,6 +229,45 @@ fn garbage_and_other_versions_are_counted_and_dropped() {
 }
 
 #[test]
+fn a_worker_of_another_protocol_version_hears_ours() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let vent = ventilator(&ctx, &sink, &["--wait", "4s"]);
+        let at = vent.bound()[0].clone();
+        let v = thread::spawn(move || vent.run(&[Work::Noop], &common::Shutdown::new()));
+        // A worker thread of protocol version 2 asks for work.
+        let newer = ctx.socket(zmq::DEALER).unwrap();
+        newer.set_linger(0).unwrap();
+        newer.set_rcvtimeo(3000).unwrap();
+        newer.connect(&at).unwrap();
+        let mut credit = common::protocol::Header {
+            kind: common::protocol::Kind::Credit,
+            attempt: 1,
+            batch: 0,
+            task: 1,
+        }
+        .encode();
+        credit[2] = 2;
+        let who = common::protocol::encode_credit(7, 0);
+        newer
+            .send_multipart([&b""[..], &credit[..], &who[..]], 0)
+            .unwrap();
+        // The answer's header says which version the ventilator speaks.
+        let answer = newer
+            .recv_multipart(0)
+            .expect("an answer it can read the version of");
+        assert_eq!(answer[0], b"");
+        let header = common::protocol::Header::decode(&answer[1]).unwrap();
+        assert_eq!(header.kind, common::protocol::Kind::Heartbeat);
+        let err = v.join().unwrap().unwrap_err();
+        assert!(matches!(err, ventilator::Error::NoWorkers { .. }), "{err}");
+        sink.shutdown.trigger();
+        let _ = sink.handle.join();
+    });
+}
+
+#[test]
 fn a_ventilator_without_a_sink_or_workers_says_so() {
     time_bomb(30, || {
         let ctx = zmq::Context::new();
