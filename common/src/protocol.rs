@@ -592,6 +592,15 @@ pub struct WorkerInfo {
     /// no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_msg_size: Option<u64>,
+    /// Push dispatch: the tasks (`[batch, task]`) the worker has taken and
+    /// not yet sent the result of, as of this HEARTBEAT or BYE. The sink
+    /// passes the last it heard on with WORKER_LOST, so that the ventilator
+    /// charges only those against `--retries` (a PUSH cannot tell who holds
+    /// what). Absent: the worker does not say (credit dispatch, where the
+    /// ventilator knows, or a worker from before the field), and every
+    /// task out is charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<[u64; 2]>>,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -1340,6 +1349,7 @@ mod tests {
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         }
     }
 

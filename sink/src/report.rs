@@ -296,6 +296,7 @@ mod tests {
             dispatch: Dispatch::Push,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         };
         workers
             .heard(crate::workers::Said::Hello, info, t0, false)

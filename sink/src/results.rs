@@ -196,6 +196,7 @@ mod tests {
             dispatch,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         }
     }
 

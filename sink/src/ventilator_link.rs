@@ -827,6 +827,7 @@ mod tests {
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         };
         assert_eq!(ws.heard(Said::Hello, info, t0, false), Ok(true));
         l.status_soon();
@@ -901,6 +902,7 @@ mod tests {
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         };
         l.worker_lost(&sent, &info, Some(&batch));
         assert!(sent.0.borrow().is_empty(), "before GO");

@@ -33,7 +33,9 @@ pub(crate) enum Said {
 /// What the sink knows of one worker.
 #[derive(Debug)]
 struct Worker {
-    /// As it first announced itself.
+    /// As it first announced itself, but for `held`: what its last
+    /// HEARTBEAT or BYE said it holds (push dispatch), which goes to the
+    /// ventilator with WORKER_LOST.
     info: WorkerInfo,
     name: String,
     /// `name` as a JSON string, for the output lines.
@@ -91,7 +93,7 @@ impl Workers {
     pub(crate) fn heard(
         &mut self,
         said: Said,
-        info: WorkerInfo,
+        mut info: WorkerInfo,
         now: Instant,
         started: bool,
     ) -> Result<bool, String> {
@@ -102,6 +104,7 @@ impl Workers {
                 info.threads
             ));
         }
+        let held = info.held.take();
         let mut new = false;
         let w = self.by_id.entry(info.id).or_insert_with(|| {
             new = true;
@@ -120,6 +123,9 @@ impl Workers {
             }
         });
         w.last_seen = now;
+        if held.is_some() {
+            w.info.held = held;
+        }
         w.gone = said == Said::Bye;
         if w.gone {
             log::info!("worker {} left", w.name);
@@ -187,7 +193,11 @@ impl Workers {
             .by_id
             .values()
             .filter(|w| w.alive(now, self.timeout))
-            .map(|w| w.info.clone())
+            // What each holds is for WORKER_LOST, not for every STATUS.
+            .map(|w| WorkerInfo {
+                held: None,
+                ..w.info.clone()
+            })
             .collect();
         ready.sort_by_key(|w| w.id);
         ready
@@ -247,6 +257,7 @@ mod tests {
             dispatch: Dispatch::Credit,
             heartbeat_ms,
             max_msg_size: None,
+            held: None,
         }
     }
 
@@ -271,6 +282,28 @@ mod tests {
             .unwrap();
         assert!(ws.lost().is_empty(), "heard from again");
         assert_eq!(ws.ready(t0 + 6 * S).len(), 1);
+    }
+
+    #[test]
+    fn a_lost_worker_is_reported_with_what_its_last_heartbeat_held() {
+        let t0 = Instant::now();
+        let mut ws = Workers::new(3 * S);
+        ws.heard(Said::Hello, info(1, 2, 1000), t0, false).unwrap();
+        let holding = |held: Vec<[u64; 2]>| WorkerInfo {
+            held: Some(held),
+            ..info(1, 2, 1000)
+        };
+        ws.heard(Said::Heartbeat, holding(vec![[9, 4], [9, 5]]), t0 + S, true)
+            .unwrap();
+        // STATUS does not carry it.
+        assert_eq!(ws.ready(t0 + S), vec![info(1, 2, 1000)]);
+        // A heartbeat that holds nothing says so; one that does not say
+        // (absent) keeps the last word.
+        ws.heard(Said::Heartbeat, holding(vec![[9, 6]]), t0 + 2 * S, true)
+            .unwrap();
+        ws.heard(Said::Heartbeat, info(1, 2, 1000), t0 + 2 * S, true)
+            .unwrap();
+        assert_eq!(ws.newly_lost(t0 + 6 * S), vec![holding(vec![[9, 6]])]);
     }
 
     #[test]

@@ -645,6 +645,7 @@ mod tests {
             dispatch: Dispatch::Credit,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         }
     }
 

@@ -189,6 +189,12 @@ impl<'p> Ledger<'p> {
         (ok, self.done - ok.min(self.done))
     }
 
+    /// How many times a task may be lost, charged, before it is given up
+    /// (`--retries` + 1).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
     /// The task's current attempt (1 the first time it goes out).
     pub fn attempt(&self, t: u64) -> u32 {
         self.attempt[t as usize]

@@ -763,7 +763,7 @@ impl<'a> Batch<'a> {
                 }
             }
             Dealing::Push(_) => {
-                push::worker_lost(&mut self.ledger, w);
+                push::worker_lost(&mut self.ledger, self.link.batch(), w);
                 self.report.workers_lost += 1;
             }
         }

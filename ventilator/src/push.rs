@@ -12,8 +12,9 @@
 //! high-water mark) the task it did not take waits as the *pending* task,
 //! and goes first when the socket can take more.
 //!
-//! Nobody knows which worker holds what: when the sink reports a worker
-//! lost, every unacknowledged task goes out again ([`worker_lost`]).
+//! The PUSH does not know which worker holds what: when the sink reports
+//! a worker lost, every unacknowledged task goes out again, and those the
+//! worker said it held are charged against `--retries` ([`worker_lost`]).
 
 use std::time::Instant;
 
@@ -133,21 +134,43 @@ impl Push {
     }
 }
 
-/// The sink lost worker `w`: push dispatch cannot tell which tasks it held,
-/// so every task out goes out again (charged against `--retries`). Returns
-/// how many.
-pub fn worker_lost(ledger: &mut Ledger<'_>, w: &WorkerInfo) -> usize {
-    let held = ledger.held_by(None);
-    log::warn!(
-        "the sink lost worker {}: push dispatch cannot tell which tasks it held, so all {} unacknowledged tasks go out again",
-        w.name(),
-        held.len()
-    );
+/// The sink lost worker `w`: a PUSH cannot tell which tasks it held, so
+/// every task out goes out again. Those the worker said it held (in its
+/// last HEARTBEAT or its BYE, passed on by the sink) are charged against
+/// `--retries`; the rest (held by live workers, or in a pipe) are not, until
+/// a task has gone out more often than `--retries` allows: a task that
+/// kills its worker before the next heartbeat names it is charged from
+/// then on, so it cannot take down worker after worker for ever. A worker
+/// that does not say (an older one) has every task out charged. Returns
+/// how many went out again.
+pub fn worker_lost(ledger: &mut Ledger<'_>, batch: u64, w: &WorkerInfo) -> usize {
+    let out = ledger.held_by(None);
     let why = format!("worker {} was lost", w.name());
-    for &t in &held {
-        ledger.requeue(t, &why, true);
+    let held: Option<std::collections::HashSet<u64>> = w.held.as_ref().map(|h| {
+        h.iter()
+            .filter(|[b, _]| *b == batch)
+            .map(|[_, t]| *t)
+            .collect()
+    });
+    match &held {
+        Some(h) => log::warn!(
+            "the sink lost worker {}: all {} unacknowledged tasks go out again (a PUSH cannot tell who holds what); the {} it said it held are charged against --retries",
+            w.name(),
+            out.len(),
+            h.len()
+        ),
+        None => log::warn!(
+            "the sink lost worker {}: push dispatch cannot tell which tasks it held, so all {} unacknowledged tasks go out again",
+            w.name(),
+            out.len()
+        ),
     }
-    held.len()
+    for &t in &out {
+        let charge = held.as_ref().is_none_or(|h| h.contains(&t))
+            || ledger.attempt(t) > ledger.max_attempts();
+        ledger.requeue(t, &why, charge);
+    }
+    out.len()
 }
 
 #[cfg(test)]
@@ -217,12 +240,52 @@ mod tests {
             dispatch: protocol::Dispatch::Push,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         };
-        assert_eq!(worker_lost(&mut l, &w), 3);
+        assert_eq!(worker_lost(&mut l, 1, &w), 3);
         assert_eq!(l.out(), 0);
         let again = send_all(&mut p, &mut l);
         assert_eq!(again, vec![2, 3, 4], "the acknowledged ones stay done");
         assert!(again.iter().all(|&t| l.attempt(t) == 2), "attempt raised");
-        assert_eq!(worker_lost(&mut l, &w), 3, "and again, if lost again");
+        assert_eq!(worker_lost(&mut l, 1, &w), 3, "and again, if lost again");
+    }
+
+    #[test]
+    fn only_what_a_lost_worker_said_it_held_is_charged() {
+        let plan = Plan::from(vec![Work::Noop; 4]);
+        // --retries 1: two charged losses give a task up.
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 1);
+        let mut p = Push::new(9, 10);
+        send_all(&mut p, &mut l);
+        let lost = |held: Vec<[u64; 2]>| WorkerInfo {
+            id: 7,
+            host: "h".into(),
+            pid: 7,
+            threads: 1,
+            dispatch: protocol::Dispatch::Push,
+            heartbeat_ms: 1000,
+            max_msg_size: None,
+            held: Some(held),
+        };
+        // It held task 0 (task 1 of another batch is no task of ours).
+        assert_eq!(worker_lost(&mut l, 9, &lost(vec![[9, 0], [8, 1]])), 4);
+        send_all(&mut p, &mut l);
+        // Another held task 1; then task 0 is lost a second time.
+        assert_eq!(worker_lost(&mut l, 9, &lost(vec![[9, 1]])), 4);
+        send_all(&mut p, &mut l);
+        // Tasks 2 and 3 went out twice, never charged: a third loss...
+        assert_eq!(l.attempt(2), 3);
+        worker_lost(&mut l, 9, &lost(vec![[9, 0]]));
+        let mut given_up: Vec<u64> = l.owed.iter().map(|(t, _, _)| *t).collect();
+        given_up.sort();
+        // ...has task 0 lost twice on its workers, and task 1 (held once,
+        // now out more often than --retries allows) given up.
+        assert_eq!(given_up, vec![0, 1]);
+        // 2 and 3 are charged now too (out a third time): once more, and
+        // they are given up, so that a task no heartbeat names cannot take
+        // down worker after worker for ever.
+        assert_eq!(send_all(&mut p, &mut l), vec![2, 3]);
+        worker_lost(&mut l, 9, &lost(vec![]));
+        assert_eq!(l.given_up, 4);
     }
 }

@@ -526,6 +526,7 @@ mod tests {
             dispatch,
             heartbeat_ms: 1000,
             max_msg_size: None,
+            held: None,
         }
     }
 

@@ -591,6 +591,7 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 dispatch: common::protocol::Dispatch::Push,
                 heartbeat_ms: 100,
                 max_msg_size: None,
+                held: None,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Hello, 0),

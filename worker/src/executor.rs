@@ -37,6 +37,7 @@ use common::work::{Outcome, Status};
 use common::{Action, Endpoints, Shutdown};
 
 use crate::credit::{Ask, Credit};
+use crate::held::Held;
 use crate::idle::Activity;
 use crate::pack::Pack;
 use crate::{Handler, TaskInfo, handshake};
@@ -103,6 +104,8 @@ pub(crate) struct Executor<H> {
     pub hello: Arc<Gate>,
     /// Told when each task begins and ends (`--idle-exit`).
     pub activity: Arc<Activity>,
+    /// Push dispatch: what each thread holds, for the heartbeats.
+    pub held: Option<Arc<Held>>,
 }
 
 /// A task waiting in a thread's own queue (credit dispatch may send several
@@ -266,7 +269,8 @@ impl<H: Handler> Executor<H> {
         let mut frames = Vec::new();
         let mut queue: VecDeque<Queued> = VecDeque::new();
         let mut body = Vec::with_capacity(256);
-        let mut pack = Pack::new(max_body);
+        let held = self.held.as_ref().map(|h| (Arc::clone(h), self.index));
+        let mut pack = Pack::new(max_body).tell(held);
         let mut drops = Drops::default();
         while !self.stop.is_triggered() {
             // With tasks queued, the socket is left alone: each look costs
@@ -424,6 +428,11 @@ impl<H: Handler> Executor<H> {
             // Several tasks at once come only with credit.
             Ok(Message::Tasks { batch, tasks }) if self.credit_mode() || tasks.len() == 1 => {
                 let n = tasks.len() as u32;
+                if let Some(h) = &self.held {
+                    for t in &tasks {
+                        h.took(self.index, batch, t.task);
+                    }
+                }
                 queue.extend(tasks.into_iter().map(|task| Queued { batch, task }));
                 Ok(n)
             }

@@ -98,6 +98,9 @@
 //! - `idle.rs`: how long no task has run, for `--idle-exit` (a pilot gives
 //!   its allocation back); with `--serve`, END ends a batch and the main
 //!   thread waits for the next.
+//! - `held.rs`: what a push worker's threads hold (taken, not yet sent
+//!   back), said in its HEARTBEAT and BYE so that a lost worker's tasks
+//!   alone are charged against `--retries`.
 //! - `pack.rs`: packing results into RESULTS (at most 64, never held more
 //!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process
@@ -122,6 +125,7 @@ mod classic;
 mod credit;
 mod executor;
 mod handshake;
+mod held;
 mod idle;
 mod main_thread;
 mod pack;
@@ -345,9 +349,13 @@ pub fn run_with<H: Handler + 'static>(
         heartbeat_ms: config.heartbeat.as_millis() as u64,
         // libzmq's -1 is no limit.
         max_msg_size: u64::try_from(tuning.max_msg_size).ok(),
+        held: None,
     };
     let name = info.name();
-    let mut main = MainThread::connect(ctx, config, &tuning, info)?;
+    // A PUSH cannot tell who holds what: the worker says it.
+    let held = (dispatch == Dispatch::Push && !config.classic)
+        .then(|| Arc::new(held::Held::new(config.threads as usize)));
+    let mut main = MainThread::connect(ctx, config, &tuning, info, held.clone())?;
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
@@ -373,6 +381,7 @@ pub fn run_with<H: Handler + 'static>(
             handler: Arc::clone(&handler),
             hello: Arc::clone(&hello),
             activity: Arc::clone(&activity),
+            held: held.clone(),
         };
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()

@@ -22,6 +22,7 @@
 //! reads a control message; [`MainThread`] owns the three sockets and runs
 //! the loop that applies them.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use common::sockets::{self, Monitor, Recv, Tuning};
 use common::{Action, Endpoints, Shutdown};
 
 use crate::executor::Gate;
+use crate::held::Held;
 use crate::idle::Activity;
 use crate::{Config, Error, StopReason};
 
@@ -201,6 +203,8 @@ pub(crate) struct MainThread {
     /// For the log.
     task_endpoint: Endpoints,
     drops: Drops,
+    /// Push dispatch: what the threads hold, said in HEARTBEAT and BYE.
+    held: Option<Arc<Held>>,
 }
 
 impl MainThread {
@@ -210,6 +214,7 @@ impl MainThread {
         config: &Config,
         tuning: &Tuning,
         info: WorkerInfo,
+        held: Option<Arc<Held>>,
     ) -> Result<MainThread, Error> {
         let security = tuning.security.as_deref();
         let control = sockets::socket(ctx, zmq::SUB, "control", tuning)?;
@@ -250,6 +255,7 @@ impl MainThread {
             heartbeat: config.heartbeat,
             task_endpoint: config.task_endpoint.clone(),
             drops: Drops::default(),
+            held,
         })
     }
 
@@ -376,7 +382,16 @@ impl MainThread {
 
     fn say(&self, kind: Kind, stop: &Shutdown) {
         if let Some(s) = &self.status {
-            send_info(s, kind, &self.info, stop);
+            match (&self.held, kind) {
+                (Some(held), Kind::Heartbeat | Kind::Bye) => {
+                    let info = WorkerInfo {
+                        held: Some(held.all()),
+                        ..self.info.clone()
+                    };
+                    send_info(s, kind, &info, stop);
+                }
+                _ => send_info(s, kind, &self.info, stop),
+            }
         }
         if let Some(v) = &self.vent {
             send_to_ventilator(v, kind, &self.info);

@@ -49,6 +49,10 @@ pub(crate) struct Pack {
     oldest: Instant,
     /// The most a payload may hold.
     max: usize,
+    /// Push dispatch: the tasks held, told when their results leave.
+    held: Option<(std::sync::Arc<crate::held::Held>, usize)>,
+    /// The tasks of the records (only kept for `held`).
+    tasks: Vec<u64>,
 }
 
 impl Pack {
@@ -62,7 +66,15 @@ impl Pack {
             head: 0,
             oldest: Instant::now(),
             max,
+            held: None,
+            tasks: Vec::new(),
         }
+    }
+
+    /// Tells `held` (as thread `thread`) of each result that leaves.
+    pub fn tell(mut self, held: Option<(std::sync::Arc<crate::held::Held>, usize)>) -> Pack {
+        self.held = held;
+        self
     }
 
     /// Whether nothing is held.
@@ -87,6 +99,9 @@ impl Pack {
     /// [`protocol::encode_result`]; its task finished at `finished`.
     pub fn add(&mut self, batch: u64, task: u64, attempt: u32, body: &[u8], finished: Instant) {
         protocol::encode_record(&mut self.records, task, attempt, body);
+        if self.held.is_some() {
+            self.tasks.push(task);
+        }
         if self.count == 0 {
             self.batch = batch;
             self.first = (task, attempt);
@@ -150,6 +165,12 @@ impl Pack {
                 sockets::send_frames(results, &[&head[..], payload], || !stop.is_triggered())?
             }
         };
+        if let Some((held, thread)) = &self.held
+            && sent
+        {
+            held.sent(*thread, self.batch, &self.tasks);
+        }
+        self.tasks.clear();
         self.clear();
         Ok(sent)
     }

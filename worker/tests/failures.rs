@@ -365,8 +365,11 @@ fn push_all_workers_die_then_new_ones_finish_the_batch() {
 /// reported failed with the reason, and the batch completes on the worker
 /// left.
 ///
-/// Credit dispatch only: push dispatch cannot tell which tasks a dead worker
-/// held, so every task out at the time pays an attempt with the poison.
+/// Credit dispatch only: in push dispatch a worker names what it holds
+/// only in its heartbeats, and this poison kills it before the next one,
+/// so the poison is charged only once it has gone out more often than
+/// `--retries` allows (see `ventilator::push::worker_lost`): it takes down
+/// more workers than three before it is given up.
 fn a_poison_task_is_given_up(mode: &'static str) {
     time_bomb(60, move || {
         let mut plan: Vec<Work> = (0..200).map(|_| Work::Sleep { ms: 5 }).collect();
@@ -395,4 +398,50 @@ fn a_poison_task_is_given_up(mode: &'static str) {
 #[test]
 fn credit_a_task_that_kills_its_workers_is_given_up_and_the_batch_completes() {
     a_poison_task_is_given_up("credit");
+}
+
+/// Push dispatch, two of four workers killed one after the other with
+/// `--retries 1`: every task out goes out again each time (a PUSH cannot
+/// tell who holds what), but only what a dead worker said it held is
+/// charged, so no task is given up that did not start on both dead
+/// workers. Each task writes its id and its worker's pid to a log as it
+/// starts.
+#[test]
+fn push_two_of_four_workers_killed_charge_only_what_they_held() {
+    time_bomb(90, || {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("started");
+        // Long enough that what goes out again after the first loss is
+        // still out at the second.
+        let plan: Vec<Work> = (0..120)
+            .map(|t| Work::Exec {
+                command: format!("echo {t} $PPID >> {}; sleep 0.15", log.display()),
+                timeout_ms: None,
+            })
+            .collect();
+        let mut lab = Lab::with("push", plan, 4, false, &["--retries", "1"]);
+        for _ in 0..4 {
+            lab.worker();
+        }
+        let pids: Vec<u32> = lab.workers.iter().map(Child::id).collect();
+        lab.wait_results(20);
+        lab.signal(0, Signal::SIGKILL);
+        // Once the sink has called it lost and its tasks went out again
+        // (attempt 2), the second dies: what is out now was re-sent once.
+        std::thread::sleep(Duration::from_millis(1100));
+        lab.signal(1, Signal::SIGKILL);
+        let (sink, vent, _, failed) = lab.finish_with_failures(120);
+        assert_eq!(vent.workers_lost, 2, "{vent:?}");
+        assert!(vent.resent > 0, "{vent:?}");
+        let started = std::fs::read_to_string(&log).unwrap();
+        let on = |task: u64, pid: u32| started.lines().any(|l| l == format!("{task} {pid}"));
+        for f in &failed {
+            let t = f["task"].as_u64().unwrap();
+            assert!(
+                on(t, pids[0]) && on(t, pids[1]),
+                "task {t} was given up though it did not start on both dead workers: {f}"
+            );
+        }
+        assert_eq!(sink.ok as usize + failed.len(), 120);
+    });
 }
