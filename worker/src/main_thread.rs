@@ -43,6 +43,8 @@ const POLL: Duration = Duration::from_millis(50);
 const STILL_WAITING: Duration = Duration::from_secs(5);
 /// Heartbeats a ventilator may miss before the worker says it is silent.
 const SILENT_AFTER: u32 = 3;
+/// How often a worker says again that the ventilator is still silent.
+const SILENT_EVERY: Duration = Duration::from_secs(60);
 
 /// Something the main thread is to do now, as [`Presence`] decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +58,8 @@ pub(crate) enum Event {
         /// Threads connected so far.
         connected: u32,
     },
-    /// The ventilator has not been heard for this long: say so, once.
+    /// The ventilator has not been heard for this long: say so (and again
+    /// every minute while it lasts).
     VentilatorSilent(Duration),
 }
 
@@ -73,8 +76,8 @@ enum Phase {
 #[derive(Debug, Clone, Copy)]
 struct Heard {
     at: Instant,
-    /// Its silence was already reported.
-    reported: bool,
+    /// When its silence was last reported.
+    reported: Option<Instant>,
 }
 
 /// When the main thread says HELLO and HEARTBEAT, and when it finds the
@@ -116,7 +119,7 @@ impl Presence {
     pub fn ventilator_heard(&mut self, now: Instant) {
         self.ventilator = Some(Heard {
             at: now,
-            reported: false,
+            reported: None,
         });
     }
 
@@ -144,8 +147,11 @@ impl Presence {
         }
         if let Some(heard) = &mut self.ventilator {
             let silent = now.saturating_duration_since(heard.at);
-            if !heard.reported && silent > self.heartbeat * SILENT_AFTER {
-                heard.reported = true;
+            let due = heard
+                .reported
+                .is_none_or(|at| now.saturating_duration_since(at) >= SILENT_EVERY);
+            if due && silent > self.heartbeat * SILENT_AFTER {
+                heard.reported = Some(now);
                 return Some(Event::VentilatorSilent(silent));
             }
         }
@@ -356,13 +362,14 @@ impl MainThread {
             }
             Event::Heartbeat => self.say(Kind::Heartbeat, stop),
             Event::StillWaiting { connected } => log::info!(
-                "still waiting for a ventilator at {} ({connected} of {} threads connected)",
+                "still waiting for a ventilator at {} ({connected} of {} threads connected; SIGTERM or Ctrl-C stops the worker)",
                 self.task_endpoint,
                 self.info.threads
             ),
             Event::VentilatorSilent(silent) => log::warn!(
-                "the ventilator at {} has been silent for {silent:.1?}: waiting for it (the sockets reconnect by themselves)",
-                self.task_endpoint
+                "the ventilator at {} has been silent for {:.0?}: waiting for it (the sockets reconnect by themselves; a standing pool waits for its next batch; SIGTERM or Ctrl-C stops the worker)",
+                self.task_endpoint,
+                Duration::from_secs(silent.as_secs())
             ),
         }
     }
@@ -483,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_ventilator_is_named_once_per_silence() {
+    fn a_silent_ventilator_is_named_and_named_again_each_minute_it_lasts() {
         let t0 = Instant::now();
         let mut p = Presence::new(1, S, t0);
         p.thread_ready();
@@ -497,13 +504,21 @@ mod tests {
             all_due(&mut p, late),
             vec![Event::VentilatorSilent(late - (t0 + 5 * S))]
         );
-        assert_eq!(all_due(&mut p, late + S / 4), vec![], "once");
+        assert_eq!(all_due(&mut p, late + S / 4), vec![], "not at once again");
         // Heard again, then silent again: said again.
         p.ventilator_heard(t0 + 9 * S);
         assert_eq!(all_due(&mut p, t0 + 11 * S), vec![Event::Heartbeat]);
         assert_eq!(
             all_due(&mut p, t0 + 12 * S + S / 2),
             vec![Event::Heartbeat, Event::VentilatorSilent(3 * S + S / 2)]
+        );
+        // A minute on, still silent: said again (so the log says what the
+        // worker waits for, at a steady rate).
+        let minute = t0 + 12 * S + S / 2 + SILENT_EVERY;
+        let again = all_due(&mut p, minute);
+        assert_eq!(
+            again.last(),
+            Some(&Event::VentilatorSilent(minute - (t0 + 9 * S)))
         );
     }
 
