@@ -59,6 +59,10 @@
 //!   sink: the feedback conversation with the ventilator (START and its
 //!   refusals, STATUS, GO, ACKs within 10 ms, the snapshot in parts,
 //!   GIVEN_UP as a verdict, WORKER_LOST, DONE until BYE).
+//! - `early.rs`: results that come before any batch is announced (a sink
+//!   started again hears the workers before the ventilator's next START):
+//!   they wait, bounded, and go in when the batch is announced, before the
+//!   ventilator hears what the sink holds.
 //! - `received.rs`: where results are deduplicated: the set of task ids in
 //!   (and ok), its ranges for the snapshot, what `--resume` read back.
 //! - `batch.rs`: the batch being collected: what START said, the received
@@ -82,6 +86,7 @@
 mod batch;
 mod classic;
 mod config;
+mod early;
 mod error;
 mod finish;
 mod output;
@@ -102,6 +107,7 @@ use common::sockets::{self, Recv};
 use common::{Action, Shutdown};
 
 use batch::Batch;
+use early::Early;
 use output::{Output, Resumed};
 use report::Timings;
 use results::Source;
@@ -393,6 +399,8 @@ struct Collector {
     batch: Option<Batch>,
     /// What `--resume` read back, until its batch is announced.
     resumed: Option<Resumed>,
+    /// Results that came before any batch was announced.
+    early: Early,
     out: Output,
     drops: Drops,
     timings: Timings,
@@ -435,6 +443,7 @@ impl Collector {
             workers,
             batch: None,
             resumed: None,
+            early: Early::default(),
             out: Output::new(Box::new(std::io::sink()), config.ordered),
             drops: Drops::default(),
             timings: Timings::default(),
@@ -565,6 +574,18 @@ impl Collector {
                 let mut batch = Batch::new(info, self.resumed.take());
                 batch.set_output(self.output_name.clone());
                 self.batch = Some(batch);
+                // Results that came first go in before the ventilator hears
+                // what we hold, so that it does not send them again.
+                let early = self.early.take();
+                if !early.is_empty() {
+                    log::info!(
+                        "{} result(s) that came before the batch was announced go in now",
+                        early.len()
+                    );
+                }
+                for (batch, item, from, at) in early {
+                    self.on_result(batch, item, from, at)?;
+                }
                 self.link
                     .welcome(feedback, &mut self.out, identity, view!(self, now));
             }

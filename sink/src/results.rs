@@ -135,11 +135,17 @@ impl Collector {
         now_us: u64,
     ) -> Result<(), Error> {
         let Some(batch) = self.batch.as_mut() else {
-            self.drops.note(
-                "results",
-                "no batch",
-                "a result arrived before any ventilator announced a batch",
-            );
+            // Kept until a batch is announced (see `early.rs`).
+            if self.early.keep((batch_id, item, from, now_us)).is_err() {
+                self.drops.note(
+                    "results",
+                    "no batch",
+                    format_args!(
+                        "a result arrived before any ventilator announced a batch, and {} wait already",
+                        self.early.len()
+                    ),
+                );
+            }
             return Ok(());
         };
         if let Err((reason, detail)) = batch.admit(batch_id, item.task) {

@@ -175,3 +175,106 @@ fn resume_refuses_another_batchs_output_and_ordered_output() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ordered"));
 }
+
+/// A sink killed at a third of a batch and started again with `--resume`
+/// a second later takes the results that were on their way to it from the
+/// moment it starts (before the ventilator has announced the batch again),
+/// so the ventilator sends again only what it lacks: every task runs once,
+/// but for what was out when the sink died. Each exec task writes its id
+/// to a log as it runs.
+fn resumed_sink_reruns_only_what_was_out(dispatch: &'static str) {
+    time_bomb(90, move || {
+        const TASKS: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("results.jsonl");
+        let ran = dir.path().join("ran");
+        let mut first = sink_process(&output, None);
+        let ctx = zmq::Context::new();
+        let vent_cfg = ventilator::Config::parse_from([
+            "ventilator",
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            &first.feedback,
+            "--workers",
+            "2",
+            "--dispatch",
+            dispatch,
+        ]);
+        let vent = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
+        let tasks_at = vent.bound()[0].clone();
+        let tasks: Vec<Work> = (0..TASKS)
+            .map(|t| Work::Exec {
+                command: format!("echo {t} >> {}; sleep 0.01", ran.display()),
+                timeout_ms: None,
+            })
+            .collect();
+        let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let cfg = worker::Config::parse_from([
+                    "worker",
+                    "--task-endpoint",
+                    &tasks_at,
+                    "--result-endpoint",
+                    &first.results,
+                    "--control-endpoint",
+                    &first.control,
+                    "--threads",
+                    "2",
+                    "--heartbeat",
+                    "200ms",
+                    "--dispatch",
+                    dispatch,
+                ]);
+                let ctx = ctx.clone();
+                std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_lines(&output) < TASKS / 3 {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        first.child.kill().unwrap();
+        first.child.wait().unwrap();
+        let written = count_lines(&output);
+        // Everything sent and not written was out: in push dispatch the
+        // whole rest of the batch, in credit dispatch a few a thread. Its
+        // results are on their way, or were lost with the sink.
+        let out = if dispatch == "push" {
+            TASKS - written
+        } else {
+            count_lines(&ran).saturating_sub(written) + 4 * 3
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let mut second = sink_process(
+            &output,
+            Some((&first.results, &first.control, &first.feedback)),
+        );
+        let vr = v.join().unwrap().unwrap();
+        assert!(vr.done.is_some(), "{vr:?}");
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        let status = common::testing::wait_exit(&mut second.child, Duration::from_secs(10));
+        assert!(status.success(), "{status:?}");
+        let runs = count_lines(&ran);
+        assert!(
+            runs <= TASKS + out,
+            "{dispatch}: {runs} runs of {TASKS} tasks, with {out} out when the sink died ({written} written)"
+        );
+        let said = second.lines.all(Duration::from_millis(200));
+        assert!(!said.contains("before any ventilator announced"), "{said}");
+    });
+}
+
+#[test]
+fn a_resumed_sink_takes_results_at_once_and_push_reruns_only_what_was_out() {
+    resumed_sink_reruns_only_what_was_out("push");
+}
+
+#[test]
+fn a_resumed_sink_takes_results_at_once_and_credit_reruns_only_what_was_out() {
+    resumed_sink_reruns_only_what_was_out("credit");
+}
