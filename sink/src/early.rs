@@ -34,20 +34,20 @@ pub(crate) struct Early {
 }
 
 impl Early {
-    /// Keeps a result until its batch is announced; hands it back when
-    /// there is no more room.
-    pub(crate) fn keep(&mut self, waiting: Waiting) -> Result<(), Waiting> {
+    /// Keeps a result until its batch is announced; false (and it is
+    /// dropped) when there is no more room.
+    pub(crate) fn keep(&mut self, waiting: Waiting) -> bool {
         let size = waiting
             .1
             .body
             .as_ref()
             .map_or(0, |b| b.outcome.output.len() + b.outcome.error.len());
         if self.waiting.len() >= MAX_RESULTS || self.bytes + size > MAX_BYTES {
-            return Err(waiting);
+            return false;
         }
         self.bytes += size;
         self.waiting.push(waiting);
-        Ok(())
+        true
     }
 
     /// How many wait.
@@ -87,18 +87,18 @@ mod tests {
     fn results_wait_in_order_up_to_a_count_and_a_size() {
         let mut e = Early::default();
         for t in 0..3 {
-            e.keep(result(t, 10)).unwrap();
+            assert!(e.keep(result(t, 10)));
         }
         assert_eq!(e.len(), 3);
         let big = result(9, MAX_BYTES);
-        assert!(e.keep(big).is_err(), "over the byte bound");
+        assert!(!e.keep(big), "over the byte bound");
         let order: Vec<u64> = e.take().iter().map(|w| w.1.task).collect();
         assert_eq!(order, vec![0, 1, 2]);
         assert_eq!(e.len(), 0);
         // Emptied, the bytes are free again.
-        e.keep(result(9, MAX_BYTES)).unwrap();
+        assert!(e.keep(result(9, MAX_BYTES)));
         for t in 0..MAX_RESULTS as u64 {
-            if e.keep(result(t, 0)).is_err() {
+            if !e.keep(result(t, 0)) {
                 assert_eq!(e.len(), MAX_RESULTS, "the count bound");
                 return;
             }

@@ -136,7 +136,7 @@ impl Collector {
     ) -> Result<(), Error> {
         let Some(batch) = self.batch.as_mut() else {
             // Kept until a batch is announced (see `early.rs`).
-            if self.early.keep((batch_id, item, from, now_us)).is_err() {
+            if !self.early.keep((batch_id, item, from, now_us)) {
                 self.drops.note(
                     "results",
                     "no batch",
