@@ -25,6 +25,9 @@ pub(crate) struct Batch {
     finished: Option<Instant>,
     /// Where its results are written (host and path), for DONE.
     output: Option<String>,
+    /// Results read back from the output (`--resume`, or a standing
+    /// pool's batch file): written by an earlier sink, not received now.
+    read_back: u64,
 }
 
 impl Batch {
@@ -45,6 +48,7 @@ impl Batch {
         Batch {
             info,
             hex,
+            read_back: received.count(),
             received,
             started: None,
             finished: None,
@@ -76,6 +80,11 @@ impl Batch {
     /// The results received.
     pub(crate) fn received(&self) -> &Received {
         &self.received
+    }
+
+    /// Of them, those read back from the output (an earlier sink's).
+    pub(crate) fn read_back(&self) -> u64 {
+        self.read_back
     }
 
     /// Every result is in.

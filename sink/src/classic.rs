@@ -59,6 +59,7 @@ pub(crate) fn run(
         tasks: config.tasks,
         ok: count,
         failed: 0,
+        read_back: 0,
         duplicates: 0,
         dropped: BTreeMap::new(),
         elapsed_ms: elapsed.as_secs_f64() * 1000.0,

@@ -42,11 +42,16 @@ pub struct Report {
     /// Results that were not (failed, timed out, panicked, rejected, given
     /// up).
     pub failed: u64,
+    /// Of the results, those read back from the output (`--resume`, or a
+    /// standing pool's batch file): an earlier sink received them. The
+    /// times and rates below speak of the rest, received by this sink.
+    pub read_back: u64,
     /// Results that arrived more than once and were dropped.
     pub duplicates: u64,
     /// Messages dropped by reason (garbage, wrong version, foreign batch, ...).
     pub dropped: BTreeMap<String, u64>,
-    /// From GO to the last result (or to the stop).
+    /// From GO to the last result (or to the stop). After a restart, from
+    /// this sink's GO: the part of the batch it saw.
     pub elapsed_ms: f64,
     /// Sum of the known task costs (`sleep` workloads).
     pub expected_ms: f64,
@@ -54,16 +59,20 @@ pub struct Report {
     pub threads: u64,
     /// expected / threads: the time a perfect dispatcher would take.
     pub ideal_ms: Option<f64>,
-    /// How much longer than ideal the batch took, in percent.
+    /// How much longer than ideal the batch took, in percent (only for a
+    /// whole batch seen by this sink: not after a restart).
     pub overhead_pct: Option<f64>,
-    /// Results per second of elapsed time.
+    /// Results received per second of elapsed time.
     pub tasks_per_s: f64,
     /// From the ventilator sending a task to the sink receiving its result
     /// (clocks of both hosts; exact on one host).
     pub latency: Percentiles,
     /// Time the task body ran on its worker.
     pub run_time: Percentiles,
-    /// Each worker that took part (ready at GO, or did work), by name.
+    /// Each worker that took part (ready at GO, or did work), by name;
+    /// then, so that the rows add up to the results, `(read back)` for the
+    /// results an earlier sink wrote and `(others)` for those no worker
+    /// known to this sink sent (tasks given up, workers it never heard).
     pub workers: Vec<WorkerRow>,
     /// Workers that fell silent (no heartbeat for `--worker-timeout`) and did
     /// not come back.
@@ -81,18 +90,31 @@ impl Report {
         };
         let batch = self.batch.as_deref().unwrap_or("-");
         s.push_str(&format!("zpipe sink: batch {batch} {state}\n"));
+        let results = self.ok + self.failed;
+        let received = if self.read_back > 0 {
+            format!(
+                "{results} of {} ({} read back from the output, {} received now)",
+                self.tasks,
+                self.read_back,
+                results - self.read_back.min(results)
+            )
+        } else {
+            format!("{results} received of {}", self.tasks)
+        };
+        let elapsed = if self.read_back > 0 {
+            format!(
+                "{:.1} ms, since this sink took the batch up again (the times below are of the results received now)",
+                self.elapsed_ms
+            )
+        } else {
+            format!("{:.1} ms", self.elapsed_ms)
+        };
         let mut rows: Vec<Vec<String>> = vec![
             vec![
                 "tasks".into(),
-                format!(
-                    "{} ok, {} failed, {} received of {}",
-                    self.ok,
-                    self.failed,
-                    self.ok + self.failed,
-                    self.tasks
-                ),
+                format!("{} ok, {} failed, {received}", self.ok, self.failed),
             ],
-            vec!["elapsed".into(), format!("{:.1} ms", self.elapsed_ms)],
+            vec!["elapsed".into(), elapsed],
         ];
         if let (Some(ideal), Some(over)) = (self.ideal_ms, self.overhead_pct) {
             rows.push(vec![
@@ -187,7 +209,7 @@ pub(crate) fn build(
     now: Instant,
 ) -> Report {
     let complete = batch.is_some_and(Batch::is_complete);
-    let (tasks, ok, failed, duplicates, elapsed, expected) = match batch {
+    let (tasks, ok, failed, duplicates, elapsed, expected, read_back) = match batch {
         Some(b) => {
             let r = b.received();
             (
@@ -197,15 +219,33 @@ pub(crate) fn build(
                 r.duplicates(),
                 b.elapsed(now),
                 b.info().expected_ms,
+                b.read_back(),
             )
         }
-        None => (0, 0, 0, 0, std::time::Duration::ZERO, 0),
+        None => (0, 0, 0, 0, std::time::Duration::ZERO, 0, 0),
     };
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
-    let (threads, shares) = workers.shares(ok + failed);
-    // Ideal and overhead speak of a whole batch only.
-    let ideal_ms =
-        (complete && expected > 0 && threads > 0).then(|| expected as f64 / threads as f64);
+    let results = ok + failed;
+    let now_received = results - read_back.min(results);
+    let (threads, mut shares) = workers.shares(results);
+    // The rows add up to the results: what an earlier sink wrote, and what
+    // came from no worker this sink knows, have rows of their own.
+    let by_workers: u64 = shares.iter().map(|w| w.tasks).sum();
+    let others = now_received.saturating_sub(by_workers);
+    for (name, n) in [("(read back)", read_back), ("(others)", others)] {
+        if n > 0 {
+            shares.push(WorkerRow {
+                worker: name.into(),
+                threads: 0,
+                tasks: n,
+                busy_ms: 0.0,
+                share_pct: n as f64 / results.max(1) as f64 * 100.0,
+            });
+        }
+    }
+    // Ideal and overhead speak of a whole batch, seen whole by this sink.
+    let ideal_ms = (complete && read_back == 0 && expected > 0 && threads > 0)
+        .then(|| expected as f64 / threads as f64);
     let overhead_pct = ideal_ms
         .filter(|_| elapsed_ms > 0.0)
         .map(|i| (elapsed_ms - i) / i * 100.0);
@@ -221,6 +261,7 @@ pub(crate) fn build(
         tasks,
         ok,
         failed,
+        read_back,
         duplicates,
         dropped,
         elapsed_ms,
@@ -229,7 +270,7 @@ pub(crate) fn build(
         ideal_ms,
         overhead_pct,
         tasks_per_s: if elapsed_ms > 0.0 {
-            (ok + failed) as f64 / (elapsed_ms / 1000.0)
+            now_received as f64 / (elapsed_ms / 1000.0)
         } else {
             0.0
         },
@@ -321,5 +362,73 @@ mod tests {
         assert_eq!(r.workers[0].share_pct, 100.0);
         let empty = build(None, &workers, &Drops::default(), &timings, t0);
         assert!(!empty.complete && empty.batch.is_none() && empty.dropped.is_empty());
+    }
+
+    #[test]
+    fn after_a_restart_the_report_splits_read_back_from_received_and_its_rows_add_up() {
+        let t0 = Instant::now();
+        let resumed = crate::output::Resumed {
+            batch: 0xab,
+            ok: vec![0, 1, 2],
+            failed: vec![3],
+        };
+        let info = BatchInfo {
+            batch: 0xab,
+            tasks: 10,
+            expected_ms: 1000,
+            dispatch: Dispatch::Credit,
+            resync: false,
+        };
+        let mut b = Batch::new(info, Some(resumed));
+        let mut workers = Workers::new(Duration::from_secs(3));
+        let info = WorkerInfo {
+            id: 1,
+            host: "h".into(),
+            pid: 1,
+            threads: 2,
+            dispatch: Dispatch::Credit,
+            heartbeat_ms: 1000,
+            max_msg_size: None,
+            held: None,
+        };
+        workers
+            .heard(crate::workers::Said::Hello, info, t0, false)
+            .unwrap();
+        b.go(t0);
+        workers.batch_started(t0);
+        // Five from the worker we know, one given up (from no worker).
+        for t in 4..9 {
+            b.insert(t, true);
+            workers.did(1, 1000);
+        }
+        b.insert(9, false);
+        let r = build(
+            Some(&b),
+            &workers,
+            &Drops::default(),
+            &Timings::default(),
+            t0,
+        );
+        assert!(r.complete);
+        assert_eq!((r.ok, r.failed, r.read_back), (8, 2, 4));
+        let rows: Vec<(&str, u64)> = r.workers.iter().map(|w| (&w.worker[..], w.tasks)).collect();
+        assert_eq!(rows, vec![("h:1", 5), ("(read back)", 4), ("(others)", 1)]);
+        assert_eq!(
+            r.workers.iter().map(|w| w.tasks).sum::<u64>(),
+            r.ok + r.failed
+        );
+        // Only part of the batch was seen: no ideal, no overhead; and the
+        // table says so.
+        assert_eq!((r.ideal_ms, r.overhead_pct), (None, None));
+        let table = r.table();
+        assert!(
+            table.contains("10 of 10 (4 read back from the output, 6 received now)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("since this sink took the batch up again"),
+            "{table}"
+        );
+        assert!(!table.contains("overhead"), "{table}");
     }
 }
