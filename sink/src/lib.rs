@@ -63,6 +63,8 @@
 //!   started again hears the workers before the ventilator's next START):
 //!   they wait, bounded, and go in when the batch is announced, before the
 //!   ventilator hears what the sink holds.
+//! - `quiet.rs`: saying what the sink waits for, at a steady rate (no
+//!   batch announced; a batch that gets no new result).
 //! - `received.rs`: where results are deduplicated: the set of task ids in
 //!   (and ok), its ranges for the snapshot, what `--resume` read back.
 //! - `batch.rs`: the batch being collected: what START said, the received
@@ -90,6 +92,7 @@ mod early;
 mod error;
 mod finish;
 mod output;
+mod quiet;
 mod received;
 pub mod report;
 mod results;
@@ -98,7 +101,7 @@ mod workers;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::clock::Coarse;
 use common::drops::Drops;
@@ -401,6 +404,8 @@ struct Collector {
     resumed: Option<Resumed>,
     /// Results that came before any batch was announced.
     early: Early,
+    /// How long nothing has come: said at a steady rate.
+    quiet: quiet::Quiet,
     out: Output,
     drops: Drops,
     timings: Timings,
@@ -444,6 +449,7 @@ impl Collector {
             batch: None,
             resumed: None,
             early: Early::default(),
+            quiet: quiet::Quiet::new(Instant::now()),
             out: Output::new(Box::new(std::io::sink()), config.ordered),
             drops: Drops::default(),
             timings: Timings::default(),
@@ -617,7 +623,36 @@ impl Collector {
         }
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
         self.out.flush_if_due(now)?;
+        self.say_what_it_waits_for(now);
         Ok(())
+    }
+
+    /// While nothing comes, says at a steady rate what the sink waits for
+    /// and how to end the wait.
+    fn say_what_it_waits_for(&mut self, now: Instant) {
+        let ready = self.workers.alive(now);
+        match &self.batch {
+            None => {
+                if let Some(quiet) = self.quiet.due(0, now, quiet::IDLE_EVERY) {
+                    log::info!(
+                        "no batch for {:.0?}: waiting for a ventilator to announce one ({ready} worker(s) ready; SIGTERM or Ctrl-C stops the sink)",
+                        Duration::from_secs(quiet.as_secs())
+                    );
+                }
+            }
+            Some(b) if b.has_started() && !b.is_complete() => {
+                let count = b.received().count();
+                if let Some(quiet) = self.quiet.due(count, now, quiet::STALL_EVERY) {
+                    log::warn!(
+                        "batch {}: {count} of {} results, none for {:.0?}: waiting for the rest ({ready} worker(s) ready; a ventilator that stopped can be started again with --resume; Ctrl-C writes what came and stops)",
+                        b.hex(),
+                        b.info().tasks,
+                        Duration::from_secs(quiet.as_secs())
+                    );
+                }
+            }
+            Some(_) => {}
+        }
     }
 }
 
