@@ -33,6 +33,12 @@ impl Ending {
         }
     }
 
+    /// A new ventilator asked for the batch at `now`: it gets the time the
+    /// first one had to hear DONE.
+    pub(crate) fn ventilator_again(&mut self, now: Instant) {
+        self.ventilator_until = now + Duration::from_secs(3);
+    }
+
     /// Whether finishing is over, with `alive` workers not yet gone and
     /// the ventilator's BYE heard or not.
     pub(crate) fn is_over(&self, now: Instant, alive: usize, ventilator_bye: bool) -> bool {
@@ -52,13 +58,13 @@ pub(crate) enum Meanwhile {
     Link,
 }
 
-/// Where a message read while finishing goes: a standing pool keeps a
-/// START for the next batch.
-pub(crate) fn meanwhile(standing: bool, message: &Message) -> Meanwhile {
-    if standing && matches!(message, Message::Start(_)) {
-        Meanwhile::NextStart
-    } else {
-        Meanwhile::Link
+/// Where a message read while finishing `batch` goes: a standing pool
+/// keeps the START of another batch for the next collector; the START of
+/// this one (its ventilator started again) is the link's.
+pub(crate) fn meanwhile(standing: bool, batch: u64, message: &Message) -> Meanwhile {
+    match message {
+        Message::Start(info) if standing && info.batch != batch => Meanwhile::NextStart,
+        _ => Meanwhile::Link,
     }
 }
 
@@ -84,7 +90,7 @@ impl Collector {
             b.received().failed()
         );
         let standing = self.serve_dir.is_some();
-        let ending = Ending::new(Instant::now(), standing);
+        let mut ending = Ending::new(Instant::now(), standing);
         loop {
             let _ = control.send_multipart(end.iter().map(|f| &f[..]), zmq::DONTWAIT);
             if let Some(b) = &self.batch {
@@ -109,14 +115,19 @@ impl Collector {
                 }
             }
             while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {
-                if let Some((_, rest)) = frames.split_first()
+                if let Some((identity, rest)) = frames.split_first()
                     && let Ok(message) = Message::decode(rest)
                 {
-                    match meanwhile(standing, &message) {
+                    let batch = self.batch.as_ref().map_or(0, |b| b.id());
+                    match meanwhile(standing, batch, &message) {
                         Meanwhile::NextStart => {
                             self.next_start = Some(frames.iter().map(|f| f.to_vec()).collect());
                         }
-                        Meanwhile::Link => self.link.on_finishing(&message),
+                        Meanwhile::Link => {
+                            if self.link.on_finishing(identity, &message, batch) {
+                                ending.ventilator_again(Instant::now());
+                            }
+                        }
                     }
                 }
             }
@@ -174,8 +185,10 @@ mod tests {
             dispatch: Dispatch::Credit,
             resync: false,
         });
-        assert_eq!(meanwhile(true, &start), Meanwhile::NextStart);
-        assert_eq!(meanwhile(false, &start), Meanwhile::Link);
-        assert_eq!(meanwhile(true, &Message::Bye(None)), Meanwhile::Link);
+        assert_eq!(meanwhile(true, 1, &start), Meanwhile::NextStart);
+        assert_eq!(meanwhile(false, 1, &start), Meanwhile::Link);
+        assert_eq!(meanwhile(true, 1, &Message::Bye(None)), Meanwhile::Link);
+        // The batch being finished, asked for again: the link answers.
+        assert_eq!(meanwhile(true, 2, &start), Meanwhile::Link);
     }
 }

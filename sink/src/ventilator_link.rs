@@ -420,12 +420,24 @@ impl VentilatorLink {
         fb.send(&self.ventilator, &Message::Done(batch.done()).frames());
     }
 
-    /// A message while finishing: only BYE matters (DONE reached the
-    /// ventilator).
-    pub(crate) fn on_finishing(&mut self, message: &Message) {
-        if let Message::Bye(_) = message {
-            self.bye = true;
+    /// A message while finishing, from the peer `identity`: BYE (DONE
+    /// reached the ventilator), or the START of this batch from a
+    /// ventilator started again (`--resume`) after its last task went out:
+    /// DONE goes to that one from now on (true: give it time to hear it).
+    pub(crate) fn on_finishing(&mut self, identity: &[u8], message: &Message, batch: u64) -> bool {
+        match message {
+            Message::Bye(_) => self.bye = true,
+            Message::Start(info) if info.batch == batch && identity != self.ventilator => {
+                log::info!(
+                    "batch {batch:016x}: a ventilator started again asks for it; it is complete, and DONE goes to the new one"
+                );
+                self.ventilator = identity.to_vec();
+                self.bye = false;
+                return true;
+            }
+            _ => {}
         }
+        false
     }
 
     /// The ventilator said BYE.
@@ -582,6 +594,33 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_ventilator_started_again_while_the_batch_finishes_gets_done() {
+        let mut l = link();
+        l.ventilator = b"v1".to_vec();
+        let again = Message::Start(BatchInfo {
+            batch: 5,
+            tasks: 10,
+            expected_ms: 0,
+            dispatch: Dispatch::Credit,
+            resync: false,
+        });
+        assert!(
+            !l.on_finishing(b"v1", &again, 5),
+            "the same one: nothing new"
+        );
+        assert!(!l.on_finishing(b"v2", &Message::Bye(None), 5));
+        assert!(l.heard_bye());
+        // Another batch's START is not this link's business.
+        assert!(!l.on_finishing(b"v2", &again, 6));
+        assert!(
+            l.on_finishing(b"v2", &again, 5),
+            "a new ventilator of this batch"
+        );
+        assert_eq!(l.ventilator, b"v2");
+        assert!(!l.heard_bye(), "its BYE is still to come");
     }
 
     #[test]
@@ -937,9 +976,9 @@ mod tests {
             panic!("{done:?}");
         };
         assert_eq!((&to[..], d.batch, d.ok, d.failed), (&b"v"[..], 1, 0, 1));
-        l.on_finishing(&Message::Go { batch: 1 });
+        l.on_finishing(b"v", &Message::Go { batch: 1 }, 1);
         assert!(!l.heard_bye());
-        l.on_finishing(&Message::Bye(None));
+        l.on_finishing(b"v", &Message::Bye(None), 1);
         assert!(l.heard_bye());
     }
 }
