@@ -136,6 +136,18 @@ pub struct TimelineArgs {
     /// The picture's width in pixels (its height follows the lanes).
     #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(400..=20_000))]
     pub width: u32,
+    /// Run the time axis to at least this many ms, so that timelines of
+    /// two batches drawn side by side share one scale.
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
+    pub x_max: Option<f64>,
+}
+
+/// A time axis's end: milliseconds above 0.
+fn positive_ms(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("{text:?} is not a time in ms above 0")),
+    }
 }
 
 /// `sink plot scaling`'s arguments.

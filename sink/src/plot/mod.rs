@@ -26,7 +26,7 @@ pub fn run(plot: &Plot) -> Result<(), Error> {
     match plot {
         Plot::Timeline(args) => {
             let t = timeline::Timeline::read(&args.results)?;
-            write(&args.output, &t.draw(args.width)?)
+            write(&args.output, &t.draw(args.width, args.x_max)?)
         }
         Plot::Scaling(args) => {
             let s = scaling::Scaling::read(&args.csv)?;

@@ -347,19 +347,23 @@ impl Timeline {
         (title, sub)
     }
 
-    /// Draws the timeline as SVG, `width` pixels wide; its height follows
-    /// the lanes. Lanes are `rect class="lane"`, bars `rect class="bar
+    /// Draws the timeline as SVG, `width` pixels wide, its time axis
+    /// running to the last result or `x_max_ms`, whichever is later; its
+    /// height follows the lanes. Lanes are `rect class="lane"`, bars `rect class="bar
     /// STATUS"` with `data-task` and `data-attempt`, and the outlines of
     /// re-sent tasks `rect class="resent"`, each with a tooltip.
-    pub fn draw(&self, width: u32) -> Result<String, Error> {
+    pub fn draw(&self, width: u32, x_max_ms: Option<f64>) -> Result<String, Error> {
         let n = self.lanes.len();
         let lane_px = (480 / n as u32).clamp(10, 28);
         let (head_px, foot_px) = (80, 56);
         let height = head_px + lane_px * n as u32 + foot_px;
         let longest = self.lanes.iter().map(|l| l.to_string().chars().count());
-        let label_px = (longest.max().unwrap_or(0) as u32 * 7 + 20).clamp(60, width / 3);
+        // Rounded up to 40 pixels, so that timelines drawn side by side line
+        // up although their workers' names differ by a digit.
+        let label_px = (longest.max().unwrap_or(0) as u32 * 7 + 20).next_multiple_of(40);
+        let label_px = label_px.clamp(80, width / 3);
         let end_ms = ms(self.elapsed_us()).max(self.ideal_us().map_or(0.0, ms));
-        let x_max = (end_ms * 1.02).max(1.0);
+        let x_max = (end_ms * 1.02).max(x_max_ms.unwrap_or(0.0)).max(1.0);
         // A bar at least three pixels wide, so a result is never lost from
         // sight however short it ran (or a verdict, which has no run time).
         let min_ms = 3.0 * x_max / f64::from(width.saturating_sub(label_px + 40).max(1));
@@ -701,7 +705,7 @@ mod tests {
         ]
         .concat();
         let t = parse(&text).unwrap();
-        let svg = t.draw(800).unwrap();
+        let svg = t.draw(800, None).unwrap();
         let doc = roxmltree::Document::parse(&svg).unwrap();
         let class = |c: &str| -> Vec<roxmltree::Node> {
             doc.descendants()
@@ -742,5 +746,18 @@ mod tests {
             "{texts}"
         );
         assert!(texts.contains("re-sent (attempt > 1): 1"), "{texts}");
+        // A longer time axis (to match another batch's) draws it narrower.
+        let width_of_task_0 = |svg: &str| -> f64 {
+            let doc = roxmltree::Document::parse(svg).unwrap();
+            let bar = doc
+                .descendants()
+                .find(|n| n.attribute("data-task") == Some("0"));
+            bar.unwrap().attribute("width").unwrap().parse().unwrap()
+        };
+        let wide = width_of_task_0(&svg);
+        let narrow = width_of_task_0(&t.draw(800, Some(120.0)).unwrap());
+        assert!(narrow * 5.0 < wide, "{narrow} against {wide}");
+        let same = width_of_task_0(&t.draw(800, Some(1.0)).unwrap());
+        assert_eq!(same, wide, "never shorter than the batch");
     }
 }
