@@ -23,11 +23,34 @@
 #       scripts/slurm-lab.sh): from sbatch (scripts/slurm-workers.sh, one
 #       pilot) to the first task's result at the hub
 #
-# Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b);
-#        ONLY=pool to run (f) and (g) alone)
+# Usage: scripts/bench.sh [RUNS] [--plot DIR]   (RUNS default 5; TASKS=200000
+#        to change (b); ONLY=pool to run (f) and (g) alone, ONLY=guide (e))
+#
+#   --plot DIR (before or after RUNS) also draws (e), with the sink's own
+#   `sink plot`: DIR/scaling.csv holds the median elapsed ms of each mode
+#   at each worker count and the ideal (sum / workers), drawn as
+#   DIR/scaling.svg; and the 4-worker runs of push and of credit keep
+#   their results (the run of median elapsed, as DIR/timeline-push.jsonl
+#   and DIR/timeline-credit.jsonl), drawn as DIR/timeline-push.svg and
+#   DIR/timeline-credit.svg. The README's pictures are made so:
+#   ONLY=guide scripts/bench.sh 5 --plot docs/pictures
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-5}
+RUNS=5
+PLOT=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --plot) PLOT=${2:?"--plot needs a directory"}; shift 2 ;;
+        --plot=*) PLOT=${1#--plot=}; shift ;;
+        *[!0-9]* | '' | 0) echo "usage: scripts/bench.sh [RUNS] [--plot DIR] (not: $1)" >&2; exit 2 ;;
+        *) RUNS=$1; shift ;;
+    esac
+done
+if [ -n "$PLOT" ]; then
+    # Relative to where the script was started, not the repository.
+    case $PLOT in /*) ;; *) PLOT=$OLDPWD/$PLOT ;; esac
+    mkdir -p "$PLOT"
+fi
 TASKS=${TASKS:-200000}
 
 ONLY=${ONLY:-}
@@ -85,7 +108,7 @@ zpipe_run() {
     shift 4
     read -r pt pr pc pf < <(ports 4)
     RUST_LOG=warn "$B/sink" --result-endpoint "tcp://127.0.0.1:$pr" --control-endpoint "tcp://127.0.0.1:$pc" \
-        --feedback-endpoint "tcp://127.0.0.1:$pf" --output /dev/null --report "$report" 2>"$TMP/sink.log" &
+        --feedback-endpoint "tcp://127.0.0.1:$pf" --output "${SINK_OUTPUT:-/dev/null}" --report "$report" 2>"$TMP/sink.log" &
     local s=$!
     local ws=()
     for _ in $(seq "$workers"); do
@@ -187,9 +210,69 @@ pool_section() {
     printf '  (g) sbatch to the first result: %.0f ms (median)\n' "$(median "${firsts[@]}")"
 }
 
+# (e), and with --plot its pictures.
+guide_section() {
+    [ -s "$GUIDE" ] || return 0
+    echo
+    echo "The guide's random batch ($(wc -l <"$GUIDE") tasks of 1-100 ms): elapsed over ideal (sum / workers), medians"
+    echo "  (the guide's Python pipeline, push: +0.6 %, +5.6 %, +17.3 %, +21.1 %; a perfect online greedy dispatcher: 0, 0.9 %... 6.2 % at 8)"
+    printf '  %-8s %10s %10s %14s\n' workers push credit "credit+cost"
+    [ -z "$PLOT" ] || echo "workers,ideal,push,credit,credit+cost" >"$PLOT/scaling.csv"
+    local shown=()
+    for w in 1 2 4 8; do
+        row=(); elapsed=(); ideal=
+        for mode in push credit cost; do
+            overs=(); els=()
+            for i in $(seq "$RUNS"); do
+                # With --plot, the 4-worker push and credit runs keep their results.
+                local keep=/dev/null
+                if [ -n "$PLOT" ] && [ "$w" = 4 ] && [ "$mode" != cost ]; then keep=$TMP/tl-$mode-$i.jsonl; fi
+                if [ "$mode" = cost ]; then
+                    SINK_OUTPUT=$keep zpipe_run "$TMP/e.json" "$w" 1 credit --input "$GUIDE" --plain sleep --order cost
+                else
+                    SINK_OUTPUT=$keep zpipe_run "$TMP/e.json" "$w" 1 "$mode" --input "$GUIDE" --plain sleep
+                fi
+                overs+=("$(field "$TMP/e.json" overhead_pct)")
+                els+=("$(field "$TMP/e.json" elapsed_ms)")
+                ideal=$(field "$TMP/e.json" ideal_ms)
+            done
+            row+=("$(median "${overs[@]}")")
+            elapsed+=("$(median "${els[@]}")")
+            if [ -n "$PLOT" ] && [ "$w" = 4 ] && [ "$mode" != cost ]; then
+                # The run whose elapsed is nearest the median stands for them all.
+                local pick
+                pick=$(python3 -c 'import sys; m=float(sys.argv[1]); v=[float(x) for x in sys.argv[2:]]; print(1 + min(range(len(v)), key=lambda i: abs(v[i] - m)))' "${elapsed[-1]}" "${els[@]}")
+                cp "$TMP/tl-$mode-$pick.jsonl" "$PLOT/timeline-$mode.jsonl"
+                shown+=("${els[pick - 1]}")
+            fi
+        done
+        if [ -n "$PLOT" ] && [ "$w" = 4 ]; then
+            # Both on one time scale, to be seen side by side.
+            local x_max
+            x_max=$(python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]) * 1.02)' "${shown[@]}")
+            for mode in push credit; do
+                "$B/sink" plot timeline "$PLOT/timeline-$mode.jsonl" --width 800 --x-max "$x_max" \
+                    -o "$PLOT/timeline-$mode.svg"
+            done
+        fi
+        printf '  (e) %-4d %+9.1f%% %+9.1f%% %+13.1f%%\n' "$w" "${row[0]}" "${row[1]}" "${row[2]}"
+        [ -z "$PLOT" ] || printf '%d,%.1f,%.1f,%.1f,%.1f\n' "$w" "$ideal" "${elapsed[@]}" >>"$PLOT/scaling.csv"
+    done
+    echo "  targets: credit within 3 % at 4 workers and 8 % at 8; credit+cost within 2 % at 8"
+    if [ -n "$PLOT" ]; then
+        "$B/sink" plot scaling "$PLOT/scaling.csv" -o "$PLOT/scaling.svg" \
+            --title "The guide's random batch: elapsed against single-threaded workers (medians of $RUNS runs)"
+        echo "  pictures: $PLOT/scaling.svg, $PLOT/timeline-push.svg, $PLOT/timeline-credit.svg"
+    fi
+}
+
 echo "zpipe benchmark: $RUNS runs each, medians; $(nproc) cores, $(uname -r)"
 if [ "$ONLY" = pool ]; then
     pool_section
+    exit 0
+fi
+if [ "$ONLY" = guide ]; then
+    guide_section
     exit 0
 fi
 echo
@@ -227,28 +310,6 @@ printf '  (d) elapsed %.1f ms (%+.2f %% over ideal); sleep floor %.1f ms (%+.2f 
     "$(median "${els[@]}")" "$(python3 -c "print(($(median "${els[@]}") - 1000) / 10)")" \
     "$(median "${floors[@]}")" "$(python3 -c "print(($(median "${floors[@]}") - 1000) / 10)")" "$(median "${beyond[@]}")"
 
-if [ -s "$GUIDE" ]; then
-    echo
-    echo "The guide's random batch ($(wc -l <"$GUIDE") tasks of 1-100 ms): elapsed over ideal (sum / workers), medians"
-    echo "  (the guide's Python pipeline, push: +0.6 %, +5.6 %, +17.3 %, +21.1 %; a perfect online greedy dispatcher: 0, 0.9 %... 6.2 % at 8)"
-    printf '  %-8s %10s %10s %14s\n' workers push credit "credit+cost"
-    for w in 1 2 4 8; do
-        row=()
-        for mode in push credit cost; do
-            overs=()
-            for i in $(seq "$RUNS"); do
-                if [ "$mode" = cost ]; then
-                    zpipe_run "$TMP/e.json" "$w" 1 credit --input "$GUIDE" --plain sleep --order cost
-                else
-                    zpipe_run "$TMP/e.json" "$w" 1 "$mode" --input "$GUIDE" --plain sleep
-                fi
-                overs+=("$(field "$TMP/e.json" overhead_pct)")
-            done
-            row+=("$(median "${overs[@]}")")
-        done
-        printf '  (e) %-4d %+9.1f%% %+9.1f%% %+13.1f%%\n' "$w" "${row[0]}" "${row[1]}" "${row[2]}"
-    done
-    echo "  targets: credit within 3 % at 4 workers and 8 % at 8; credit+cost within 2 % at 8"
-fi
+guide_section
 
 pool_section

@@ -21,6 +21,9 @@ pub(crate) struct Batch {
     received: Received,
     /// When GO came: the batch's clock.
     started: Option<Instant>,
+    /// The same on the wall clock (µs since the epoch), which the results'
+    /// arrival is read on: each line's `end_ms` counts from it.
+    started_us: Option<u64>,
     /// When the last missing result came.
     finished: Option<Instant>,
     /// Where its results are written (host and path), for DONE.
@@ -51,6 +54,7 @@ impl Batch {
             read_back: received.count(),
             received,
             started: None,
+            started_us: None,
             finished: None,
             output: None,
         }
@@ -110,6 +114,7 @@ impl Batch {
             return false;
         }
         self.started = Some(now);
+        self.started_us = Some(common::now_micros());
         log::info!("batch {} started: {} tasks", self.hex, self.info.tasks);
         true
     }
@@ -140,6 +145,13 @@ impl Batch {
             self.finished = Some(Instant::now());
         }
         insert
+    }
+
+    /// From GO to `now_us` (µs since the epoch, as [`common::now_micros`]
+    /// reads it): where a result received then ends on the batch's
+    /// timeline. `None` before GO.
+    pub(crate) fn since_go_us(&self, now_us: u64) -> Option<u64> {
+        self.started_us.map(|go| now_us.saturating_sub(go))
     }
 
     /// From GO to the last result, or to `now` while results are missing.
@@ -195,7 +207,12 @@ mod tests {
         let mut b = Batch::new(info(1, 2), None);
         let t0 = Instant::now();
         assert_eq!(b.elapsed(t0), Duration::ZERO, "no GO yet");
+        assert_eq!(b.since_go_us(common::now_micros()), None, "no GO yet");
         assert!(b.go(t0));
+        let go_us = common::now_micros();
+        let since = b.since_go_us(go_us + 5_000).unwrap();
+        assert!((5_000..6_000).contains(&since), "{since}");
+        assert_eq!(b.since_go_us(0), Some(0), "never below GO");
         assert!(!b.go(t0 + Duration::from_secs(5)), "a repeated GO");
         assert!(b.is_running());
         assert_eq!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use common::Endpoints;
 
@@ -12,7 +12,10 @@ use common::Endpoints;
 #[command(
     name = "sink",
     version,
-    about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)"
+    about = "zpipe sink: collects results (PULL), tells the ventilator who is ready and when the batch is done, publishes END to the workers (PUB)",
+    // `sink plot …` draws instead of collecting: the collecting flags are
+    // not for it.
+    args_conflicts_with_subcommands = true
 )]
 pub struct Config {
     /// Where results arrive from workers (or a streamer). `@` binds, `>`
@@ -73,6 +76,91 @@ pub struct Config {
     /// Classic mode only: how many results make a batch (the guide's 100).
     #[arg(long, env = "ZPIPE_CLASSIC_TASKS", default_value_t = 100)]
     pub tasks: u64,
+    /// Instead of collecting: `sink plot …` draws a picture.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the sink does instead of collecting a batch.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Draw a picture (SVG) from a results file or the benchmark's figures.
+    ///
+    /// `sink plot timeline RESULTS.jsonl -o timeline.svg` draws a batch as
+    /// it ran: one lane per worker thread, one bar per result from its
+    /// start to its end, coloured by status; gaps are idle time.
+    /// `sink plot scaling scaling.csv -o scaling.svg` draws elapsed time
+    /// against workers, one line per dispatch mode, with the ideal (what
+    /// `scripts/bench.sh --plot DIR` writes).
+    #[command(subcommand)]
+    Plot(Plot),
+}
+
+/// The pictures `sink plot` draws.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Plot {
+    /// A batch's timeline, from the results file a sink wrote (`--output`,
+    /// or BATCH.jsonl under `--output-dir`).
+    ///
+    /// One lane per worker thread (labelled worker:thread), one bar per
+    /// result from `start_ms` to `end_ms` (the sink's view: when the
+    /// result came, less the run time its worker measured), coloured by
+    /// status; tasks given up by the ventilator go in a lane of their own;
+    /// results of a re-sent task (attempt > 1) are outlined. Gaps in a
+    /// lane are time its thread was idle. The title gives the batch, the
+    /// number of results, the elapsed time and the ideal (the sum of the
+    /// run times over the lanes). Hovering a bar in a browser names its
+    /// task.
+    Timeline(TimelineArgs),
+    /// Elapsed time against workers, from a CSV such as `scripts/bench.sh
+    /// --plot DIR` writes.
+    ///
+    /// The CSV has a header `workers,NAME,…` and one row per worker count,
+    /// each cell a time in milliseconds (an empty cell: not measured); `#`
+    /// starts a comment line. Each NAME is a line; a column named `ideal`
+    /// is drawn dashed. Both axes are logarithmic, so the ideal (sum /
+    /// workers) is a straight line and a mode's height above it is its
+    /// overhead.
+    Scaling(ScalingArgs),
+}
+
+/// `sink plot timeline`'s arguments. (No `ZPIPE_*` variables: a picture
+/// is drawn once, by hand or by a script, never by a deployment.)
+#[derive(Debug, Clone, Args)]
+pub struct TimelineArgs {
+    /// The results (JSON Lines, one batch) a sink wrote.
+    pub results: PathBuf,
+    /// Write the SVG here; `-` is stdout.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// The picture's width in pixels (its height follows the lanes).
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(400..=20_000))]
+    pub width: u32,
+    /// Run the time axis to at least this many ms, so that timelines of
+    /// two batches drawn side by side share one scale.
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
+    pub x_max: Option<f64>,
+}
+
+/// A time axis's end: milliseconds above 0.
+fn positive_ms(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("{text:?} is not a time in ms above 0")),
+    }
+}
+
+/// `sink plot scaling`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ScalingArgs {
+    /// The figures: `workers,NAME,…` then a row per worker count, in ms.
+    pub csv: PathBuf,
+    /// Write the SVG here; `-` is stdout.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// The picture's title.
+    #[arg(long, default_value = "Elapsed against workers")]
+    pub title: String,
 }
 
 impl Config {

@@ -33,14 +33,29 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// `sink plot`: its input cannot be read, or holds no picture (an
+    /// empty file, a line that is not a result, a bad CSV row).
+    #[error("cannot plot {path}: {reason}")]
+    Plot {
+        /// The input.
+        path: PathBuf,
+        /// What is wrong with it (naming the line, when one is).
+        reason: String,
+    },
+    /// `sink plot`: the drawing library failed.
+    #[error("cannot draw the picture: {0}")]
+    Draw(String),
 }
 
 impl common::cli::Usage for Error {
     fn is_usage(&self) -> bool {
         match self {
             Error::Setup(e) => e.is_usage(),
-            Error::OpenOutput { .. } | Error::Usage(_) | Error::Resume { .. } => true,
-            Error::Write(_) => false,
+            Error::OpenOutput { .. }
+            | Error::Usage(_)
+            | Error::Resume { .. }
+            | Error::Plot { .. } => true,
+            Error::Write(_) | Error::Draw(_) => false,
         }
     }
 }

@@ -78,10 +78,16 @@
 //!   [`open_output_for`].
 //! - [`report`]: the end-of-batch report, built, printed, and written to
 //!   `--report` whole or not at all ([`print_report`]).
-//! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`].
+//! - [`plot`]: `sink plot`, pictures drawn from what zpipe writes:
+//!   `plot/timeline.rs`, a batch's timeline from its results file (one
+//!   lane per worker thread, one bar per result), and `plot/scaling.rs`,
+//!   elapsed against workers from the benchmark's CSV; `plot/mod.rs`
+//!   runs the subcommand and marks the elements a reader looks for.
+//! - `config.rs`: the flags ([`Config`], and [`Command`] for `sink
+//!   plot`); `error.rs`: [`Error`].
 //! - `classic.rs`: the guide's tasksink / tasksink2 for `--classic`.
 //! - `main.rs`: the `sink` binary, which parses the flags and calls [`run`]
-//!   or [`serve`].
+//!   or [`serve`] (or [`plot::run`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -92,6 +98,7 @@ mod early;
 mod error;
 mod finish;
 mod output;
+pub mod plot;
 mod quiet;
 mod received;
 pub mod report;
@@ -117,7 +124,7 @@ use results::Source;
 use ventilator_link::{Event, VentilatorLink, View};
 use workers::Workers;
 
-pub use config::Config;
+pub use config::{Command, Config, Plot, ScalingArgs, TimelineArgs};
 pub use error::Error;
 pub use output::{open_output, open_output_for};
 pub use report::{Report, print_report};
@@ -604,7 +611,9 @@ impl Collector {
                 }
             }
             Some(Event::Verdict { batch, result }) => {
-                self.on_result(batch, result, Source::Ventilator, 0)?;
+                // Placed on the timeline when it came (verdicts are rare:
+                // a fresh clock reading each).
+                self.on_result(batch, result, Source::Ventilator, common::now_micros())?;
             }
         }
         Ok(())

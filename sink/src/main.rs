@@ -7,6 +7,10 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &sink::Config) -> anyhow::Result<ExitCode> {
+    if let Some(sink::Command::Plot(plot)) = &config.command {
+        sink::plot::run(plot)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let shutdown = common::Shutdown::new();
     common::cli::on_signals(&shutdown)?;
     if config.serve {

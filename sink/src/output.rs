@@ -14,13 +14,28 @@ use crate::{Config, Error};
 /// One line of output:
 ///
 /// ```text
-/// {"task":3,"batch":"9f…","attempt":1,"worker":"host:123","status":"ok","exit_code":0,
-///  "duration_ms":10.123,"latency_ms":10.456,"output":"…","error":""}
+/// {"task":3,"batch":"9f…","attempt":1,"worker":"host:123","thread":0,"status":"ok","exit_code":0,
+///  "duration_ms":10.123,"start_ms":4.210,"end_ms":14.333,"latency_ms":10.456,"output":"…","error":""}
 /// ```
 ///
-/// `exit_code` and `latency_ms` are left out when unknown. Reading a line
-/// back (`--resume`) needs only `task`, `batch` and `status`; the other
-/// fields are skipped and left at their defaults.
+/// `exit_code` and `latency_ms` are left out when unknown. `start_ms` and
+/// `end_ms` place the run in the batch, on the sink's clock: `end_ms` is
+/// when the sink received the result, from GO (the batch's start, which
+/// the sink hears as the first task leaves), and `start_ms` is `end_ms`
+/// less the run time the worker measured (never below 0). So hosts'
+/// clocks need not agree; the price is that the delivery is counted in:
+/// a result packed with others (RESULTS) can wait up to a millisecond on
+/// its worker, one queued while the sink was away arrives late, and the
+/// sink reads its clock once for a burst of up to 16 messages. They are
+/// left out when no GO came before the result (a sink started with
+/// `--resume` counts from the GO it heard). The ventilator's verdict on a
+/// task it gave up (worker `"ventilator"`, thread 0) is placed when the
+/// sink received it, with no run time: `start_ms` equals `end_ms`.
+///
+/// Reading a line back needs only `task`, `batch` and `status` (what
+/// `--resume` uses); the rest is read when present (what `sink plot`
+/// draws) and left at its default when absent, as in files written before
+/// a field was added.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Line<'a> {
     /// The task's id.
@@ -28,19 +43,28 @@ pub(crate) struct Line<'a> {
     /// The batch id, in hex.
     pub batch: &'a str,
     /// The attempt whose result this is.
-    #[serde(skip)]
+    #[serde(default)]
     pub attempt: u32,
     /// The worker's name, already a JSON string (quoted and escaped).
-    #[serde(skip)]
+    #[serde(default, rename = "worker", deserialize_with = "raw_json")]
     pub worker_json: &'a str,
+    /// The worker thread that ran it (0 for the ventilator's verdict).
+    #[serde(default)]
+    pub thread: u16,
     /// `ok`, `failed`, `timed_out`, `panicked` or `rejected`.
     pub status: &'a str,
     /// The command's exit code, when it exited.
     #[serde(skip)]
     pub exit_code: Option<i32>,
     /// How long the task ran on its worker.
-    #[serde(skip)]
+    #[serde(default, rename = "duration_ms", deserialize_with = "micros")]
     pub duration_us: u64,
+    /// When it started, from the batch's start (see above).
+    #[serde(default, rename = "start_ms", deserialize_with = "some_micros")]
+    pub start_us: Option<u64>,
+    /// When its result reached the sink, from the batch's start.
+    #[serde(default, rename = "end_ms", deserialize_with = "some_micros")]
+    pub end_us: Option<u64>,
     /// From the ventilator sending the task to the sink receiving its result.
     #[serde(skip)]
     pub latency_us: Option<u64>,
@@ -50,6 +74,24 @@ pub(crate) struct Line<'a> {
     /// Its error text (invalid UTF-8 is replaced).
     #[serde(skip)]
     pub error: &'a [u8],
+}
+
+/// Reads a JSON value as its text, borrowed from the line (how the
+/// worker's name is kept: as the JSON string the line wrote).
+fn raw_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de str, D::Error> {
+    let raw: &'de serde_json::value::RawValue = Deserialize::deserialize(d)?;
+    Ok(raw.get())
+}
+
+/// Reads milliseconds (as written, three decimals) as microseconds.
+fn micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let ms = f64::deserialize(d)?;
+    Ok((ms * 1000.0).round().max(0.0) as u64)
+}
+
+/// [`micros`], for a field that may be absent.
+fn some_micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    micros(d).map(Some)
 }
 
 /// Quotes and escapes `text` as a JSON string.
@@ -70,6 +112,8 @@ impl Line<'_> {
         out.extend_from_slice(int.format(self.attempt).as_bytes());
         out.extend_from_slice(b",\"worker\":");
         out.extend_from_slice(self.worker_json.as_bytes());
+        out.extend_from_slice(b",\"thread\":");
+        out.extend_from_slice(int.format(self.thread).as_bytes());
         out.extend_from_slice(b",\"status\":\"");
         out.extend_from_slice(self.status.as_bytes());
         out.push(b'"');
@@ -79,6 +123,14 @@ impl Line<'_> {
         }
         out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration_us);
+        if let Some(us) = self.start_us {
+            out.extend_from_slice(b",\"start_ms\":");
+            millis(out, us);
+        }
+        if let Some(us) = self.end_us {
+            out.extend_from_slice(b",\"end_ms\":");
+            millis(out, us);
+        }
         if let Some(us) = self.latency_us {
             out.extend_from_slice(b",\"latency_ms\":");
             millis(out, us);
@@ -342,9 +394,12 @@ mod tests {
             batch: "00ff",
             attempt: 2,
             worker_json: &name,
+            thread: 3,
             status: "failed",
             exit_code: Some(-1),
             duration_us: 12_005,
+            start_us: Some(1_000),
+            end_us: Some(13_005),
             latency_us: Some(3),
             output: b"tab\there\n",
             error: b"\xffbad",
@@ -360,9 +415,26 @@ mod tests {
         assert_eq!(v["latency_ms"], 0.003);
         assert_eq!(v["output"], "tab\there\n");
         assert_eq!(v["error"], "\u{fffd}bad");
+        assert_eq!(
+            (&v["thread"], &v["start_ms"], &v["end_ms"]),
+            (&3.into(), &1.0.into(), &13.005.into())
+        );
+        // And back, as `sink plot` reads it.
+        let back: Line = serde_json::from_slice(&buf).unwrap();
+        assert_eq!((back.task, back.attempt, back.thread), (7, 2, 3));
+        assert_eq!(
+            back.worker_json, name,
+            "the name as the JSON string written"
+        );
+        assert_eq!(
+            (back.duration_us, back.start_us, back.end_us),
+            (12_005, Some(1_000), Some(13_005))
+        );
         let plain = Line {
             exit_code: None,
             latency_us: None,
+            start_us: None,
+            end_us: None,
             output: b"",
             ..line
         };
@@ -370,6 +442,16 @@ mod tests {
         plain.render(&mut buf).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!(v.get("exit_code").is_none() && v.get("latency_ms").is_none());
+        assert!(v.get("start_ms").is_none() && v.get("end_ms").is_none());
+        // A line of an older sink, without them, reads as before.
+        let old: Line = serde_json::from_str(
+            "{\"task\":1,\"batch\":\"aa\",\"attempt\":1,\"worker\":\"w:1\",\"status\":\"ok\",\"duration_ms\":2.5,\"output\":\"\",\"error\":\"\"}",
+        )
+        .unwrap();
+        assert_eq!(
+            (old.thread, old.duration_us, old.start_us, old.end_us),
+            (0, 2_500, None, None)
+        );
     }
 
     fn line(task: u64, status: &str) -> Line<'_> {

@@ -167,15 +167,20 @@ impl Collector {
         }
         self.link.ack(item.task, ok);
         let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
+        // On the batch's timeline, in the sink's own clock (see `Line`).
+        let end_us = batch.since_go_us(now_us);
         let worker_json = name_json(from, &mut self.workers, body.worker, body.duration_us);
         self.out.write(&Line {
             task: item.task,
             batch: batch.hex(),
             attempt: item.attempt,
             worker_json: &worker_json,
+            thread: body.thread,
             status: body.outcome.status.as_str(),
             exit_code: body.outcome.exit_code,
             duration_us: body.duration_us,
+            start_us: end_us.map(|end| end.saturating_sub(body.duration_us)),
+            end_us,
             latency_us,
             output: &body.outcome.output,
             error: &body.outcome.error,
