@@ -153,6 +153,38 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// A socket of `kind` bound to a free loopback port with the security
+/// `flags` (`--allow`, `--auth-file`, `--curve-secret`...), as a role with
+/// those flags would bind it, and its endpoint. Give it a context of its
+/// own, as another process would have (a ZAP handler serves one context).
+pub fn secured_bound(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    flags: &[&str],
+) -> (zmq::Socket, String) {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        security: crate::security::SecurityArgs,
+    }
+    let flags = Flags::parse_from(std::iter::once(&"role").chain(flags));
+    let tuning = crate::sockets::Tuning {
+        security: crate::security::Security::from_args(&flags.security).expect("security flags"),
+        ..Default::default()
+    };
+    let socket = crate::sockets::socket(ctx, kind, "stand-in", &tuning).expect("a socket");
+    let at = crate::Endpoints::single("tcp://127.0.0.1:*")
+        .attach_secured(
+            &socket,
+            crate::Action::Bind,
+            "stand-in",
+            tuning.security.as_deref(),
+        )
+        .expect("bound");
+    (socket, at[0].clone())
+}
+
 /// Runs `bin --generate` for the man page and each shell's completions and
 /// checks that every one names each of `flags`; the bash script must parse
 /// (`bash -n`), the man page must open with its `.TH` line. `prefix` is

@@ -291,35 +291,17 @@ fn the_live_line_is_drawn_on_a_terminal_and_nowhere_else() {
 
 #[test]
 fn a_ventilator_refused_by_the_sink_says_why() {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        security: common::security::SecurityArgs,
-    }
     // A stand-in sink that lets in only another network, in a context of
     // its own as in another process.
-    let flags = Flags::parse_from(["sink", "--allow", "192.0.2.0/24"]);
-    let tuning = common::sockets::Tuning {
-        security: common::security::Security::from_args(&flags.security).unwrap(),
-        ..Default::default()
-    };
     let ctx = zmq::Context::new();
-    let router = common::sockets::socket(&ctx, zmq::ROUTER, "feedback", &tuning).unwrap();
-    let at = common::Endpoints::single("tcp://127.0.0.1:*")
-        .attach_secured(
-            &router,
-            common::Action::Bind,
-            "feedback",
-            tuning.security.as_deref(),
-        )
-        .unwrap();
+    let (_router, at) =
+        common::testing::secured_bound(&ctx, zmq::ROUTER, &["--allow", "192.0.2.0/24"]);
     let mut child = ventilator()
         .args([
             "--task-endpoint",
             "tcp://127.0.0.1:*",
             "--feedback-endpoint",
-            &at[0],
+            &at,
         ])
         .args(["--wait", "2s", "--tasks", "1"])
         .spawn()
@@ -329,7 +311,7 @@ fn a_ventilator_refused_by_the_sink_says_why() {
     assert_eq!(status.code(), Some(1), "{err}");
     // Said as it happens, and again in the final error.
     assert!(
-        err.contains(&format!("the sink at {} refused the connection", at[0])),
+        err.contains(&format!("the sink at {at} refused the connection")),
         "{err}"
     );
     assert!(

@@ -177,31 +177,12 @@ fn man_page_and_completions_generate_with_every_flag() {
 /// connects to it. Returns what the worker logged once `expect` appeared
 /// (or after 10 s).
 fn refused_by(server_flags: &[&str], worker_flags: &[&str], expect: &str) -> String {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        security: common::security::SecurityArgs,
-    }
-    let flags = Flags::parse_from(std::iter::once(&"ventilator").chain(server_flags));
-    let tuning = common::sockets::Tuning {
-        security: common::security::Security::from_args(&flags.security).unwrap(),
-        ..Default::default()
-    };
     let vctx = zmq::Context::new();
-    let router = common::sockets::socket(&vctx, zmq::ROUTER, "tasks", &tuning).unwrap();
-    let at = common::Endpoints::single("tcp://127.0.0.1:*")
-        .attach_secured(
-            &router,
-            common::Action::Bind,
-            "tasks",
-            tuning.security.as_deref(),
-        )
-        .unwrap();
+    let (_router, at) = common::testing::secured_bound(&vctx, zmq::ROUTER, server_flags);
     let ctx = zmq::Context::new();
     let (_results, results_at) = bound(&ctx, zmq::PULL);
     let (_control, control_at) = bound(&ctx, zmq::PUB);
-    let mut child = worker_at(&at[0], &results_at, &control_at)
+    let mut child = worker_at(&at, &results_at, &control_at)
         .args(worker_flags)
         .env("RUST_LOG", "info")
         .spawn()
