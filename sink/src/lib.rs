@@ -84,6 +84,7 @@ mod classic;
 mod config;
 mod error;
 mod finish;
+mod metrics;
 mod output;
 mod received;
 pub mod report;
@@ -92,6 +93,7 @@ mod ventilator_link;
 mod workers;
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,6 +125,8 @@ pub struct Bound {
     pub control: Vec<String>,
     /// The feedback ROUTER's endpoints; empty in classic mode.
     pub feedback: Vec<String>,
+    /// Where `--metrics` serves (a port 0 comes back as the real one).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A sink whose sockets are bound: [`Sink::bind`] fails fast on a bad
@@ -137,6 +141,9 @@ pub struct Sink {
     feedback: Option<zmq::Socket>,
     bound: Bound,
     resumed: Option<Resumed>,
+    /// `--metrics`: the handles, and the server, stopped when the sink is
+    /// dropped (when [`Sink::run`] or [`Sink::serve`] returns).
+    metrics: Option<common::metrics::Exported<metrics::Metrics>>,
 }
 
 impl Sink {
@@ -182,10 +189,17 @@ impl Sink {
             )?;
             (Some(feedback), at)
         };
+        if config.classic && config.metrics.metrics.is_some() {
+            return Err(Error::Usage(
+                "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+            ));
+        }
+        let metrics = config.metrics.start("sink", metrics::Metrics::register)?;
         let bound = Bound {
             results: results_at,
             control: control_at,
             feedback: feedback_at,
+            metrics: metrics.as_ref().map(|m| m.addr()),
         };
         log::info!(
             "sink listening: results {:?}, control {:?}, feedback {:?}",
@@ -200,6 +214,7 @@ impl Sink {
             feedback,
             bound,
             resumed,
+            metrics,
         })
     }
 
@@ -221,6 +236,7 @@ impl Sink {
         }
         let report = collect(
             self.resumed,
+            self.metrics.as_ref().map(|m| &m.metrics),
             &self.config,
             &self.results,
             &self.control,
@@ -251,6 +267,7 @@ impl Sink {
         };
         let served = serve_batches(
             &self.config,
+            self.metrics.as_ref().map(|m| &m.metrics),
             dir,
             &self.results,
             &self.control,
@@ -293,6 +310,7 @@ pub fn run(
 /// `shutdown`.
 fn collect(
     resumed: Option<Resumed>,
+    metrics: Option<&metrics::Metrics>,
     config: &Config,
     results: &zmq::Socket,
     control: &zmq::Socket,
@@ -302,7 +320,8 @@ fn collect(
 ) -> Result<Report, Error> {
     let resuming = resumed.as_ref().map(|r| (r.batch, config.output.as_path()));
     let link = VentilatorLink::new(rand::random(), config.max_tasks, resuming, Instant::now());
-    let mut c = Collector::new(config, link, Workers::new(config.worker_timeout), None);
+    let workers = Workers::new(config.worker_timeout);
+    let mut c = Collector::new(config, link, workers, None, metrics);
     c.resumed = resumed;
     c.out = Output::new(out, config.ordered);
     c.output_name = (config.output.as_os_str() != "-").then(|| where_is(&config.output));
@@ -318,6 +337,7 @@ fn collect(
 /// one to the next; on `shutdown`, KILL to the pool.
 fn serve_batches(
     config: &Config,
+    metrics: Option<&metrics::Metrics>,
     dir: &Path,
     results: &zmq::Socket,
     control: &zmq::Socket,
@@ -338,7 +358,7 @@ fn serve_batches(
     loop {
         workers.new_batch(Instant::now());
         let link = VentilatorLink::new(instance, config.max_tasks, None, Instant::now());
-        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()));
+        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()), metrics);
         if let Some(start) = next_start.take() {
             let start: Vec<zmq::Message> =
                 start.iter().map(|f| zmq::Message::from(&f[..])).collect();
@@ -407,6 +427,8 @@ struct Collector {
     leaving: Vec<WorkerInfo>,
     /// `--serve`: a START that came while the last batch was finishing.
     next_start: Option<Vec<Vec<u8>>>,
+    /// `--metrics`: what this collector tells them.
+    metrics: Option<metrics::Observer>,
 }
 
 /// Builds the link's [`View`] from the collector's fields (a macro, so the
@@ -429,14 +451,20 @@ impl Collector {
         link: VentilatorLink,
         workers: Workers,
         serve_dir: Option<PathBuf>,
+        metrics: Option<&metrics::Metrics>,
     ) -> Collector {
+        let metrics = metrics.map(metrics::Observer::new);
+        let mut drops = Drops::default();
+        if let Some(m) = &metrics {
+            drops.count_into(m.dropped());
+        }
         Collector {
             link,
             workers,
             batch: None,
             resumed: None,
             out: Output::new(Box::new(std::io::sink()), config.ordered),
-            drops: Drops::default(),
+            drops,
             timings: Timings::default(),
             // One clock reading serves 16 messages received back to back
             // (and every result packed in each): latency needs no fresher
@@ -447,6 +475,7 @@ impl Collector {
             output_name: None,
             leaving: Vec::new(),
             next_start: None,
+            metrics,
         }
     }
 
@@ -498,6 +527,9 @@ impl Collector {
         self.out.finish()?;
         if let Some(p) = &self.progress {
             p.finish_and_clear();
+        }
+        if let Some(m) = &mut self.metrics {
+            m.ended(self.batch.as_ref(), &self.workers);
         }
         Ok(report::build(
             self.batch.as_ref(),
@@ -564,6 +596,9 @@ impl Collector {
                 }
                 let mut batch = Batch::new(info, self.resumed.take());
                 batch.set_output(self.output_name.clone());
+                if let Some(m) = &self.metrics {
+                    m.announced(&batch);
+                }
                 self.batch = Some(batch);
                 self.link
                     .welcome(feedback, &mut self.out, identity, view!(self, now));
@@ -596,6 +631,9 @@ impl Collector {
         }
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
         self.out.flush_if_due(now)?;
+        if let Some(m) = &mut self.metrics {
+            m.tick(self.batch.as_ref(), &self.workers, now);
+        }
         Ok(())
     }
 }

@@ -91,11 +91,13 @@ pub mod credit;
 mod error;
 pub mod input;
 pub mod ledger;
+mod metrics;
 pub mod plan;
 pub mod push;
 mod report;
 pub mod sink_link;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::drops::Drops;
@@ -131,6 +133,9 @@ pub struct Ventilator {
     /// handshake (a worker in the other dispatch mode).
     watch: Option<HandshakeWatch>,
     bound: Vec<String>,
+    /// `--metrics`: the handles, and the server, stopped when the
+    /// ventilator is dropped (when [`Ventilator::run_plan`] returns).
+    metrics: Option<common::metrics::Exported<metrics::Metrics>>,
 }
 
 impl Ventilator {
@@ -196,12 +201,21 @@ impl Ventilator {
             )?;
             feedback
         };
+        if config.classic && config.metrics.metrics.is_some() {
+            return Err(Error::Usage(
+                "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+            ));
+        }
+        let metrics = config
+            .metrics
+            .start("ventilator", metrics::Metrics::register)?;
         Ok(Ventilator {
             config,
             tasks,
             feedback,
             watch,
             bound,
+            metrics,
         })
     }
 
@@ -209,6 +223,11 @@ impl Ventilator {
     /// real port).
     pub fn bound(&self) -> &[String] {
         &self.bound
+    }
+
+    /// Where `--metrics` serves (a port 0 comes back as the real one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
     }
 
     /// Runs one batch of `tasks` without dependencies (see
@@ -247,7 +266,9 @@ impl Ventilator {
             );
         }
         let watch = self.watch.take();
+        let metrics = self.metrics.as_ref().map(|m| &m.metrics);
         let mut batch = Batch::new(&self.config, plan, &self.tasks, &self.feedback, watch);
+        batch.observe(metrics);
         let report = batch.run(shutdown);
         if let Some(w) = batch.watch.take() {
             w.stop(&self.tasks);
@@ -307,6 +328,8 @@ struct Batch<'a> {
     sending_since: Option<Instant>,
     /// Received frames, reused.
     frames: Vec<zmq::Message>,
+    /// `--metrics`: what this batch tells them.
+    metrics: Option<metrics::Observer>,
 }
 
 impl<'a> Batch<'a> {
@@ -352,7 +375,39 @@ impl<'a> Batch<'a> {
             started: false,
             sending_since: None,
             frames: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Tells `metrics` (`--metrics`) about this batch from now on.
+    fn observe(&mut self, metrics: Option<&metrics::Metrics>) {
+        let Some(m) = metrics else { return };
+        let observer = metrics::Observer::new(m, &self.hex, self.ledger.tasks());
+        self.drops.count_into(observer.dropped());
+        self.metrics = Some(observer);
+    }
+
+    /// Copies the loop's counts into the metrics (every 100 ms, and at the
+    /// end).
+    fn update_metrics(&mut self) {
+        let Some(m) = &mut self.metrics else { return };
+        let (workers_ready, threads_ready) = match &self.dealing {
+            Dealing::Credit { roster, .. } => (roster.ready() as u64, roster.ready_threads()),
+            Dealing::Push(_) => (
+                self.link.sink_ready() as u64,
+                self.link.sink_ready_threads(),
+            ),
+        };
+        m.update(metrics::Counts {
+            sent: self.report.sent,
+            resent: self.ledger.resent,
+            given_up: self.ledger.given_up,
+            acknowledged: self.ledger.done(),
+            workers_lost: self.report.workers_lost,
+            workers_ready,
+            threads_ready,
+            in_flight: self.ledger.out(),
+        });
     }
 
     fn run(&mut self, shutdown: &Shutdown) -> Result<Report, Error> {
@@ -416,6 +471,7 @@ impl<'a> Batch<'a> {
         self.report.resent = self.ledger.resent;
         self.report.given_up = self.ledger.given_up;
         self.report.count_drops(&self.drops);
+        self.update_metrics();
         Ok(self.report.clone())
     }
 
@@ -520,6 +576,7 @@ impl<'a> Batch<'a> {
         if let Some(event) = self.link.tick(now, all_acked) {
             self.apply(event)?;
         }
+        self.update_metrics();
         Ok(())
     }
 

@@ -121,6 +121,8 @@ pub struct SinkLink {
     instance: Option<u64>,
     /// Workers the sink counts as ready (push dispatch waits for these).
     ready: usize,
+    /// Their threads, for `--metrics`.
+    ready_threads: u64,
     /// Parts of a snapshot received so far.
     snapshot: Acks,
     next_start: Instant,
@@ -138,6 +140,7 @@ impl SinkLink {
             phase: Phase::Announcing,
             instance: None,
             ready: 0,
+            ready_threads: 0,
             snapshot: Acks::default(),
             next_start: now,
             behind_since: None,
@@ -174,6 +177,11 @@ impl SinkLink {
     /// Workers the sink counts as ready.
     pub fn sink_ready(&self) -> usize {
         self.ready
+    }
+
+    /// The threads of the workers the sink counts as ready.
+    pub fn sink_ready_threads(&self) -> u64 {
+        self.ready_threads
     }
 
     /// Whether the batch may take `snapshot` (an [`Event::Snapshot`]'s): a
@@ -282,6 +290,7 @@ impl SinkLink {
                             self.phase = Phase::Syncing;
                         }
                         self.ready = s.ready.len();
+                        self.ready_threads = s.ready.iter().map(|w| u64::from(w.threads)).sum();
                         if self.in_step() && s.received > acked {
                             self.behind_since.get_or_insert(now);
                         } else {
@@ -540,6 +549,7 @@ mod tests {
         assert_eq!(l.phase(), Phase::Syncing);
         assert!(l.heard() && l.knows_batch() && !l.in_step());
         assert_eq!(l.sink_ready(), 1);
+        assert_eq!(l.sink_ready_threads(), 1);
         assert!(!l.go_due(true), "no GO before the sink's account");
         // Known now: START every second.
         assert!(l.start_due(t1 + START_EVERY_UNKNOWN).is_some());

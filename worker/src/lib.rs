@@ -124,6 +124,7 @@ mod executor;
 mod handshake;
 mod idle;
 mod main_thread;
+mod metrics;
 mod pack;
 
 use std::sync::{Arc, mpsc};
@@ -197,6 +198,11 @@ pub struct Config {
     /// the flags every role takes.
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
+    // --metrics ADDR (Prometheus); a doc comment here would replace its
+    // help.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub metrics: common::metrics::MetricsArgs,
     /// Stay for batch after batch (a standing pool): END ends a batch, not
     /// the worker. It keeps its connections and heartbeats, so whichever
     /// ventilator and sink come next (restarted or new) hear of it and give
@@ -327,6 +333,16 @@ pub fn run_with<H: Handler + 'static>(
             "--serve waits for batch after batch, and the guide's wire format (--classic) has no batches: any control message means kill".into(),
         ));
     }
+    if config.classic && config.metrics.metrics.is_some() {
+        return Err(Error::Usage(
+            "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+        ));
+    }
+    // Served until this function returns.
+    let exported = config
+        .metrics
+        .start("worker", |r| metrics::Metrics::register(r, config.threads))?;
+    let metrics = exported.as_ref().map(|e| &e.metrics);
     // Enough I/O threads that a many-threaded worker is not bound by one.
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
     let tuning = config.sockets.tuning()?;
@@ -346,6 +362,9 @@ pub fn run_with<H: Handler + 'static>(
     };
     let name = info.name();
     let mut main = MainThread::connect(ctx, config, &tuning, info)?;
+    if let Some(m) = metrics {
+        main.count_drops_into(m.dropped.clone());
+    }
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
@@ -371,6 +390,7 @@ pub fn run_with<H: Handler + 'static>(
             handler: Arc::clone(&handler),
             hello: Arc::clone(&hello),
             activity: Arc::clone(&activity),
+            metrics: metrics.cloned(),
         };
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
