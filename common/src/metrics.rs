@@ -137,7 +137,9 @@ impl Exporter {
 
 impl std::fmt::Debug for Exporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exporter").field("addr", &self.addr).finish()
+        f.debug_struct("Exporter")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -314,7 +316,10 @@ mod tests {
         assert_ne!(served.addr().port(), 0, "the real port");
         let (code, body) = get(served.addr(), "/metrics");
         assert_eq!(code, 200);
-        assert!(body.contains("# HELP zpipe_test_things Things there are."), "{body}");
+        assert!(
+            body.contains("# HELP zpipe_test_things Things there are."),
+            "{body}"
+        );
         assert!(body.contains("zpipe_test_things 7\n"), "{body}");
         let (code, body) = get(served.addr(), "/metrics?x=1");
         assert_eq!(code, 200, "{body}");
@@ -365,7 +370,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         let t = std::time::Instant::now();
         drop(served);
-        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
         // And the port is free again soon after.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpListener::bind(addr).is_err() {
