@@ -225,7 +225,8 @@ impl Sink {
 
     /// Collects one batch: until its results are all in, or `shutdown`.
     /// Results go to `out`. (With `--serve`, see [`Sink::serve`].)
-    pub fn run(self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+    pub fn run(mut self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+        let resumed = self.resumed.take();
         let Some(feedback) = &self.feedback else {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
@@ -234,16 +235,7 @@ impl Sink {
                 "this sink was bound with --serve: call Sink::serve".into(),
             ));
         }
-        let report = collect(
-            self.resumed,
-            self.metrics.as_ref().map(|m| &m.metrics),
-            &self.config,
-            &self.results,
-            &self.control,
-            feedback,
-            shutdown,
-            out,
-        );
+        let report = collect(&self, feedback, resumed, shutdown, out);
         if !report.as_ref().is_ok_and(|r| r.complete) {
             // Stopped early: nothing queued (STATUS for a ventilator that is
             // gone) is worth waiting for.
@@ -306,18 +298,17 @@ pub fn run(
     Sink::bind(config, ctx)?.run(shutdown, out)
 }
 
-/// The collecting loop: until every result of the batch is in, or
-/// `shutdown`.
+/// The collecting loop of `sink` (its `feedback` ROUTER given apart, as
+/// there is one): until every result of the batch is in, or `shutdown`.
 fn collect(
-    resumed: Option<Resumed>,
-    metrics: Option<&metrics::Metrics>,
-    config: &Config,
-    results: &zmq::Socket,
-    control: &zmq::Socket,
+    sink: &Sink,
     feedback: &zmq::Socket,
+    resumed: Option<Resumed>,
     shutdown: &Shutdown,
     out: Box<dyn Write + Send>,
 ) -> Result<Report, Error> {
+    let (config, results, control) = (&sink.config, &sink.results, &sink.control);
+    let metrics = sink.metrics.as_ref().map(|m| &m.metrics);
     let resuming = resumed.as_ref().map(|r| (r.batch, config.output.as_path()));
     let link = VentilatorLink::new(rand::random(), config.max_tasks, resuming, Instant::now());
     let workers = Workers::new(config.worker_timeout);
