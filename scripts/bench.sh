@@ -25,10 +25,15 @@
 #
 # Usage: scripts/bench.sh [RUNS]     (default 5; TASKS=200000 to change (b);
 #        ONLY=pool to run (f) and (g) alone)
+#        METRICS=1 runs every role with --metrics (its cost); ONLY=throughput
+#        runs (a) to (c) alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 TASKS=${TASKS:-200000}
+# METRICS=1: every role of (b) to (e) serves Prometheus metrics on a free port.
+MFLAGS=()
+if [ -n "${METRICS:-}" ]; then MFLAGS=(--metrics 127.0.0.1:0); fi
 
 ONLY=${ONLY:-}
 cargo build --release --quiet -p ventilator -p worker -p sink
@@ -85,16 +90,16 @@ zpipe_run() {
     shift 4
     read -r pt pr pc pf < <(ports 4)
     RUST_LOG=warn "$B/sink" --result-endpoint "tcp://127.0.0.1:$pr" --control-endpoint "tcp://127.0.0.1:$pc" \
-        --feedback-endpoint "tcp://127.0.0.1:$pf" --output /dev/null --report "$report" 2>"$TMP/sink.log" &
+        --feedback-endpoint "tcp://127.0.0.1:$pf" --output /dev/null --report "$report" "${MFLAGS[@]}" 2>"$TMP/sink.log" &
     local s=$!
     local ws=()
     for _ in $(seq "$workers"); do
         RUST_LOG=warn "$B/worker" --task-endpoint "tcp://127.0.0.1:$pt" --result-endpoint "tcp://127.0.0.1:$pr" \
-            --control-endpoint "tcp://127.0.0.1:$pc" --threads "$threads" --dispatch "$dispatch" &
+            --control-endpoint "tcp://127.0.0.1:$pc" --threads "$threads" --dispatch "$dispatch" "${MFLAGS[@]}" &
         ws+=($!)
     done
     RUST_LOG=warn "$B/ventilator" --task-endpoint "tcp://127.0.0.1:$pt" --feedback-endpoint "tcp://127.0.0.1:$pf" \
-        --workers "$workers" --wait 20s --dispatch "$dispatch" "$@" >/dev/null || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
+        --workers "$workers" --wait 20s --dispatch "$dispatch" "${MFLAGS[@]}" "$@" >/dev/null || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
     wait_all "$s" "${ws[@]}"
 }
 
@@ -211,6 +216,7 @@ printf '  (b) zpipe push, 1 worker      %10.0f tasks/s (median)\n' "$(median "${
 printf '      zpipe credit, 1 worker    %10.0f tasks/s (median)\n' "$(median "${credits[@]}")"
 printf '  (c) push / raw                %10.2f         (median of per-run ratios; target >= 0.5)\n' "$(median "${rp[@]}")"
 printf '      credit / raw              %10.2f         (median of per-run ratios; target >= 0.4)\n' "$(median "${rc[@]}")"
+[ "$ONLY" = throughput ] && exit 0
 
 echo
 echo "Sleep tasks: 1000 x 10 ms over 10 worker threads, credit dispatch (ideal 1000 ms)"

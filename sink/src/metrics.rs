@@ -5,8 +5,9 @@
 //! (`--serve`) counts every batch it collected; gauges describe the batch
 //! being collected (or the last one, until the next is announced). Results
 //! are counted where they are accepted (one atomic add each) and timed into
-//! two histograms (an uncontended lock each); the gauges are set between
-//! bursts of messages, not per result.
+//! two histograms batched in the loop (see [`common::metrics`]: no lock
+//! per result), which are moved into the shared ones between bursts of
+//! messages, where the gauges are set too.
 //!
 //! The batch id is a label of one series only, `zpipe_sink_batch_info`,
 //! which names the current batch and is replaced by the next one: a label
@@ -14,12 +15,11 @@
 
 use std::time::{Duration, Instant};
 
-use common::metrics::{DropCounter, register_drops, seconds_histogram};
+use common::metrics::{DropCounter, SecondsBatch, SecondsHistogram, register_drops};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::batch::Batch;
@@ -45,8 +45,8 @@ pub(crate) struct Metrics {
     duplicate: Counter,
     /// Given to each collector's `Drops`.
     pub(crate) dropped: DropCounter,
-    latency: Histogram,
-    run_time: Histogram,
+    latency: SecondsHistogram,
+    run_time: SecondsHistogram,
     batches: Counter,
     batch_tasks: Gauge,
     batch_results: Gauge,
@@ -69,8 +69,8 @@ impl Metrics {
             failed: status("failed"),
             duplicate: status("duplicate"),
             dropped: register_drops(r),
-            latency: seconds_histogram(),
-            run_time: seconds_histogram(),
+            latency: SecondsHistogram::default(),
+            run_time: SecondsHistogram::default(),
             batches: Counter::default(),
             batch_tasks: Gauge::default(),
             batch_results: Gauge::default(),
@@ -121,6 +121,8 @@ const GAUGES_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Observer {
     m: Metrics,
+    latency: SecondsBatch,
+    run_time: SecondsBatch,
     next_gauges: Instant,
 }
 
@@ -129,6 +131,8 @@ impl Observer {
     pub(crate) fn new(m: &Metrics) -> Observer {
         Observer {
             m: m.clone(),
+            latency: SecondsBatch::default(),
+            run_time: SecondsBatch::default(),
             next_gauges: Instant::now(),
         }
     }
@@ -140,17 +144,17 @@ impl Observer {
 
     /// A result accepted: its status, latency and run time (a verdict of
     /// the ventilator's ran nowhere: no run time).
-    pub(crate) fn result(&self, ok: bool, latency_us: Option<u64>, run_us: Option<u64>) {
+    pub(crate) fn result(&mut self, ok: bool, latency_us: Option<u64>, run_us: Option<u64>) {
         if ok {
             self.m.ok.inc();
         } else {
             self.m.failed.inc();
         }
         if let Some(us) = latency_us {
-            self.m.latency.observe(us as f64 / 1e6);
+            self.latency.observe_us(us);
         }
         if let Some(us) = run_us {
-            self.m.run_time.observe(us as f64 / 1e6);
+            self.run_time.observe_us(us);
         }
     }
 
@@ -172,9 +176,11 @@ impl Observer {
         self.m.batch_results.set(gauge(batch.received().count()));
     }
 
-    /// Between bursts: the batch's results at once, the workers every
-    /// [`GAUGES_EVERY`].
+    /// Between bursts: the timings and the batch's results at once, the
+    /// workers every [`GAUGES_EVERY`].
     pub(crate) fn tick(&mut self, batch: Option<&Batch>, workers: &Workers, now: Instant) {
+        self.latency.move_into(&self.m.latency);
+        self.run_time.move_into(&self.m.run_time);
         if let Some(b) = batch {
             self.m.batch_results.set(gauge(b.received().count()));
         }

@@ -164,7 +164,7 @@ impl Collector {
         }
         self.link.ack(item.task, ok);
         let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &mut self.metrics {
             let ran = (from == Source::Worker).then_some(body.duration_us);
             m.result(ok, latency_us, ran);
         }

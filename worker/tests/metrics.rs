@@ -6,7 +6,7 @@
 //! stops the worker with exit code 2 before it connects anywhere.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,17 @@ fn scrape_until(addr: impl std::fmt::Display, what: &str, ready: impl Fn(&str) -
 /// `name{labels}`'s value, or -1 when it is not there.
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels).unwrap_or(-1.0)
+}
+
+/// A child process killed when dropped: a failed assertion leaves no
+/// worker behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The address in a "metrics: serving http://ADDR/metrics" line.
@@ -95,19 +106,23 @@ fn every_role_counts_a_batch_and_its_metrics_pass_promtool() {
         let vent_at = vent.metrics_addr().expect("the ventilator serves metrics");
         let tasks_at = vent.bound()[0].clone();
 
-        let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--serve", "--threads", "2", "--heartbeat", "200ms"])
-            .args(["--task-endpoint", &tasks_at])
-            .args(["--result-endpoint", &at.results[0]])
-            .args(["--control-endpoint", &at.control[0]])
-            .args(["--metrics", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Lines::of(&mut worker);
+        let mut worker = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_worker"))
+                .args(["--serve", "--threads", "2", "--heartbeat", "200ms"])
+                // Should this test die without killing it, it leaves.
+                .args(["--idle-exit", "60s"])
+                .args(["--task-endpoint", &tasks_at])
+                .args(["--result-endpoint", &at.results[0]])
+                .args(["--control-endpoint", &at.control[0]])
+                .args(["--metrics", "127.0.0.1:0"])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = Lines::of(&mut worker.0);
         let line = lines
             .wait_for("metrics: serving http://", Duration::from_secs(10))
             .expect("the worker names where it serves its metrics");
@@ -214,7 +229,7 @@ fn every_role_counts_a_batch_and_its_metrics_pass_promtool() {
             http_get(&format!("http://{sink_at}/metrics")).is_err(),
             "the sink's metrics stop when it returns"
         );
-        let status = wait_exit(&mut worker, Duration::from_secs(10));
+        let status = wait_exit(&mut worker.0, Duration::from_secs(10));
         assert_eq!(status.code(), Some(0), "{}", lines.all(Duration::ZERO));
     });
 }
