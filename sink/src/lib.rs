@@ -72,6 +72,10 @@
 //!   [`open_output_for`].
 //! - [`report`]: the end-of-batch report, built, printed, and written to
 //!   `--report` whole or not at all ([`print_report`]).
+//! - `metrics.rs`: `--metrics`: the sink's Prometheus metrics (results by
+//!   status, latency and run-time histograms, the batch's gauges), told
+//!   by the collector as results come; served by [`common::metrics`]
+//!   while the [`Sink`] lives.
 //! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`].
 //! - `classic.rs`: the guide's tasksink / tasksink2 for `--classic`.
 //! - `main.rs`: the `sink` binary, which parses the flags and calls [`run`]

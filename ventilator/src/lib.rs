@@ -74,6 +74,10 @@
 //! - [`plan`]: dependencies and stages, checked before anything is sent;
 //!   the batch's fingerprint.
 //! - [`input`]: generated batches and input files.
+//! - `metrics.rs`: `--metrics`: the ventilator's Prometheus metrics,
+//!   copied from the ledger's, the roster's and the report's counts every
+//!   100 ms (nothing per task); served by [`common::metrics`] while the
+//!   [`Ventilator`] lives.
 //! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`];
 //!   `report.rs`: [`Report`].
 //! - `classic.rs`: the guide's taskvent for `--classic`.

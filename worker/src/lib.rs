@@ -102,6 +102,9 @@
 //!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process
 //!   groups.
+//! - `metrics.rs`: `--metrics`: tasks run by status and busy threads, told
+//!   by each executor thread; served by [`common::metrics`] until
+//!   [`run_with`] returns.
 //! - `classic.rs`: the guide's wire format for `--classic`.
 //!
 //! The cut follows the threads rather than the sockets: the main thread's
