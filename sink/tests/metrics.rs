@@ -257,3 +257,15 @@ fn a_bad_metrics_address_or_one_in_use_exits_2_before_any_work() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("drop --metrics"), "{err}");
 }
+
+#[test]
+fn help_names_the_metrics_flag_and_its_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--metrics <ADDR>"), "{text}");
+    assert!(text.contains("ZPIPE_METRICS"), "{text}");
+    assert!(text.contains("/metrics"), "{text}");
+}
