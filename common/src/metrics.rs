@@ -240,7 +240,8 @@ pub struct Reason {
 /// counts them.
 pub type DropCounter = Family<Reason, Counter>;
 
-/// Registers the drop counter every role has: `zpipe_ROLE_dropped_total`.
+/// Registers the drop counter of a role that decodes zpipe's messages
+/// (sink, ventilator, worker): `zpipe_ROLE_dropped_total`.
 pub fn register_drops(registry: &mut Registry) -> DropCounter {
     let dropped = DropCounter::default();
     registry.register(

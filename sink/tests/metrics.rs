@@ -269,3 +269,41 @@ fn help_names_the_metrics_flag_and_its_variable() {
     assert!(text.contains("ZPIPE_METRICS"), "{text}");
     assert!(text.contains("/metrics"), "{text}");
 }
+
+#[test]
+fn a_dropped_message_is_counted_by_its_reason() {
+    time_bomb(30, || {
+        let ctx = zmq::Context::new();
+        let mut args = vec!["sink"];
+        args.extend_from_slice(&SINK_ON_FREE_PORTS);
+        args.extend(["--metrics", "127.0.0.1:0", "--output", "/dev/null"]);
+        let sink = sink::Sink::bind(&sink::Config::parse_from(args), &ctx).unwrap();
+        let at = sink.bound().clone();
+        let metrics_at = at.metrics.unwrap();
+        let stop = Shutdown::new();
+        let s = stop.clone();
+        let running = thread::spawn(move || sink.run(&s, Box::new(std::io::sink())));
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_linger(0).unwrap();
+        push.connect(&at.results[0]).unwrap();
+        for _ in 0..3 {
+            push.send(&b"junk"[..], 0).unwrap();
+        }
+        let reason = [("reason", "not zpipe")];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = common::testing::scrape(metrics_at);
+            if common::testing::sample(&text, "zpipe_sink_dropped_total", &reason) == Some(3.0) {
+                if let Some(verdict) = common::testing::promtool_check(&text) {
+                    verdict.unwrap();
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "no drops counted:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        stop.trigger();
+        let report = running.join().unwrap().unwrap();
+        assert_eq!(report.dropped["not zpipe"], 3, "the report counts the same");
+    });
+}
