@@ -4,8 +4,9 @@
 //!
 //! What is shared lives here: the flag ([`MetricsArgs`], flattened into
 //! each role's flags), the registry (`prometheus-client`'s, named
-//! `zpipe_ROLE_…`), the HTTP server ([`Exporter`]: `tiny_http` on one
-//! thread of its own, for the roles are threads, with no async runtime), and
+//! `zpipe_ROLE_…`), the HTTP server ([`Exporter`]: `tiny_http`, answered
+//! on one thread of its own beside `tiny_http`'s accepting thread, for the
+//! roles are threads, with no async runtime), and
 //! its start and stop with the role ([`Exported`]: dropped when the role
 //! returns). Each role defines its own metrics in its own crate, and keeps
 //! them as an `Option`: with `--metrics` off the hot paths touch no atomic.
