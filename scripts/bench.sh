@@ -34,6 +34,8 @@
 #   and DIR/timeline-credit.jsonl), drawn as DIR/timeline-push.svg and
 #   DIR/timeline-credit.svg. The README's pictures are made so:
 #   ONLY=guide scripts/bench.sh 5 --plot docs/pictures
+#        METRICS=1 runs every role with --metrics (its cost); ONLY=throughput
+#        runs (a) to (c) alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
@@ -52,6 +54,9 @@ if [ -n "$PLOT" ]; then
     mkdir -p "$PLOT"
 fi
 TASKS=${TASKS:-200000}
+# METRICS=1: every role of (b) to (e) serves Prometheus metrics on a free port.
+MFLAGS=()
+if [ -n "${METRICS:-}" ]; then MFLAGS=(--metrics 127.0.0.1:0); fi
 
 ONLY=${ONLY:-}
 cargo build --release --quiet -p ventilator -p worker -p sink
@@ -108,16 +113,16 @@ zpipe_run() {
     shift 4
     read -r pt pr pc pf < <(ports 4)
     RUST_LOG=warn "$B/sink" --result-endpoint "tcp://127.0.0.1:$pr" --control-endpoint "tcp://127.0.0.1:$pc" \
-        --feedback-endpoint "tcp://127.0.0.1:$pf" --output "${SINK_OUTPUT:-/dev/null}" --report "$report" 2>"$TMP/sink.log" &
+        --feedback-endpoint "tcp://127.0.0.1:$pf" --output "${SINK_OUTPUT:-/dev/null}" --report "$report" "${MFLAGS[@]}" 2>"$TMP/sink.log" &
     local s=$!
     local ws=()
     for _ in $(seq "$workers"); do
         RUST_LOG=warn "$B/worker" --task-endpoint "tcp://127.0.0.1:$pt" --result-endpoint "tcp://127.0.0.1:$pr" \
-            --control-endpoint "tcp://127.0.0.1:$pc" --threads "$threads" --dispatch "$dispatch" &
+            --control-endpoint "tcp://127.0.0.1:$pc" --threads "$threads" --dispatch "$dispatch" "${MFLAGS[@]}" &
         ws+=($!)
     done
     RUST_LOG=warn "$B/ventilator" --task-endpoint "tcp://127.0.0.1:$pt" --feedback-endpoint "tcp://127.0.0.1:$pf" \
-        --workers "$workers" --wait 20s --dispatch "$dispatch" "$@" >/dev/null || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
+        --workers "$workers" --wait 20s --dispatch "$dispatch" "${MFLAGS[@]}" "$@" >/dev/null || { cat "$TMP/sink.log" >&2; kill "$s" "${ws[@]}" 2>/dev/null; exit 1; }
     wait_all "$s" "${ws[@]}"
 }
 
@@ -294,6 +299,7 @@ printf '  (b) zpipe push, 1 worker      %10.0f tasks/s (median)\n' "$(median "${
 printf '      zpipe credit, 1 worker    %10.0f tasks/s (median)\n' "$(median "${credits[@]}")"
 printf '  (c) push / raw                %10.2f         (median of per-run ratios; target >= 0.5)\n' "$(median "${rp[@]}")"
 printf '      credit / raw              %10.2f         (median of per-run ratios; target >= 0.4)\n' "$(median "${rc[@]}")"
+[ "$ONLY" = throughput ] && exit 0
 
 echo
 echo "Sleep tasks: 1000 x 10 ms over 10 worker threads, credit dispatch (ideal 1000 ms)"

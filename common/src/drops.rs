@@ -4,7 +4,9 @@
 //! scanner, a peer of another version, a classic-mode role on a default-mode
 //! port. Each dropped message is counted by reason; the first of each reason is
 //! logged, and after that at most one line every five seconds, saying how many
-//! went unlogged since the last, so a flood cannot flood the log.
+//! went unlogged since the last, so a flood cannot flood the log. With
+//! `--metrics` each drop is also counted in the role's
+//! `zpipe_ROLE_dropped_total{reason}` ([`Drops::count_into`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,9 +22,18 @@ pub struct Drops {
     counts: BTreeMap<&'static str, u64>,
     last_log: Option<Instant>,
     unlogged: u64,
+    /// `--metrics`: the same counts, over the process's life.
+    metric: Option<crate::metrics::DropCounter>,
 }
 
 impl Drops {
+    /// Also counts every drop from now on in `counter` (a role's
+    /// `dropped_total`, which outlives this count: a standing sink's is
+    /// made anew for each batch).
+    pub fn count_into(&mut self, counter: crate::metrics::DropCounter) {
+        self.metric = Some(counter);
+    }
+
     /// Decodes a message that arrived on `socket`, or counts it dropped and
     /// returns `None`. A message of a kind the socket does not take
     /// (`takes` says which it does) is counted as "unexpected kind" even
@@ -52,6 +63,9 @@ impl Drops {
 
     /// Counts one dropped message; `socket` names where it arrived.
     pub fn note(&mut self, socket: &str, reason: &'static str, detail: impl std::fmt::Display) {
+        if let Some(m) = &self.metric {
+            m.get_or_create(&crate::metrics::Reason { reason }).inc();
+        }
         let count = self.counts.entry(reason).or_insert(0);
         *count += 1;
         let first = *count == 1;
@@ -107,6 +121,25 @@ mod tests {
         d.note("results", "garbage", "x");
         assert_eq!(d.unlogged, 1);
         assert_eq!(d.by_reason()["garbage"], 6, "every drop is counted");
+    }
+
+    #[test]
+    fn with_a_metric_every_drop_is_counted_there_too_by_reason() {
+        let counter = crate::metrics::DropCounter::default();
+        let mut d = Drops::default();
+        d.note("results", "garbage", "before");
+        d.count_into(counter.clone());
+        d.note("results", "garbage", "x");
+        d.note("results", "garbage", "x");
+        d.note("results", "version", "v2");
+        let get = |reason| {
+            counter
+                .get(&crate::metrics::Reason { reason })
+                .map(|c| c.get())
+        };
+        assert_eq!(get("garbage"), Some(2), "from count_into on");
+        assert_eq!(get("version"), Some(1));
+        assert_eq!(d.by_reason()["garbage"], 3, "the report's count is whole");
     }
 
     #[test]

@@ -39,6 +39,10 @@
 //!   on hot paths.
 //! - [`report`]: latency histograms, plain-text tables, and
 //!   [`report::write_json_file`], the one way a report file is written.
+//! - [`metrics`]: `--metrics ADDR` ([`metrics::MetricsArgs`]): the
+//!   Prometheus registry, the HTTP server that exports it on a thread of
+//!   its own, stopped with the role, and what the roles' metrics share
+//!   (drops by reason, time buckets, counters that follow a loop's count).
 //! - [`cli`]: logging set-up, exit codes, durations and the socket flags
 //!   ([`cli::SocketArgs`]) shared by the binaries.
 //! - `testing` (feature `testing`, which only dev-dependencies turn on):
@@ -53,6 +57,7 @@ pub mod clock;
 pub mod drops;
 pub mod endpoint;
 mod error;
+pub mod metrics;
 pub mod protocol;
 pub mod report;
 pub mod security;

@@ -1,5 +1,6 @@
 //! Helpers for the roles' integration tests that run real processes and
-//! sockets: bounded waits, signals, free ports, reading a child's log.
+//! sockets: bounded waits, signals, free ports, reading a child's log,
+//! scraping `--metrics` and checking it with `promtool`.
 //!
 //! Behind the `testing` feature, which only the crates' dev-dependencies
 //! turn on, so the roles' binaries do not carry it (nor its `nix`).
@@ -234,8 +235,116 @@ pub fn assert_generates(bin: &str, prefix: &[&str], page: &str, flags: &[&str]) 
     }
 }
 
+/// A TCP port on loopback held by a listener, and its `127.0.0.1:PORT`:
+/// for tests of `--metrics` on a port in use.
+pub fn taken_tcp_port() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let at = l.local_addr().expect("its address").to_string();
+    (l, at)
+}
+
+/// `GET url`, at most 5 s: the status and the body (any status, no panic
+/// on 404).
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok((status, body))
+}
+
+/// A role's `/metrics` at `addr` (`HOST:PORT`); panics unless it answers
+/// 200 within 5 s.
+pub fn scrape(addr: impl std::fmt::Display) -> String {
+    match http_get(&format!("http://{addr}/metrics")) {
+        Ok((200, body)) => body,
+        other => panic!("scraping {addr}: {other:?}"),
+    }
+}
+
+/// The value of the series `name{labels}` in a scrape (labels in any
+/// order; all of them must be given), or `None` when it is not there.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, mut got) = match series.split_once('{') {
+                Some((n, rest)) => (
+                    n,
+                    rest.trim_end_matches('}')
+                        .split(',')
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+                None => (series, Vec::new()),
+            };
+            got.sort();
+            (n == name && got == want).then(|| value.parse().ok())?
+        })
+}
+
+/// Runs `promtool check metrics` on `text`: `None` where promtool is not
+/// installed (the caller says why it skips), else its verdict with what
+/// it said.
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("cannot run promtool: {e}"))),
+    };
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool's verdict");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics ({}): {said}\n{text}",
+            out.status
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_sample_is_found_by_name_and_labels_in_any_order() {
+        let text = "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"2\",b=\"2\"} 4\ny 5.5\n";
+        let s = |n, l: &[(&str, &str)]| super::sample(text, n, l);
+        assert_eq!(s("x_total", &[("b", "2"), ("a", "1")]), Some(3.0));
+        assert_eq!(s("x_total", &[("a", "2"), ("b", "2")]), Some(4.0));
+        assert_eq!(s("x_total", &[("a", "1")]), None, "every label");
+        assert_eq!(s("y", &[]), Some(5.5));
+        assert_eq!(s("x", &[]), None);
+    }
+
     #[test]
     fn an_endpoint_is_found_after_its_label() {
         let line = "INFO sink: bound results tcp://127.0.0.1:4001, control tcp://127.0.0.1:4002 feedback [\"tcp://127.0.0.1:4003\"]";

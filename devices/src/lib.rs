@@ -33,13 +33,16 @@
 //!
 //! - `lib.rs`: the three devices ([`Device`], [`DeviceArgs`]).
 //! - [`proxy`]: the forwarding loop, capture, statistics and control commands.
+//! - `metrics.rs`: `--metrics`: the statistics as Prometheus counters.
 //! - [`pairs`]: which socket types may talk, why, and a live check of any pair.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod metrics;
 pub mod pairs;
 pub mod proxy;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Action, Endpoints, Shutdown};
@@ -128,6 +131,11 @@ pub struct DeviceArgs {
     #[allow(missing_docs)]
     #[command(flatten)]
     pub security: common::security::SecurityArgs,
+    // --metrics ADDR (Prometheus); a doc comment here would replace its
+    // help.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub metrics: common::metrics::MetricsArgs,
 }
 
 impl DeviceArgs {
@@ -144,6 +152,7 @@ impl DeviceArgs {
             max_subscription: 1024,
             stats_every: Duration::from_secs(30),
             security: Default::default(),
+            metrics: Default::default(),
         })
     }
 }
@@ -185,6 +194,8 @@ pub struct Bound {
     pub capture: Vec<String>,
     /// The control REP's endpoints (none without `--control`).
     pub control: Vec<String>,
+    /// Where `--metrics` serves (a port 0 comes back as the real one).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A device whose sockets are bound and connected; [`Device::run`] forwards.
@@ -198,6 +209,9 @@ pub struct Device {
     control: Option<zmq::Socket>,
     bound: Bound,
     stats_every: Duration,
+    /// `--metrics`: the handles, and the server, stopped when the device
+    /// is dropped (when [`Device::run`] returns).
+    metrics: Option<common::metrics::Exported<metrics::Metrics>>,
 }
 
 impl Device {
@@ -241,6 +255,7 @@ impl Device {
             backend: back_eps.attach_secured(&backend, Action::Bind, "backend", security)?,
             capture: Vec::new(),
             control: Vec::new(),
+            metrics: None,
         };
         let capture = match &args.capture {
             Some(eps) => {
@@ -266,6 +281,10 @@ impl Device {
             }
             None => None,
         };
+        let metrics = args
+            .metrics
+            .start("device", |r| metrics::Metrics::register(r, kind.name()))?;
+        bound.metrics = metrics.as_ref().map(|m| m.addr());
         log::info!(
             "{}: frontend {:?} → backend {:?}",
             kind.name(),
@@ -280,6 +299,7 @@ impl Device {
             control,
             bound,
             stats_every: args.stats_every,
+            metrics,
         })
     }
 
@@ -296,12 +316,14 @@ impl Device {
             capture: self.capture.as_ref(),
             control: self.control.as_ref(),
         };
+        let mut metrics = self.metrics.as_ref().map(|m| m.metrics.clone());
         let stats = proxy::run(
             self.kind.name(),
             sockets,
             self.kind.both_ways(),
             shutdown,
             self.stats_every,
+            metrics.as_mut(),
         )?;
         log::info!("{}: stopped; {:?}", self.kind.name(), stats);
         Ok(stats)

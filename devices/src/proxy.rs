@@ -104,13 +104,15 @@ const BURST: usize = 1000;
 
 /// Runs until TERMINATE or `shutdown`. Forwards backend → frontend too when
 /// `both_ways` (replies through a queue, subscriptions through a forwarder).
-/// Logs statistics every `stats_every`.
+/// Logs statistics every `stats_every`, and copies them into `metrics`
+/// (`--metrics`) once a pass.
 pub(crate) fn run(
     name: &str,
     s: Sockets<'_>,
     both_ways: bool,
     shutdown: &Shutdown,
     stats_every: Duration,
+    mut metrics: Option<&mut crate::metrics::Metrics>,
 ) -> Result<Stats, Error> {
     let mut stats = Stats::default();
     let mut paused = false;
@@ -164,6 +166,9 @@ pub(crate) fn run(
                     &mut stats.frontend,
                 )?;
             }
+        }
+        if let Some(m) = metrics.as_deref_mut() {
+            m.update(&stats, paused);
         }
         if let Some(control) = s.control {
             match command(control, &mut paused, &stats)? {

@@ -50,6 +50,11 @@ pub struct Config {
     #[allow(missing_docs)]
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
+    // --metrics ADDR (Prometheus); a doc comment here would replace its
+    // help.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub metrics: common::metrics::MetricsArgs,
     /// Speak the guide's wire format (tasksink2): the first message starts the
     /// clock, then `--tasks` results are counted, then KILL is published.
     #[arg(long, env = "ZPIPE_CLASSIC")]

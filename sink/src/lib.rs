@@ -83,6 +83,10 @@
 //!   lane per worker thread, one bar per result), and `plot/scaling.rs`,
 //!   elapsed against workers from the benchmark's CSV; `plot/mod.rs`
 //!   runs the subcommand and marks the elements a reader looks for.
+//! - `metrics.rs`: `--metrics`: the sink's Prometheus metrics (results by
+//!   status, latency and run-time histograms, the batch's gauges), told
+//!   by the collector as results come; served by [`common::metrics`]
+//!   while the [`Sink`] lives.
 //! - `config.rs`: the flags ([`Config`], and [`Command`] for `sink
 //!   plot`); `error.rs`: [`Error`].
 //! - `classic.rs`: the guide's tasksink / tasksink2 for `--classic`.
@@ -97,6 +101,7 @@ mod config;
 mod early;
 mod error;
 mod finish;
+mod metrics;
 mod output;
 pub mod plot;
 mod quiet;
@@ -107,6 +112,7 @@ mod ventilator_link;
 mod workers;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -139,6 +145,8 @@ pub struct Bound {
     pub control: Vec<String>,
     /// The feedback ROUTER's endpoints; empty in classic mode.
     pub feedback: Vec<String>,
+    /// Where `--metrics` serves (a port 0 comes back as the real one).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A sink whose sockets are bound: [`Sink::bind`] fails fast on a bad
@@ -153,6 +161,9 @@ pub struct Sink {
     feedback: Option<zmq::Socket>,
     bound: Bound,
     resumed: Option<Resumed>,
+    /// `--metrics`: the handles, and the server, stopped when the sink is
+    /// dropped (when [`Sink::run`] or [`Sink::serve`] returns).
+    metrics: Option<common::metrics::Exported<metrics::Metrics>>,
 }
 
 impl Sink {
@@ -198,10 +209,17 @@ impl Sink {
             )?;
             (Some(feedback), at)
         };
+        if config.classic && config.metrics.metrics.is_some() {
+            return Err(Error::Usage(
+                "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+            ));
+        }
+        let metrics = config.metrics.start("sink", metrics::Metrics::register)?;
         let bound = Bound {
             results: results_at,
             control: control_at,
             feedback: feedback_at,
+            metrics: metrics.as_ref().map(|m| m.addr()),
         };
         log::info!(
             "sink listening: results {:?}, control {:?}, feedback {:?}",
@@ -216,6 +234,7 @@ impl Sink {
             feedback,
             bound,
             resumed,
+            metrics,
         })
     }
 
@@ -226,7 +245,8 @@ impl Sink {
 
     /// Collects one batch: until its results are all in, or `shutdown`.
     /// Results go to `out`. (With `--serve`, see [`Sink::serve`].)
-    pub fn run(self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+    pub fn run(mut self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+        let resumed = self.resumed.take();
         let Some(feedback) = &self.feedback else {
             return classic::run(&self.config, &self.results, &self.control, shutdown, out);
         };
@@ -235,15 +255,7 @@ impl Sink {
                 "this sink was bound with --serve: call Sink::serve".into(),
             ));
         }
-        let report = collect(
-            self.resumed,
-            &self.config,
-            &self.results,
-            &self.control,
-            feedback,
-            shutdown,
-            out,
-        );
+        let report = collect(&self, feedback, resumed, shutdown, out);
         if !report.as_ref().is_ok_and(|r| r.complete) {
             // Stopped early: nothing queued (STATUS for a ventilator that is
             // gone) is worth waiting for.
@@ -267,6 +279,7 @@ impl Sink {
         };
         let served = serve_batches(
             &self.config,
+            self.metrics.as_ref().map(|m| &m.metrics),
             dir,
             &self.results,
             &self.control,
@@ -305,20 +318,21 @@ pub fn run(
     Sink::bind(config, ctx)?.run(shutdown, out)
 }
 
-/// The collecting loop: until every result of the batch is in, or
-/// `shutdown`.
+/// The collecting loop of `sink` (its `feedback` ROUTER given apart, as
+/// there is one): until every result of the batch is in, or `shutdown`.
 fn collect(
-    resumed: Option<Resumed>,
-    config: &Config,
-    results: &zmq::Socket,
-    control: &zmq::Socket,
+    sink: &Sink,
     feedback: &zmq::Socket,
+    resumed: Option<Resumed>,
     shutdown: &Shutdown,
     out: Box<dyn Write + Send>,
 ) -> Result<Report, Error> {
+    let (config, results, control) = (&sink.config, &sink.results, &sink.control);
+    let metrics = sink.metrics.as_ref().map(|m| &m.metrics);
     let resuming = resumed.as_ref().map(|r| (r.batch, config.output.as_path()));
     let link = VentilatorLink::new(rand::random(), config.max_tasks, resuming, Instant::now());
-    let mut c = Collector::new(config, link, Workers::new(config.worker_timeout), None);
+    let workers = Workers::new(config.worker_timeout);
+    let mut c = Collector::new(config, link, workers, None, metrics);
     c.resumed = resumed;
     c.out = Output::new(out, config.ordered);
     c.output_name = (config.output.as_os_str() != "-").then(|| where_is(&config.output));
@@ -334,6 +348,7 @@ fn collect(
 /// one to the next; on `shutdown`, KILL to the pool.
 fn serve_batches(
     config: &Config,
+    metrics: Option<&metrics::Metrics>,
     dir: &Path,
     results: &zmq::Socket,
     control: &zmq::Socket,
@@ -354,7 +369,7 @@ fn serve_batches(
     loop {
         workers.new_batch(Instant::now());
         let link = VentilatorLink::new(instance, config.max_tasks, None, Instant::now());
-        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()));
+        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()), metrics);
         if let Some(start) = next_start.take() {
             let start: Vec<zmq::Message> =
                 start.iter().map(|f| zmq::Message::from(&f[..])).collect();
@@ -427,6 +442,8 @@ struct Collector {
     leaving: Vec<WorkerInfo>,
     /// `--serve`: a START that came while the last batch was finishing.
     next_start: Option<Vec<Vec<u8>>>,
+    /// `--metrics`: what this collector tells them.
+    metrics: Option<metrics::Observer>,
 }
 
 /// Builds the link's [`View`] from the collector's fields (a macro, so the
@@ -449,7 +466,13 @@ impl Collector {
         link: VentilatorLink,
         workers: Workers,
         serve_dir: Option<PathBuf>,
+        metrics: Option<&metrics::Metrics>,
     ) -> Collector {
+        let metrics = metrics.map(metrics::Observer::new);
+        let mut drops = Drops::default();
+        if let Some(m) = &metrics {
+            drops.count_into(m.dropped());
+        }
         Collector {
             link,
             workers,
@@ -458,7 +481,7 @@ impl Collector {
             early: Early::default(),
             quiet: quiet::Quiet::new(Instant::now()),
             out: Output::new(Box::new(std::io::sink()), config.ordered),
-            drops: Drops::default(),
+            drops,
             timings: Timings::default(),
             // One clock reading serves 16 messages received back to back
             // (and every result packed in each): latency needs no fresher
@@ -469,6 +492,7 @@ impl Collector {
             output_name: None,
             leaving: Vec::new(),
             next_start: None,
+            metrics,
         }
     }
 
@@ -520,6 +544,9 @@ impl Collector {
         self.out.finish()?;
         if let Some(p) = &self.progress {
             p.finish_and_clear();
+        }
+        if let Some(m) = &mut self.metrics {
+            m.ended(self.batch.as_ref(), &self.workers);
         }
         Ok(report::build(
             self.batch.as_ref(),
@@ -586,6 +613,9 @@ impl Collector {
                 }
                 let mut batch = Batch::new(info, self.resumed.take());
                 batch.set_output(self.output_name.clone());
+                if let Some(m) = &self.metrics {
+                    m.announced(&batch);
+                }
                 self.batch = Some(batch);
                 // Results that came first go in before the ventilator hears
                 // what we hold, so that it does not send them again.
@@ -633,6 +663,9 @@ impl Collector {
         self.link.tick(feedback, &mut self.out, view!(self, now))?;
         self.out.flush_if_due(now)?;
         self.say_what_it_waits_for(now);
+        if let Some(m) = &mut self.metrics {
+            m.tick(self.batch.as_ref(), &self.workers, now);
+        }
         Ok(())
     }
 

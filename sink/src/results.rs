@@ -163,12 +163,19 @@ impl Collector {
         if let Insert::Duplicate { ok } = batch.insert(item.task, ok) {
             // Acknowledged again, as the first one was.
             self.link.ack(item.task, ok);
+            if let Some(m) = &self.metrics {
+                m.duplicate();
+            }
             return Ok(());
         }
         self.link.ack(item.task, ok);
         let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
         // On the batch's timeline, in the sink's own clock (see `Line`).
         let end_us = batch.since_go_us(now_us);
+        if let Some(m) = &mut self.metrics {
+            let ran = (from == Source::Worker).then_some(body.duration_us);
+            m.result(ok, latency_us, ran);
+        }
         let worker_json = name_json(from, &mut self.workers, body.worker, body.duration_us);
         self.out.write(&Line {
             task: item.task,

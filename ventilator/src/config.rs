@@ -115,6 +115,11 @@ pub struct Config {
     /// security.
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
+    // --metrics ADDR (Prometheus); a doc comment here would replace its
+    // help.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub metrics: common::metrics::MetricsArgs,
     /// Speak the guide's wire format (taskvent): "0" to the sink, then each
     /// workload in decimal milliseconds. Sleep tasks only.
     #[arg(long, env = "ZPIPE_CLASSIC")]

@@ -293,10 +293,13 @@ impl Roster {
         self.workers.values().filter(|w| w.hello && !w.dead).count()
     }
 
-    /// Threads of the ready workers that have asked for work.
-    pub fn ready_threads(&self) -> usize {
-        let ready = self.workers.values().filter(|w| w.hello && !w.dead);
-        ready.map(|w| w.threads.len()).sum()
+    /// The threads of the ready workers that have asked for tasks.
+    pub fn ready_threads(&self) -> u64 {
+        self.workers
+            .values()
+            .filter(|w| w.hello && !w.dead)
+            .map(|w| w.threads.len() as u64)
+            .sum()
     }
 
     /// Whether a thread may be waiting with credit.
@@ -742,6 +745,7 @@ mod tests {
         r.credit(credit(1, 1, 5, true), &route("b"), t);
         r.credit(credit(2, 0, 5, true), &route("c"), t);
         assert_eq!(r.ready(), 2);
+        assert_eq!(r.ready_threads(), 3);
         // Worker 2 keeps beating; worker 1 falls silent.
         r.heard(&info(2), t + 2 * HB);
         assert!(r.expire(t + 3 * HB).is_empty(), "three beats is the limit");
@@ -756,6 +760,11 @@ mod tests {
         }
         assert!(r.expire(t4 + HB).is_empty(), "dead once");
         assert_eq!(r.ready(), 1);
+        assert_eq!(
+            r.ready_threads(),
+            1,
+            "a dead worker's threads are not ready"
+        );
         // Its threads lost their credit: only worker 2's is dealt to.
         assert_eq!(queue(&mut r), vec![(0, 0), (1, 0), (2, 5)]);
         // A thread asks again: the worker is alive (not ready until it

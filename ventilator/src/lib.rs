@@ -74,6 +74,10 @@
 //! - [`plan`]: dependencies and stages, checked before anything is sent;
 //!   the batch's fingerprint.
 //! - [`input`]: generated batches and input files.
+//! - `metrics.rs`: `--metrics`: the ventilator's Prometheus metrics,
+//!   copied from the ledger's, the roster's and the report's counts every
+//!   100 ms (nothing per task); served by [`common::metrics`] while the
+//!   [`Ventilator`] lives.
 //! - `config.rs`: the flags ([`Config`]); `error.rs`: [`Error`];
 //!   `report.rs`: [`Report`].
 //! - `live.rs`: the live line on a terminal (sent, acknowledged, in
@@ -95,11 +99,13 @@ mod error;
 pub mod input;
 pub mod ledger;
 mod live;
+mod metrics;
 pub mod plan;
 pub mod push;
 mod report;
 pub mod sink_link;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::drops::Drops;
@@ -138,6 +144,9 @@ pub struct Ventilator {
     /// The sink refusing our feedback socket's handshake, in words.
     refusals: Option<Refusals>,
     bound: Vec<String>,
+    /// `--metrics`: the handles, and the server, stopped when the
+    /// ventilator is dropped (when [`Ventilator::run_plan`] returns).
+    metrics: Option<common::metrics::Exported<metrics::Metrics>>,
 }
 
 impl Ventilator {
@@ -206,6 +215,14 @@ impl Ventilator {
             refusals = Some(Refusals::new(ctx, &feedback, sink)?);
             feedback
         };
+        if config.classic && config.metrics.metrics.is_some() {
+            return Err(Error::Usage(
+                "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+            ));
+        }
+        let metrics = config
+            .metrics
+            .start("ventilator", metrics::Metrics::register)?;
         Ok(Ventilator {
             config,
             tasks,
@@ -213,6 +230,7 @@ impl Ventilator {
             watch,
             refusals,
             bound,
+            metrics,
         })
     }
 
@@ -220,6 +238,11 @@ impl Ventilator {
     /// real port).
     pub fn bound(&self) -> &[String] {
         &self.bound
+    }
+
+    /// Where `--metrics` serves (a port 0 comes back as the real one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
     }
 
     /// Runs one batch of `tasks` without dependencies (see
@@ -258,8 +281,10 @@ impl Ventilator {
             );
         }
         let watch = self.watch.take();
+        let metrics = self.metrics.as_ref().map(|m| &m.metrics);
         let mut batch = Batch::new(&self.config, plan, &self.tasks, &self.feedback, watch);
         batch.refusals = self.refusals.take();
+        batch.observe(metrics);
         let report = batch.run(shutdown);
         if let Some(w) = batch.watch.take() {
             w.stop(&self.tasks);
@@ -326,6 +351,8 @@ struct Batch<'a> {
     frames: Vec<zmq::Message>,
     /// On a terminal: where the batch stands, redrawn every tick.
     live: LiveLine,
+    /// `--metrics`: what this batch tells them.
+    metrics: Option<metrics::Observer>,
 }
 
 impl<'a> Batch<'a> {
@@ -373,7 +400,33 @@ impl<'a> Batch<'a> {
             sending_since: None,
             frames: Vec::new(),
             live: LiveLine::new(plan.len() as u64),
+            metrics: None,
         }
+    }
+
+    /// Tells `metrics` (`--metrics`) about this batch from now on.
+    fn observe(&mut self, metrics: Option<&metrics::Metrics>) {
+        let Some(m) = metrics else { return };
+        let observer = metrics::Observer::new(m, &self.hex, self.ledger.tasks());
+        self.drops.count_into(observer.dropped());
+        self.metrics = Some(observer);
+    }
+
+    /// Copies the loop's counts into the metrics (every 100 ms, and at the
+    /// end).
+    fn update_metrics(&mut self) {
+        let (workers_ready, threads_ready) = self.ready();
+        let Some(m) = &mut self.metrics else { return };
+        m.update(metrics::Counts {
+            sent: self.report.sent,
+            resent: self.ledger.resent,
+            given_up: self.ledger.given_up,
+            acknowledged: self.ledger.done(),
+            workers_lost: self.report.workers_lost,
+            workers_ready: workers_ready as u64,
+            threads_ready,
+            in_flight: self.ledger.out(),
+        });
     }
 
     fn run(&mut self, shutdown: &Shutdown) -> Result<Report, Error> {
@@ -447,6 +500,7 @@ impl<'a> Batch<'a> {
         self.report.resent = self.ledger.resent;
         self.report.given_up = self.ledger.given_up;
         self.report.count_drops(&self.drops);
+        self.update_metrics();
         Ok(self.report.clone())
     }
 
@@ -475,19 +529,22 @@ impl<'a> Batch<'a> {
         self.report.wait_ms = waited.as_secs_f64() * 1000.0;
     }
 
-    fn ready_workers(&self) -> usize {
+    /// Workers ready and their threads: as we hear them (credit dispatch),
+    /// or as the sink does (push).
+    fn ready(&self) -> (usize, u64) {
         match &self.dealing {
-            Dealing::Credit { roster, .. } => roster.ready(),
-            Dealing::Push(_) => self.link.sink_ready(),
+            Dealing::Credit { roster, .. } => (roster.ready(), roster.ready_threads()),
+            Dealing::Push(_) => (self.link.sink_ready(), self.link.sink_ready_threads()),
         }
+    }
+
+    fn ready_workers(&self) -> usize {
+        self.ready().0
     }
 
     /// What the live line shows.
     fn counts(&self) -> live::Counts {
-        let threads = match &self.dealing {
-            Dealing::Credit { roster, .. } => Some(roster.ready_threads()),
-            Dealing::Push(_) => None,
-        };
+        let (workers, threads) = self.ready();
         live::Counts {
             sink_heard: self.link.knows_batch(),
             started: self.started,
@@ -495,7 +552,7 @@ impl<'a> Batch<'a> {
             acked: self.ledger.done(),
             in_flight: self.ledger.out(),
             resent: self.ledger.resent,
-            workers: self.ready_workers(),
+            workers,
             wanted: self.config.workers,
             threads,
         }
@@ -600,6 +657,7 @@ impl<'a> Batch<'a> {
         if let Some(event) = self.link.tick(now, all_acked) {
             self.apply(event)?;
         }
+        self.update_metrics();
         Ok(())
     }
 

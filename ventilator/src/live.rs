@@ -25,9 +25,8 @@ pub(crate) struct Counts {
     pub workers: usize,
     /// `--workers`.
     pub wanted: usize,
-    /// Their threads that asked for work (credit dispatch only: a PUSH
-    /// cannot tell).
-    pub threads: Option<usize>,
+    /// Their threads (that asked for work, in credit dispatch).
+    pub threads: u64,
 }
 
 impl Counts {
@@ -37,10 +36,10 @@ impl Counts {
         if !self.sink_heard {
             return format!("waiting for the sink ({secs:.0} s)");
         }
-        let workers = match self.threads {
-            Some(t) => format!("{} worker(s), {t} thread(s) ready", self.workers),
-            None => format!("{} worker(s) ready", self.workers),
-        };
+        let workers = format!(
+            "{} worker(s), {} thread(s) ready",
+            self.workers, self.threads
+        );
         if !self.started {
             return format!(
                 "waiting for workers: {workers}, of {} ({secs:.0} s)",
@@ -101,7 +100,7 @@ mod tests {
             resent: 3,
             workers: 4,
             wanted: 4,
-            threads: Some(16),
+            threads: 16,
         }
     }
 
@@ -116,7 +115,7 @@ mod tests {
         let c = Counts {
             started: false,
             workers: 1,
-            threads: Some(2),
+            threads: 2,
             ..counts()
         };
         assert_eq!(
@@ -127,10 +126,5 @@ mod tests {
             counts().message(t),
             "sent 60 · in flight 20 · re-sent 3 · 4 worker(s), 16 thread(s) ready · 2.5 s"
         );
-        let push = Counts {
-            threads: None,
-            ..counts()
-        };
-        assert!(push.message(t).contains("· 4 worker(s) ready ·"));
     }
 }

@@ -127,6 +127,8 @@ pub struct SinkLink {
     ready: usize,
     /// The smallest `--max-msg-size` among them (`usize::MAX`: none said).
     smallest_limit: usize,
+    /// Their threads, for `--metrics`.
+    ready_threads: u64,
     /// Parts of a snapshot received so far.
     snapshot: Acks,
     next_start: Instant,
@@ -147,6 +149,7 @@ impl SinkLink {
             instance: None,
             ready: 0,
             smallest_limit: usize::MAX,
+            ready_threads: 0,
             snapshot: Acks::default(),
             next_start: now,
             behind_since: None,
@@ -209,6 +212,11 @@ impl SinkLink {
     /// as ready (`usize::MAX` when none says).
     pub fn smallest_limit(&self) -> usize {
         self.smallest_limit
+    }
+
+    /// The threads of the workers the sink counts as ready.
+    pub fn sink_ready_threads(&self) -> u64 {
+        self.ready_threads
     }
 
     /// Whether the batch may take `snapshot` (an [`Event::Snapshot`]'s): a
@@ -325,6 +333,7 @@ impl SinkLink {
                             .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
                             .min()
                             .unwrap_or(usize::MAX);
+                        self.ready_threads = s.ready.iter().map(|w| u64::from(w.threads)).sum();
                         if self.in_step() && s.received > acked {
                             self.behind_since.get_or_insert(now);
                         } else {
@@ -607,6 +616,7 @@ mod tests {
         assert_eq!(l.phase(), Phase::Syncing);
         assert!(l.heard() && l.knows_batch() && !l.in_step());
         assert_eq!(l.sink_ready(), 1);
+        assert_eq!(l.sink_ready_threads(), 1);
         assert!(!l.go_due(true), "no GO before the sink's account");
         // Known now: START every second.
         assert!(l.start_due(t1 + START_EVERY_UNKNOWN).is_some());

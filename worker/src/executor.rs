@@ -39,6 +39,7 @@ use common::{Action, Endpoints, Shutdown};
 use crate::credit::{Ask, Credit};
 use crate::held::Held;
 use crate::idle::Activity;
+use crate::metrics::{Metrics, Observer};
 use crate::pack::Pack;
 use crate::{Handler, TaskInfo, handshake};
 
@@ -106,6 +107,8 @@ pub(crate) struct Executor<H> {
     pub activity: Arc<Activity>,
     /// Push dispatch: what each thread holds, for the heartbeats.
     pub held: Option<Arc<Held>>,
+    /// `--metrics`.
+    pub metrics: Option<Metrics>,
 }
 
 /// A task waiting in a thread's own queue (credit dispatch may send several
@@ -272,6 +275,10 @@ impl<H: Handler> Executor<H> {
         let held = self.held.as_ref().map(|h| (Arc::clone(h), self.index));
         let mut pack = Pack::new(max_body).tell(held);
         let mut drops = Drops::default();
+        let mut observer = self.metrics.as_ref().map(Observer::new);
+        if let Some(m) = &self.metrics {
+            drops.count_into(m.dropped.clone());
+        }
         while !self.stop.is_triggered() {
             // With tasks queued, the socket is left alone: each look costs
             // a system call, and the queue has work. With results held
@@ -321,6 +328,9 @@ impl<H: Handler> Executor<H> {
             let Some(Queued { batch, task }) = queue.pop_front() else {
                 continue;
             };
+            if let Some(o) = &mut observer {
+                o.busy();
+            }
             if pack.holds_other_batch(batch) && !pack.flush(results, &self.stop)? {
                 break;
             }
@@ -346,6 +356,12 @@ impl<H: Handler> Executor<H> {
             counts.tasks += 1;
             if outcome.status != Status::Ok {
                 counts.failed += 1;
+            }
+            if let Some(o) = &mut observer {
+                o.ran(outcome.status);
+                if queue.is_empty() {
+                    o.idle();
+                }
             }
             if let Some(ask) = credit
                 .as_mut()

@@ -105,6 +105,9 @@
 //!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process
 //!   groups.
+//! - `metrics.rs`: `--metrics`: tasks run by status and busy threads, told
+//!   by each executor thread; served by [`common::metrics`] until
+//!   [`run_with`] returns.
 //! - `classic.rs`: the guide's wire format for `--classic`.
 //!
 //! The cut follows the threads rather than the sockets: the main thread's
@@ -128,6 +131,7 @@ mod handshake;
 mod held;
 mod idle;
 mod main_thread;
+mod metrics;
 mod pack;
 
 use std::sync::{Arc, mpsc};
@@ -201,6 +205,11 @@ pub struct Config {
     /// the flags every role takes.
     #[command(flatten)]
     pub sockets: common::cli::SocketArgs,
+    // --metrics ADDR (Prometheus); a doc comment here would replace its
+    // help.
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub metrics: common::metrics::MetricsArgs,
     /// Stay for batch after batch (a standing pool): END ends a batch, not
     /// the worker. It keeps its connections and heartbeats, so whichever
     /// ventilator and sink come next (restarted or new) hear of it and give
@@ -331,6 +340,16 @@ pub fn run_with<H: Handler + 'static>(
             "--serve waits for batch after batch, and the guide's wire format (--classic) has no batches: any control message means kill".into(),
         ));
     }
+    if config.classic && config.metrics.metrics.is_some() {
+        return Err(Error::Usage(
+            "--classic speaks the guide's wire format, which has no batches to measure: drop --metrics".into(),
+        ));
+    }
+    // Served until this function returns.
+    let exported = config
+        .metrics
+        .start("worker", |r| metrics::Metrics::register(r, config.threads))?;
+    let metrics = exported.as_ref().map(|e| &e.metrics);
     // Enough I/O threads that a many-threaded worker is not bound by one.
     let _ = ctx.set_io_threads(1 + (config.threads as i32) / 4);
     let tuning = config.sockets.tuning()?;
@@ -356,6 +375,9 @@ pub fn run_with<H: Handler + 'static>(
     let held = (dispatch == Dispatch::Push && !config.classic)
         .then(|| Arc::new(held::Held::new(config.threads as usize)));
     let mut main = MainThread::connect(ctx, config, &tuning, info, held.clone())?;
+    if let Some(m) = metrics {
+        main.count_drops_into(m.dropped.clone());
+    }
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
@@ -382,6 +404,7 @@ pub fn run_with<H: Handler + 'static>(
             hello: Arc::clone(&hello),
             activity: Arc::clone(&activity),
             held: held.clone(),
+            metrics: metrics.cloned(),
         };
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()

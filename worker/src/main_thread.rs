@@ -411,6 +411,11 @@ impl MainThread {
         self.say(Kind::Bye, &Shutdown::new());
     }
 
+    /// Counts every drop from now on in `counter` too (`--metrics`).
+    pub fn count_drops_into(&mut self, counter: common::metrics::DropCounter) {
+        self.drops.count_into(counter);
+    }
+
     /// Control messages dropped.
     pub fn dropped(&self) -> u64 {
         self.drops.total()
