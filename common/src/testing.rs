@@ -243,6 +243,31 @@ pub fn taken_tcp_port() -> (std::net::TcpListener, String) {
     (l, at)
 }
 
+/// Runs `role` (a binary's command line, given the `--metrics` address to
+/// use) with a bad address (`bad`) and with a port in use: each must exit 2
+/// within 10 s, naming `--metrics` and why. Returns what each said on
+/// stderr, for more checks.
+pub fn refuses_bad_metrics(bad: &str, role: impl Fn(&str) -> std::process::Command) -> Vec<String> {
+    use std::process::Stdio;
+    let (_taken, at) = taken_tcp_port();
+    [(bad, "HOST:PORT"), (at.as_str(), "in use")]
+        .into_iter()
+        .map(|(addr, says)| {
+            let mut child = role(addr)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting the binary");
+            let status = wait_exit(&mut child, Duration::from_secs(10));
+            let err = stderr_of(&mut child);
+            assert_eq!(status.code(), Some(2), "--metrics {addr}: {err}");
+            assert!(err.contains("--metrics") && err.contains(says), "{err}");
+            err
+        })
+        .collect()
+}
+
 /// `GET url`, at most 5 s: the status and the body (any status, no panic
 /// on 404).
 pub fn http_get(url: &str) -> Result<(u16, String), String> {

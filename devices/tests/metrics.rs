@@ -4,14 +4,12 @@
 //! metrics`, and stop with the device. The `devices` binary refuses a bad
 //! address, or one in use, with exit code 2.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Shutdown;
-use common::testing::{
-    http_get, promtool_check, sample, scrape, stderr_of, taken_tcp_port, time_bomb, wait_exit,
-};
+use common::testing::{http_get, promtool_check, sample, scrape, time_bomb};
 use devices::{Device, DeviceArgs, Kind};
 
 fn sock(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
@@ -182,19 +180,10 @@ fn a_streamer_counts_what_passes_through_it() {
 
 #[test]
 fn a_bad_metrics_address_or_one_in_use_exits_2() {
-    let (_taken, at) = taken_tcp_port();
-    for (addr, says) in [("127.0.0.1", "HOST:PORT"), (at.as_str(), "in use")] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_devices"))
-            .args(["streamer", "--frontend", "tcp://127.0.0.1:*"])
-            .args(["--backend", "tcp://127.0.0.1:*", "--metrics", addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_exit(&mut child, Duration::from_secs(10));
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(2), "{err}");
-        assert!(err.contains("--metrics") && err.contains(says), "{err}");
-    }
+    common::testing::refuses_bad_metrics("127.0.0.1", |addr| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_devices"));
+        c.args(["streamer", "--frontend", "tcp://127.0.0.1:*"])
+            .args(["--backend", "tcp://127.0.0.1:*", "--metrics", addr]);
+        c
+    });
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::Shutdown;
-use common::testing::{
-    SINK_ON_FREE_PORTS, http_get, stderr_of, taken_tcp_port, time_bomb, wait_exit,
-};
+use common::testing::{SINK_ON_FREE_PORTS, http_get, stderr_of, time_bomb, wait_exit};
 use common::work::Work;
 
 /// A Prometheus server of this test's own, stopped when dropped (a failed
@@ -223,25 +221,14 @@ fn prometheus_scrapes_a_standing_sink_during_a_batch_and_reads_its_results() {
 
 #[test]
 fn a_bad_metrics_address_or_one_in_use_exits_2_before_any_work() {
-    let (_taken, at) = taken_tcp_port();
-    for (addr, says) in [("nowhere:x", "HOST:PORT"), (at.as_str(), "in use")] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sink"))
-            .args(SINK_ON_FREE_PORTS)
-            .args(["--metrics", addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_exit(&mut child, Duration::from_secs(10));
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(2), "{err}");
-        assert!(err.contains("--metrics") && err.contains(says), "{err}");
-        assert_eq!(
-            err.lines().filter(|l| l.contains("error")).count(),
-            1,
-            "one line: {err}"
-        );
+    let said = common::testing::refuses_bad_metrics("nowhere:x", |addr| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sink"));
+        c.args(SINK_ON_FREE_PORTS).args(["--metrics", addr]);
+        c
+    });
+    for err in said {
+        let lines = err.lines().filter(|l| l.contains("error")).count();
+        assert_eq!(lines, 1, "one line: {err}");
     }
     // With the guide's wire format there is nothing to measure.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sink"))

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::Shutdown;
 use common::testing::{
-    Lines, SINK_ON_FREE_PORTS, http_get, promtool_check, sample, scrape, stderr_of, taken_tcp_port,
-    time_bomb, wait_exit,
+    Lines, SINK_ON_FREE_PORTS, http_get, promtool_check, sample, scrape, time_bomb, wait_exit,
 };
 use common::work::Work;
 
@@ -236,18 +235,9 @@ fn every_role_counts_a_batch_and_its_metrics_pass_promtool() {
 
 #[test]
 fn a_bad_metrics_address_or_one_in_use_exits_2_before_connecting() {
-    let (_taken, at) = taken_tcp_port();
-    for (addr, says) in [("nowhere", "HOST:PORT"), (at.as_str(), "in use")] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--task-endpoint", "tcp://127.0.0.1:1", "--metrics", addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_exit(&mut child, Duration::from_secs(10));
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(2), "{err}");
-        assert!(err.contains("--metrics") && err.contains(says), "{err}");
-    }
+    common::testing::refuses_bad_metrics("nowhere", |addr| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
+        c.args(["--task-endpoint", "tcp://127.0.0.1:1", "--metrics", addr]);
+        c
+    });
 }
