@@ -58,6 +58,39 @@ fn sink_process(output: &std::path::Path, at: Option<(&str, &str, &str)>) -> Sin
     }
 }
 
+type WorkerThread = std::thread::JoinHandle<Result<worker::Report, worker::Error>>;
+
+/// Two workers of two threads on threads of this test, taking tasks at
+/// `tasks_at` by `dispatch` and sending results to `sink`.
+fn two_workers(
+    ctx: &zmq::Context,
+    tasks_at: &str,
+    sink: &SinkProcess,
+    dispatch: &str,
+) -> Vec<WorkerThread> {
+    (0..2)
+        .map(|_| {
+            let cfg = worker::Config::parse_from([
+                "worker",
+                "--task-endpoint",
+                tasks_at,
+                "--result-endpoint",
+                &sink.results,
+                "--control-endpoint",
+                &sink.control,
+                "--threads",
+                "2",
+                "--heartbeat",
+                "200ms",
+                "--dispatch",
+                dispatch,
+            ]);
+            let ctx = ctx.clone();
+            std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
+        })
+        .collect()
+}
+
 fn count_lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
@@ -82,25 +115,7 @@ fn a_sink_killed_mid_batch_resumes_and_every_task_is_in_the_output_once() {
         let tasks_at = vent.bound()[0].clone();
         let tasks: Vec<Work> = (0..800).map(|_| Work::Sleep { ms: 4 }).collect();
         let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let cfg = worker::Config::parse_from([
-                    "worker",
-                    "--task-endpoint",
-                    &tasks_at,
-                    "--result-endpoint",
-                    &first.results,
-                    "--control-endpoint",
-                    &first.control,
-                    "--threads",
-                    "2",
-                    "--heartbeat",
-                    "200ms",
-                ]);
-                let ctx = ctx.clone();
-                std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
-            })
-            .collect();
+        let workers = two_workers(&ctx, &tasks_at, &first, "credit");
         let deadline = Instant::now() + Duration::from_secs(30);
         while count_lines(&output) < 200 {
             assert!(Instant::now() < deadline, "no progress");
@@ -214,27 +229,7 @@ fn resumed_sink_reruns_only_what_was_out(dispatch: &'static str) {
             })
             .collect();
         let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let cfg = worker::Config::parse_from([
-                    "worker",
-                    "--task-endpoint",
-                    &tasks_at,
-                    "--result-endpoint",
-                    &first.results,
-                    "--control-endpoint",
-                    &first.control,
-                    "--threads",
-                    "2",
-                    "--heartbeat",
-                    "200ms",
-                    "--dispatch",
-                    dispatch,
-                ]);
-                let ctx = ctx.clone();
-                std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
-            })
-            .collect();
+        let workers = two_workers(&ctx, &tasks_at, &first, dispatch);
         let deadline = Instant::now() + Duration::from_secs(30);
         while count_lines(&output) < TASKS / 3 {
             assert!(Instant::now() < deadline, "no progress");
