@@ -24,6 +24,12 @@ pub(crate) struct Batch {
     /// The same on the wall clock (µs since the epoch), which the results'
     /// arrival is read on: each line's `end_ms` counts from it.
     started_us: Option<u64>,
+    /// How long before GO reached us the earliest task we know of began
+    /// (its result's arrival less its run time), µs: results can outrun
+    /// GO, and the clock must not start after the work did.
+    lead_us: u64,
+    /// Before GO: the earliest such start seen, to set against GO.
+    pre_go_start_us: Option<u64>,
     /// When the last missing result came.
     finished: Option<Instant>,
     /// Where its results are written (host and path), for DONE.
@@ -55,6 +61,8 @@ impl Batch {
             received,
             started: None,
             started_us: None,
+            lead_us: 0,
+            pre_go_start_us: None,
             finished: None,
             output: None,
         }
@@ -114,7 +122,11 @@ impl Batch {
             return false;
         }
         self.started = Some(now);
-        self.started_us = Some(common::now_micros());
+        let go_us = common::now_micros();
+        self.started_us = Some(go_us);
+        if let Some(start) = self.pre_go_start_us.take() {
+            self.lead_us = go_us.saturating_sub(start);
+        }
         log::info!("batch {} started: {} tasks", self.hex, self.info.tasks);
         true
     }
@@ -147,6 +159,21 @@ impl Batch {
         insert
     }
 
+    /// A result that arrived at `now_us` (µs since the epoch) after its
+    /// task ran `duration_us`: its task began no earlier than the
+    /// difference, and the batch's clock runs from there if that is before
+    /// GO. So `elapsed` is never shorter than any task's run time.
+    pub(crate) fn ran(&mut self, now_us: u64, duration_us: u64) {
+        let start = now_us.saturating_sub(duration_us);
+        match self.started_us {
+            Some(go) => self.lead_us = self.lead_us.max(go.saturating_sub(start)),
+            None => {
+                let earliest = self.pre_go_start_us.map_or(start, |s| s.min(start));
+                self.pre_go_start_us = Some(earliest);
+            }
+        }
+    }
+
     /// From GO to `now_us` (µs since the epoch, as [`common::now_micros`]
     /// reads it): where a result received then ends on the batch's
     /// timeline. `None` before GO.
@@ -154,7 +181,10 @@ impl Batch {
         self.started_us.map(|go| now_us.saturating_sub(go))
     }
 
-    /// From GO to the last result, or to `now` while results are missing.
+    /// From the first task sent to the last result, or to `now` while
+    /// results are missing: from GO (the first task is about to leave), or
+    /// from earlier when a result shows that its task began before GO
+    /// reached us ([`Batch::ran`]).
     pub(crate) fn elapsed(&self, now: Instant) -> Duration {
         let end = if self.is_complete() {
             self.finished
@@ -163,7 +193,7 @@ impl Batch {
         };
         self.started
             .zip(end)
-            .map(|(s, e)| e.saturating_duration_since(s))
+            .map(|(s, e)| e.saturating_duration_since(s) + Duration::from_micros(self.lead_us))
             .unwrap_or_default()
     }
 
@@ -192,6 +222,40 @@ mod tests {
             dispatch: Dispatch::Credit,
             resync: false,
         }
+    }
+
+    #[test]
+    fn the_clock_never_starts_after_the_work_did() {
+        let info = BatchInfo {
+            batch: 7,
+            tasks: 2,
+            expected_ms: 0,
+            dispatch: common::protocol::Dispatch::Credit,
+            resync: false,
+        };
+        let ms = |n: u64| n * 1000;
+        // A result that outran GO: its task ran 50 ms, it came 1 ms in.
+        let mut b = Batch::new(info.clone(), None);
+        let t0 = Instant::now();
+        b.go(t0);
+        let go_us = b.started_us.unwrap();
+        b.ran(go_us + ms(1), ms(50));
+        b.insert(0, true);
+        b.ran(go_us + ms(2), ms(1));
+        b.insert(1, true);
+        assert!(
+            b.elapsed(t0) >= Duration::from_millis(49),
+            "{:?}",
+            b.elapsed(t0)
+        );
+        // Results before GO (a sink that came back): the clock starts at
+        // the earliest of their tasks.
+        let mut b = Batch::new(info, None);
+        let now_us = common::now_micros();
+        b.ran(now_us, ms(30));
+        b.ran(now_us, ms(10));
+        b.go(t0);
+        assert!(b.lead_us >= ms(30), "{}", b.lead_us);
     }
 
     #[test]

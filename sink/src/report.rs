@@ -50,8 +50,10 @@ pub struct Report {
     pub duplicates: u64,
     /// Messages dropped by reason (garbage, wrong version, foreign batch, ...).
     pub dropped: BTreeMap<String, u64>,
-    /// From GO to the last result (or to the stop). After a restart, from
-    /// this sink's GO: the part of the batch it saw.
+    /// From the first task sent (GO, or earlier if a result shows its task
+    /// began before GO came) to the last result (or to the stop): never
+    /// shorter than a task's run time. After a restart, from this sink's
+    /// GO: the part of the batch it saw.
     pub elapsed_ms: f64,
     /// Sum of the known task costs (`sleep` workloads).
     pub expected_ms: f64,

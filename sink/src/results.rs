@@ -169,6 +169,9 @@ impl Collector {
             return Ok(());
         }
         self.link.ack(item.task, ok);
+        if from == Source::Worker {
+            batch.ran(now_us, body.duration_us);
+        }
         let latency_us = self.timings.record(body.sent_us, body.duration_us, now_us);
         // On the batch's timeline, in the sink's own clock (see `Line`).
         let end_us = batch.since_go_us(now_us);
