@@ -98,6 +98,13 @@ pub struct Config {
     /// What a plain (non-JSON) input line is.
     #[arg(long, env = "ZPIPE_PLAIN", value_enum, default_value = "exec")]
     pub plain: input::Plain,
+    /// Fill each plain input line into this shell command, as GNU parallel
+    /// does: `{}` the line and `{.}` the line without its extension, each
+    /// shell-quoted so that it is one argument whatever it holds; `{#}` the
+    /// task's number (from 1). Without `{}` or `{.}` the line goes at the
+    /// end. E.g. `--command 'gzip -9 {}'` with a file name a line.
+    #[arg(long, env = "ZPIPE_COMMAND")]
+    pub command: Option<input::Template>,
     /// Without --input: how many tasks to generate.
     #[arg(long, env = "ZPIPE_TASKS", default_value_t = 100)]
     pub tasks: u64,
@@ -148,19 +155,27 @@ impl Config {
     /// [`Ventilator::run_plan`](crate::Ventilator::run_plan), before
     /// anything is sent (see there why).
     pub fn load_tasks(&self) -> Result<Plan, Error> {
+        let command = self.command.as_ref();
+        if command.is_some() && (self.input.is_none() || self.plain != input::Plain::Exec) {
+            return Err(Error::Usage(
+                "--command fills each line of --input into a shell command: give --input, and no --plain but exec".into(),
+            ));
+        }
         match &self.input {
-            Some(path) if path.as_os_str() == "-" => Ok(input::parse(
+            Some(path) if path.as_os_str() == "-" => Ok(input::parse_with(
                 std::io::stdin().lock(),
                 self.plain,
+                command,
                 self.max_task_bytes(),
             )?),
             Some(path) => {
                 let file = std::fs::File::open(path).map_err(|e| {
                     Error::Usage(format!("cannot open the input {}: {e}", path.display()))
                 })?;
-                Ok(input::parse(
+                Ok(input::parse_with(
                     std::io::BufReader::new(file),
                     self.plain,
+                    command,
                     self.max_task_bytes(),
                 )?)
             }

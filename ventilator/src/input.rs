@@ -33,6 +33,80 @@ pub enum Plain {
     Data,
 }
 
+/// `--command`: a command line that each plain input line fills, as GNU
+/// parallel's replacement strings do: `{}` is the line and `{.}` the line
+/// without its extension, each shell-quoted so that the line is one
+/// argument whatever it holds (spaces, quotes, `$(...)`); `{#}` is the
+/// task's number (1, 2, ...). A command without `{}` or `{.}` gets the
+/// quoted line at its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(String);
+
+impl FromStr for Template {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("an empty command".into());
+        }
+        Ok(Template(s.to_string()))
+    }
+}
+
+impl Template {
+    /// The command for `line`, the `number`th task (from 1).
+    pub fn fill(&self, line: &str, number: u64) -> String {
+        let mut out = String::with_capacity(self.0.len() + line.len() + 8);
+        let mut rest = self.0.as_str();
+        let mut placed = false;
+        while let Some(at) = rest.find('{') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            if let Some(after) = tail.strip_prefix("{}") {
+                out.push_str(&shell_quote(line));
+                placed = true;
+                rest = after;
+            } else if let Some(after) = tail.strip_prefix("{.}") {
+                out.push_str(&shell_quote(without_extension(line)));
+                placed = true;
+                rest = after;
+            } else if let Some(after) = tail.strip_prefix("{#}") {
+                out.push_str(&number.to_string());
+                rest = after;
+            } else {
+                out.push('{');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        if !placed {
+            out.push(' ');
+            out.push_str(&shell_quote(line));
+        }
+        out
+    }
+}
+
+/// `text` as one word for `sh`: as it is when it is plain, else in single
+/// quotes (a quote inside closes them, is escaped, and opens them again).
+pub fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:@%+=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A path without its extension: from the last dot of its last component
+/// (a leading dot, as in `.profile`, is no extension).
+fn without_extension(path: &str) -> &str {
+    let name_at = path.rfind('/').map_or(0, |i| i + 1);
+    match path[name_at..].rfind('.') {
+        Some(dot) if dot > 0 => &path[..name_at + dot],
+        _ => path,
+    }
+}
+
 /// A generated task kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -122,6 +196,18 @@ pub fn generate(count: u64, kind: Kind, workload: Workload, seed: u64) -> Vec<Wo
 /// Reads every task from `reader`; refuses the whole input at its first
 /// malformed line.
 pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Plan, InputError> {
+    parse_with(reader, plain, None, max_bytes)
+}
+
+/// [`parse`], with plain lines filled into `command` (`--command`) when
+/// given. A line that holds a control character (a carriage return, say)
+/// is refused then, naming it: it cannot be the one argument it would be.
+pub fn parse_with(
+    reader: impl BufRead,
+    plain: Plain,
+    command: Option<&Template>,
+    max_bytes: usize,
+) -> Result<Plan, InputError> {
     let mut tasks = Vec::new();
     let mut plan = Plan::default();
     // Per task: its line, and what it runs after as written.
@@ -179,17 +265,29 @@ pub fn parse(reader: impl BufRead, plain: Plain, max_bytes: usize) -> Result<Pla
             serde_json::from_value::<Work>(serde_json::Value::Object(map))
                 .map_err(|e| bad(not_a_task(&e)))?
         } else {
-            match plain {
-                Plain::Exec => Work::Exec {
+            match (plain, command) {
+                (Plain::Exec, Some(template)) => {
+                    if let Some(c) = text.chars().find(|c| c.is_control() && *c != '\t') {
+                        return Err(bad(format!(
+                            "a control character (U+{:04X}) in the line: a name with one cannot be given as a line of input",
+                            c as u32
+                        )));
+                    }
+                    Work::Exec {
+                        command: template.fill(text, tasks.len() as u64 + 1),
+                        timeout_ms: None,
+                    }
+                }
+                (Plain::Exec, None) => Work::Exec {
                     command: text.to_string(),
                     timeout_ms: None,
                 },
-                Plain::Sleep => Work::Sleep {
+                (Plain::Sleep, _) => Work::Sleep {
                     ms: text
                         .parse()
                         .map_err(|_| bad(format!("{text:?} is not a number of milliseconds")))?,
                 },
-                Plain::Data => Work::Data {
+                (Plain::Data, _) => Work::Data {
                     data: serde_json::Value::String(text.to_string()),
                 },
             }
@@ -297,6 +395,58 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("input line 1: not a task: unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_command_template_makes_each_line_one_argument_whatever_it_holds() {
+        let t: Template = "gzip -9 {} && echo {#} {.}".parse().unwrap();
+        assert_eq!(t.fill("notes.txt", 1), "gzip -9 notes.txt && echo 1 notes");
+        assert_eq!(
+            t.fill("my file.tar.gz", 2),
+            "gzip -9 'my file.tar.gz' && echo 2 'my file.tar'"
+        );
+        assert_eq!(t.fill("it's", 3), r"gzip -9 'it'\''s' && echo 3 'it'\''s'");
+        assert_eq!(
+            t.fill("$(rm -rf ~).txt", 4),
+            "gzip -9 '$(rm -rf ~).txt' && echo 4 '$(rm -rf ~)'"
+        );
+        // No placeholder for the line: it goes at the end. Braces that are
+        // no placeholder stay.
+        let t: Template = "awk '{print}'".parse().unwrap();
+        assert_eq!(t.fill("a b", 1), "awk '{print}' 'a b'");
+        assert!("  ".parse::<Template>().is_err());
+        assert_eq!(without_extension("dir.d/file"), "dir.d/file");
+        assert_eq!(without_extension("dir/.profile"), "dir/.profile");
+        assert_eq!(without_extension("a.b/c.d.e"), "a.b/c.d");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn a_command_template_fills_plain_lines_and_refuses_control_characters() {
+        let t: Template = "cat {}".parse().unwrap();
+        let text = "# files\na b\n{\"kind\":\"noop\"}\nc\n";
+        let plan = parse_with(text.as_bytes(), Plain::Exec, Some(&t), usize::MAX).unwrap();
+        let commands: Vec<String> = plan
+            .works
+            .iter()
+            .map(|w| match w {
+                Work::Exec { command, .. } => command.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(commands, vec!["cat 'a b'", "Noop", "cat c"]);
+        let e = parse_with(
+            "ok\nbad\u{1b}name\n".as_bytes(),
+            Plain::Exec,
+            Some(&t),
+            usize::MAX,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("input line 2: a control character (U+001B)"),
             "{e}"
         );
     }

@@ -777,3 +777,65 @@ fn a_whole_batch_runs_encrypted_with_curve_and_behind_an_allow_list() {
         }
     });
 }
+
+#[test]
+fn command_fills_each_hostile_file_name_in_as_one_argument() {
+    time_bomb(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "plain.txt",
+            "a b.txt",
+            "it's.tar.gz",
+            "$(touch pwned).txt",
+            "q\"x;y|z.txt",
+        ];
+        let mut input = String::new();
+        for n in names {
+            let path = dir.path().join(n);
+            std::fs::write(&path, format!("<{n}>")).unwrap();
+            input.push_str(&format!("{}\n", path.display()));
+        }
+        let list = dir.path().join("files");
+        std::fs::write(&list, input).unwrap();
+        let ctx = zmq::Context::new();
+        let sink = start_sink(&ctx, &[]);
+        let config = <ventilator::Config as clap::Parser>::parse_from([
+            "ventilator",
+            "--task-endpoint",
+            "tcp://127.0.0.1:*",
+            "--feedback-endpoint",
+            &sink.feedback,
+            "--input",
+            list.to_str().unwrap(),
+            "--command",
+            "cat {}; echo \" #{#} $ZPIPE_TASK_ID\" {.}",
+        ]);
+        let plan = config.load_tasks().unwrap();
+        let vent = ventilator::Ventilator::bind(&config, &ctx).unwrap();
+        let (_, w) = spawn_worker(&ctx, worker_config(&vent.bound()[0], &sink, &[]));
+        vent.run_plan(&plan, &common::Shutdown::new()).unwrap();
+        assert!(sink.handle.join().unwrap().unwrap().complete);
+        w.join().unwrap().unwrap();
+        let mut lines = read_lines(&sink.output);
+        lines.sort_by_key(|l| l["task"].as_u64());
+        for (t, (line, n)) in lines.iter().zip(names).enumerate() {
+            assert_eq!(line["status"], "ok", "{line}");
+            let path = dir.path().join(n).display().to_string();
+            let stem = path.rsplit_once('.').unwrap().0;
+            let want = format!("<{n}> #{} {t} {stem}\n", t + 1);
+            assert_eq!(line["output"], want, "{n}");
+        }
+        assert!(
+            !dir.path().join("pwned").exists(),
+            "a name ran as a command"
+        );
+        // --command with generated tasks, or with another --plain: refused.
+        let refused =
+            <ventilator::Config as clap::Parser>::parse_from(["ventilator", "--command", "cat {}"]);
+        let e = refused.load_tasks().unwrap_err();
+        assert!(
+            matches!(e, ventilator::Error::Usage(_)) && e.to_string().contains("give --input"),
+            "{e}"
+        );
+    });
+}

@@ -43,7 +43,13 @@ impl Handler for Builtin {
                 let timeout = timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(self.exec_timeout);
-                exec(command, timeout, self.max_output, task.stop)
+                exec_as(
+                    command,
+                    &task_env(task),
+                    timeout,
+                    self.max_output,
+                    task.stop,
+                )
             }
             Work::Data { .. } => Outcome::failed(
                 Status::Failed,
@@ -143,12 +149,40 @@ mod libc_signal {
     pub const SIGHUP: i32 = Signal::SIGHUP as i32;
 }
 
+/// What an exec task finds in its environment about itself:
+/// `ZPIPE_TASK_ID` (its index in the batch, from 0, as the output's
+/// `task`), `ZPIPE_ATTEMPT` (1, more when sent again), `ZPIPE_BATCH` (the
+/// batch id in hex) and `ZPIPE_WORKER` (`host:pid`, as the report names
+/// the worker).
+pub fn task_env(task: &TaskInfo<'_>) -> [(&'static str, String); 4] {
+    static WORKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| format!("{}:{}", common::hostname(), std::process::id()));
+    [
+        ("ZPIPE_TASK_ID", task.task.to_string()),
+        ("ZPIPE_ATTEMPT", task.attempt.to_string()),
+        ("ZPIPE_BATCH", format!("{:016x}", task.batch)),
+        ("ZPIPE_WORKER", worker.clone()),
+    ]
+}
+
 /// Runs `sh -c command` in its own process group, so a timeout or a stop kills
 /// the command and everything it started.
 pub fn exec(command: &str, timeout: Duration, max_output: usize, stop: &Shutdown) -> Outcome {
+    exec_as(command, &[], timeout, max_output, stop)
+}
+
+/// [`exec`], with `env` added to the command's environment.
+pub fn exec_as(
+    command: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+    max_output: usize,
+    stop: &Shutdown,
+) -> Outcome {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(command)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -321,6 +355,25 @@ mod tests {
             .output,
             b"143"
         );
+    }
+
+    #[test]
+    fn an_exec_task_knows_its_id_attempt_batch_and_worker() {
+        let stop = Shutdown::new();
+        let task = TaskInfo {
+            batch: 0xab,
+            task: 41,
+            attempt: 2,
+            stop: &stop,
+        };
+        let work = Work::Exec {
+            command: "echo $ZPIPE_TASK_ID $ZPIPE_ATTEMPT $ZPIPE_BATCH $ZPIPE_WORKER".into(),
+            timeout_ms: None,
+        };
+        let o = Builtin::default().run(&task, &work);
+        let out = String::from_utf8(o.output).unwrap();
+        let worker = format!("{}:{}", common::hostname(), std::process::id());
+        assert_eq!(out.trim(), format!("41 2 00000000000000ab {worker}"));
     }
 
     #[test]
