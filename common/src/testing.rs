@@ -235,6 +235,23 @@ pub fn assert_generates(bin: &str, prefix: &[&str], page: &str, flags: &[&str]) 
     }
 }
 
+/// A loopback endpoint on a free port below the kernel's ephemeral range,
+/// for a role that binds it again after a restart: a `*` port is taken from
+/// that range, where any outgoing connection (another test's, a worker's)
+/// may take it in the moment the killed role leaves it free.
+pub fn stable_endpoint() -> String {
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    loop {
+        let port = rand::random_range(20000..top.max(20001));
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+}
+
 /// A TCP port on loopback held by a listener, and its `127.0.0.1:PORT`:
 /// for tests of `--metrics` on a port in use.
 pub fn taken_tcp_port() -> (std::net::TcpListener, String) {

@@ -20,19 +20,20 @@ struct SinkProcess {
 }
 
 fn sink_process(output: &std::path::Path, at: Option<(&str, &str, &str)>) -> SinkProcess {
-    let (r, c, f) = at.unwrap_or((
-        "tcp://127.0.0.1:*",
-        "tcp://127.0.0.1:*",
-        "tcp://127.0.0.1:*",
-    ));
+    // Ports the restarted sink binds again: not from the ephemeral range.
+    let free = || common::testing::stable_endpoint();
+    let (r, c, f) = match at {
+        Some((r, c, f)) => (r.to_string(), c.to_string(), f.to_string()),
+        None => (free(), free(), free()),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_sink"))
         .args([
             "--result-endpoint",
-            r,
+            &r,
             "--control-endpoint",
-            c,
+            &c,
             "--feedback-endpoint",
-            f,
+            &f,
             "--resume",
             "--worker-timeout",
             "1s",

@@ -41,7 +41,8 @@ fn a_ventilator_killed_mid_batch_resumes_and_nothing_is_done_twice_in_the_output
     time_bomb(90, || {
         let ctx = zmq::Context::new();
         let sink = start_sink(&ctx, &[]);
-        let mut first = vent_process(&sink.feedback, "tcp://127.0.0.1:*", &[]);
+        // A port the restarted ventilator binds again: not an ephemeral one.
+        let mut first = vent_process(&sink.feedback, &common::testing::stable_endpoint(), &[]);
         let mut lines = Lines::of(&mut first);
         let line = lines
             .wait_for("ventilator listening", Duration::from_secs(10))

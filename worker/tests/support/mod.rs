@@ -19,8 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// A free loopback port's endpoint, for a ventilator to bind (the next
 /// batch's ventilator binds it again, and the workers stay connected to it).
 pub fn free_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+    common::testing::stable_endpoint()
 }
 
 /// A standing sink process and the endpoints it bound.
@@ -35,10 +34,11 @@ pub struct ServeSink {
 /// `sink --serve` writing into `dir`, on free ports, or on `at`'s (a sink
 /// that replaces one).
 pub fn serve_sink(dir: &Path, at: Option<&ServeSink>) -> ServeSink {
-    let free = "tcp://127.0.0.1:*".to_string();
+    // Ports a replacement binds again: not from the ephemeral range.
+    let free = common::testing::stable_endpoint;
     let (r, c, f) = match at {
         Some(s) => (s.results.clone(), s.control.clone(), s.feedback.clone()),
-        None => (free.clone(), free.clone(), free),
+        None => (free(), free(), free()),
     };
     let mut child = Command::new(bin("sink"))
         .args(["--serve", "--output-dir"])
