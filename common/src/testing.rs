@@ -4,6 +4,8 @@
 //!
 //! Behind the `testing` feature, which only the crates' dev-dependencies
 //! turn on, so the roles' binaries do not carry it (nor its `nix`).
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -249,6 +251,53 @@ pub fn stable_endpoint() -> String {
         if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return format!("tcp://127.0.0.1:{port}");
         }
+    }
+}
+
+/// A sink binary running on loopback, and the endpoints it bound.
+pub struct SinkProcess {
+    /// The process (its stderr is read by `lines`).
+    pub child: Child,
+    /// Its log.
+    pub lines: Lines,
+    /// The result PULL's endpoint.
+    pub results: String,
+    /// The control PUB's endpoint.
+    pub control: String,
+    /// The feedback ROUTER's endpoint.
+    pub feedback: String,
+}
+
+/// Starts the sink binary `bin` with `flags`, on the endpoints of `at` (a
+/// sink that replaces one) or on ports below the ephemeral range (see
+/// [`stable_endpoint`]: a replacement binds them again); waits until it
+/// says where it listens.
+pub fn sink_process(bin: &Path, flags: &[&OsStr], at: Option<&SinkProcess>) -> SinkProcess {
+    use std::process::{Command, Stdio};
+    let (r, c, f) = match at {
+        Some(s) => (s.results.clone(), s.control.clone(), s.feedback.clone()),
+        None => (stable_endpoint(), stable_endpoint(), stable_endpoint()),
+    };
+    let mut child = Command::new(bin)
+        .args(["--result-endpoint", &r, "--control-endpoint", &c])
+        .args(["--feedback-endpoint", &f])
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the sink");
+    let mut lines = Lines::of(&mut child);
+    let line = lines
+        .wait_for("sink listening", Duration::from_secs(10))
+        .expect("the sink says where it listens");
+    SinkProcess {
+        results: endpoint_in(&line, "results").expect("its results endpoint"),
+        control: endpoint_in(&line, "control").expect("its control endpoint"),
+        feedback: endpoint_in(&line, "feedback").expect("its feedback endpoint"),
+        child,
+        lines,
     }
 }
 

@@ -3,60 +3,20 @@
 //! sink, learns what it holds, and sends the rest. The output ends with
 //! every task exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::Shutdown;
-use common::testing::{Lines, endpoint_in, time_bomb};
+use common::testing::{SinkProcess, time_bomb};
 use common::work::Work;
 
-struct SinkProcess {
-    child: Child,
-    lines: Lines,
-    results: String,
-    control: String,
-    feedback: String,
-}
-
-fn sink_process(output: &std::path::Path, at: Option<(&str, &str, &str)>) -> SinkProcess {
-    // Ports the restarted sink binds again: not from the ephemeral range.
-    let free = || common::testing::stable_endpoint();
-    let (r, c, f) = match at {
-        Some((r, c, f)) => (r.to_string(), c.to_string(), f.to_string()),
-        None => (free(), free(), free()),
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sink"))
-        .args([
-            "--result-endpoint",
-            &r,
-            "--control-endpoint",
-            &c,
-            "--feedback-endpoint",
-            &f,
-            "--resume",
-            "--worker-timeout",
-            "1s",
-            "--output",
-        ])
-        .arg(output)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    let line = lines
-        .wait_for("sink listening", Duration::from_secs(10))
-        .expect("the sink says where it listens");
-    SinkProcess {
-        results: endpoint_in(&line, "results").unwrap(),
-        control: endpoint_in(&line, "control").unwrap(),
-        feedback: endpoint_in(&line, "feedback").unwrap(),
-        child,
-        lines,
-    }
+/// The sink binary resuming `output`, on free ports or on `at`'s (the
+/// sink it replaces).
+fn sink_process(output: &std::path::Path, at: Option<&SinkProcess>) -> SinkProcess {
+    let flags = ["--resume", "--worker-timeout", "1s", "--output"].map(std::ffi::OsStr::new);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sink"));
+    common::testing::sink_process(bin, &[&flags[..], &[output.as_os_str()]].concat(), at)
 }
 
 type WorkerThread = std::thread::JoinHandle<Result<worker::Report, worker::Error>>;
@@ -127,10 +87,7 @@ fn a_sink_killed_mid_batch_resumes_and_every_task_is_in_the_output_once() {
         let written = count_lines(&output);
         assert!(written < 800, "the batch ended before the kill");
         // The same endpoints, the same output: it carries on.
-        let mut second = sink_process(
-            &output,
-            Some((&first.results, &first.control, &first.feedback)),
-        );
+        let mut second = sink_process(&output, Some(&first));
         let vr = v.join().unwrap().unwrap();
         assert!(vr.done.is_some(), "{vr:?}");
         assert!(vr.resent > 0, "{vr:?}");
@@ -247,10 +204,7 @@ fn resumed_sink_reruns_only_what_was_out(dispatch: &'static str) {
         let text = common::testing::scrape(metrics);
         let out = common::testing::sample(&text, "zpipe_ventilator_tasks_in_flight", &[])
             .expect("the ventilator's tasks in flight") as usize;
-        let mut second = sink_process(
-            &output,
-            Some((&first.results, &first.control, &first.feedback)),
-        );
+        let mut second = sink_process(&output, Some(&first));
         let vr = v.join().unwrap().unwrap();
         assert!(vr.done.is_some(), "{vr:?}");
         for w in workers {

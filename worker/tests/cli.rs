@@ -187,10 +187,16 @@ fn refused_by(server_flags: &[&str], worker_flags: &[&str], expect: &str) -> Str
         .env("RUST_LOG", "info")
         .spawn()
         .unwrap();
-    let mut lines = common::testing::Lines::of(&mut child);
+    said_then_stopped(&mut child, expect)
+}
+
+/// What the worker `child` logged once `expect` appeared (or after 10 s);
+/// then SIGTERM stops it within a second.
+fn said_then_stopped(child: &mut std::process::Child, expect: &str) -> String {
+    let mut lines = common::testing::Lines::of(child);
     let said = lines.wait_for(expect, Duration::from_secs(10));
     stop_within(
-        &mut child,
+        child,
         nix::sys::signal::Signal::SIGTERM,
         Duration::from_secs(1),
     );
@@ -279,13 +285,6 @@ fn a_ventilator_of_another_protocol_version_is_named() {
         .expect("a zpipe header");
     frames[header][2] = 2;
     router.send_multipart(&frames, 0).unwrap();
-    let mut lines = common::testing::Lines::of(&mut child);
-    let said = lines.wait_for("protocol version 2", Duration::from_secs(10));
-    stop_within(
-        &mut child,
-        nix::sys::signal::Signal::SIGTERM,
-        Duration::from_secs(1),
-    );
-    let said = said.unwrap_or_else(|| lines.all(Duration::from_millis(100)));
+    let said = said_then_stopped(&mut child, "protocol version 2");
     assert!(said.contains("protocol version 2 from the peer"), "{said}");
 }

@@ -6,11 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use common::testing::{Lines, endpoint_in};
-
 /// A binary of this workspace, beside the worker's.
 pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name)
@@ -23,45 +20,14 @@ pub fn free_endpoint() -> String {
 }
 
 /// A standing sink process and the endpoints it bound.
-pub struct ServeSink {
-    pub child: Child,
-    pub lines: Lines,
-    pub results: String,
-    pub control: String,
-    pub feedback: String,
-}
+pub type ServeSink = common::testing::SinkProcess;
 
 /// `sink --serve` writing into `dir`, on free ports, or on `at`'s (a sink
 /// that replaces one).
 pub fn serve_sink(dir: &Path, at: Option<&ServeSink>) -> ServeSink {
-    // Ports a replacement binds again: not from the ephemeral range.
-    let free = common::testing::stable_endpoint;
-    let (r, c, f) = match at {
-        Some(s) => (s.results.clone(), s.control.clone(), s.feedback.clone()),
-        None => (free(), free(), free()),
-    };
-    let mut child = Command::new(bin("sink"))
-        .args(["--serve", "--output-dir"])
-        .arg(dir)
-        .args(["--result-endpoint", &r, "--control-endpoint", &c])
-        .args(["--feedback-endpoint", &f, "--worker-timeout", "1s"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    let line = lines
-        .wait_for("sink listening", Duration::from_secs(10))
-        .expect("the sink says where it listens");
-    ServeSink {
-        results: endpoint_in(&line, "results").unwrap(),
-        control: endpoint_in(&line, "control").unwrap(),
-        feedback: endpoint_in(&line, "feedback").unwrap(),
-        child,
-        lines,
-    }
+    let flags = ["--serve".as_ref(), "--output-dir".as_ref(), dir.as_os_str()];
+    let timeout = ["--worker-timeout".as_ref(), "1s".as_ref()];
+    common::testing::sink_process(&bin("sink"), &[&flags[..], &timeout].concat(), at)
 }
 
 /// Writes `tasks` (shell commands, one a line) to `path`.
