@@ -6,6 +6,7 @@
 //! rawpipe relay  tcp://127.0.0.1:6000 tcp://127.0.0.1:6001 200000  # PULL → PUSH
 //! rawpipe source tcp://127.0.0.1:6000 200000           # PUSH binds, 16-byte messages
 //! rawpipe sleep  100 10                                # 100 sleeps of 10 ms back to back, prints ms
+//! rawpipe sleep  10000 1 64                            # the same, shared by 64 threads at once
 //! ```
 //!
 //! The source waits until the relay has connected before sending (no slow
@@ -26,9 +27,23 @@ fn main() {
                 args[1].parse().expect("count"),
                 args[2].parse().expect("ms"),
             );
+            // With THREADS, each sleeps its share back to back (the first
+            // ones one more when it does not divide): the floor of any
+            // dispatcher with that many threads.
+            let threads: u32 = args.get(3).map_or(1, |t| t.parse().expect("threads"));
             let t = Instant::now();
-            for _ in 0..n {
-                std::thread::sleep(Duration::from_millis(ms));
+            let sleepers: Vec<_> = (0..threads)
+                .map(|i| {
+                    let share = n / threads + u32::from(i < n % threads);
+                    std::thread::spawn(move || {
+                        for _ in 0..share {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
+                    })
+                })
+                .collect();
+            for s in sleepers {
+                s.join().expect("a sleeper");
             }
             println!("{:.1}", t.elapsed().as_secs_f64() * 1000.0);
         }

@@ -29,6 +29,8 @@
 //!   [`protocol::Message`], which the roles `match` on.
 //! - [`work`]: what a task asks for ([`work::Work`]) and what comes back
 //!   ([`work::Outcome`]).
+//! - [`kinds`]: task kinds: the names, `--kinds` lists, which worker
+//!   serves which kind, and how a data task names a kind of its own.
 //! - [`sockets`]: socket set-up (linger, HWM, message size, ZMTP heartbeats),
 //!   handshake monitoring, and receive helpers that treat `ETERM` as a stop.
 //! - [`security`]: the `--allow`, PLAIN and CURVE flags, and the ZAP handler
@@ -57,6 +59,7 @@ pub mod clock;
 pub mod drops;
 pub mod endpoint;
 mod error;
+pub mod kinds;
 pub mod metrics;
 pub mod protocol;
 pub mod report;

@@ -38,7 +38,7 @@
 //! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
 //! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving; also ventilator → sink (DEALER → ROUTER, payload `{}`): DONE reached it, the sink may stop repeating DONE |
 //! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
-//! | 16 | TASKS | ventilator → worker | ROUTER → DEALER | several tasks for one worker thread with credit for them, as records like RESULTS'; the header's `task` field holds their count |
+//! | 16 | TASKS | ventilator → worker | ROUTER → DEALER, or PUSH → PULL | several tasks in one message, as records like RESULTS'; the header's `task` field holds their count. Credit: for one worker thread with credit for them. Push: a pack of tasks quicker than a millisecond, only while every ready worker says `"packs": true` in its HELLO |
 //! | 17 | GIVEN_UP | ventilator → sink | DEALER → ROUTER | the reason, UTF-8: the ventilator's verdict on task `task` (its last attempt `attempt`): lost once too often (`--retries`), or a task it waited for failed; the sink records it as a failed result from "ventilator" |
 //!
 //! HELLO, HEARTBEAT and BYE also go from a worker to the ventilator in credit
@@ -69,7 +69,18 @@
 //! **Task body**: `sent_us u64` (ventilator's clock, µs since the Unix epoch),
 //! `tag u8`, then per tag: 0 noop (nothing), 1 sleep (`ms u64`), 2 primes
 //! (`from u64`, `to u64`), 3 exec (`timeout_ms u64`, `u64::MAX` for the worker's
-//! default, then the command as UTF-8), 4 data (the JSON value as UTF-8).
+//! default, then the command as UTF-8), 4 data (the JSON value as UTF-8),
+//! 5 named data (`name_len u8`, the kind's name, then the JSON value as
+//! UTF-8): a data task whose kind is a name of its own (see
+//! [`crate::kinds`]). Tag 5 came after the rest: a worker from before it
+//! answers such a task `rejected` (an unknown tag) instead of running it as
+//! a plain data task, so a kind it never said it serves is never run by
+//! mistake.
+//! 6 exec with input (`timeout_ms u64` as in 3, `command_len u32`, the
+//! command, then the command's stdin as UTF-8). An exec task without
+//! `stdin` is always tag 3, so its bytes (and the batch id) are as they
+//! were; one with `stdin` is tag 6, which a worker from before it answers
+//! `rejected` (an unknown tag) rather than misreading.
 //!
 //! **Result body** (36 bytes then data): `worker u64`, `thread u16`,
 //! `status u8` (0 ok, 1 failed, 2 timed out, 3 panicked, 4 rejected),
@@ -159,8 +170,9 @@ pub enum Kind {
     Bye = 14,
     /// RESULTS: several results of one batch in one message, worker → sink.
     Results = 15,
-    /// TASKS: several tasks for one credited worker thread in one message,
-    /// ventilator ROUTER → worker DEALER.
+    /// TASKS: several tasks in one message, ventilator → worker: for one
+    /// credited thread (ROUTER → DEALER), or a pack of quick tasks (PUSH →
+    /// PULL).
     Tasks = 16,
     /// GIVEN_UP: the ventilator's verdict on a task it will not send again,
     /// to the sink (DEALER → ROUTER).
@@ -385,10 +397,25 @@ pub fn encode_task(out: &mut Vec<u8>, sent_us: u64, work: &Work) {
         Work::Exec {
             command,
             timeout_ms,
+            stdin: None,
         } => {
             out.push(3);
             out.extend_from_slice(&timeout_ms.unwrap_or(u64::MAX).to_le_bytes());
             out.extend_from_slice(command.as_bytes());
+        }
+        // A tag of its own, not a longer tag 3: a worker from before it
+        // answers `rejected` (an unknown tag) rather than running the
+        // command with its input glued on.
+        Work::Exec {
+            command,
+            timeout_ms,
+            stdin: Some(stdin),
+        } => {
+            out.push(6);
+            out.extend_from_slice(&timeout_ms.unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(&(command.len() as u32).to_le_bytes());
+            out.extend_from_slice(command.as_bytes());
+            out.extend_from_slice(stdin.as_bytes());
         }
         Work::Data { data } => {
             out.push(4);
@@ -398,8 +425,34 @@ pub fn encode_task(out: &mut Vec<u8>, sent_us: u64, work: &Work) {
     }
 }
 
-/// Reads a task body: the ventilator's send time and the work.
+/// Appends a task body whose kind may be a name of its own: a data task
+/// with a `name` goes as a named data task (tag 5); anything else as
+/// [`encode_task`] writes it. The name is checked when the task is made
+/// ([`crate::kinds::check_type`]), so it fits its length byte.
+pub fn encode_named_task(out: &mut Vec<u8>, sent_us: u64, name: Option<&str>, work: &Work) {
+    match (name, work) {
+        (Some(name), Work::Data { data }) => {
+            out.extend_from_slice(&sent_us.to_le_bytes());
+            out.push(5);
+            let name = &name.as_bytes()[..name.len().min(255)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            let _ = serde_json::to_writer(&mut *out, data);
+        }
+        _ => encode_task(out, sent_us, work),
+    }
+}
+
+/// Reads a task body: the ventilator's send time and the work (the name of
+/// a named data task is dropped: see [`decode_named_task`]).
 pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
+    decode_named_task(payload).map(|(sent_us, _, work)| (sent_us, work))
+}
+
+/// Reads a task body: the ventilator's send time, the kind's own name when
+/// it is a named data task (tag 5), and the work.
+pub fn decode_named_task(payload: &[u8]) -> Result<(u64, Option<String>, Work), DecodeError> {
+    let mut name = None;
     let mut r = Reader {
         buf: payload,
         what: "task body",
@@ -419,12 +472,39 @@ pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
             Work::Exec {
                 command: command.to_string(),
                 timeout_ms: (timeout != u64::MAX).then_some(timeout),
+                stdin: None,
+            }
+        }
+        6 => {
+            let timeout = r.u64()?;
+            let len = r.u32()? as usize;
+            let utf8 = |b: &[u8], what: &str| {
+                std::str::from_utf8(b)
+                    .map(str::to_string)
+                    .map_err(|_| DecodeError::Malformed(format!("exec {what} (not UTF-8)")))
+            };
+            let command = utf8(r.take(len)?, "command")?;
+            Work::Exec {
+                command,
+                timeout_ms: (timeout != u64::MAX).then_some(timeout),
+                stdin: Some(Box::new(utf8(r.rest(), "stdin")?)),
             }
         }
         4 => Work::Data {
             data: serde_json::from_slice(r.rest())
                 .map_err(|e| DecodeError::Malformed(format!("data task: {e}")))?,
         },
+        5 => {
+            let len = r.u8()? as usize;
+            let text = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| DecodeError::Malformed("task kind name (not UTF-8)".into()))?;
+            crate::kinds::check_type(text).map_err(DecodeError::Malformed)?;
+            name = Some(text.to_string());
+            Work::Data {
+                data: serde_json::from_slice(r.rest())
+                    .map_err(|e| DecodeError::Malformed(format!("data task: {e}")))?,
+            }
+        }
         tag => return Err(DecodeError::Malformed(format!("task tag {tag}"))),
     };
     if !r.buf.is_empty() {
@@ -432,7 +512,7 @@ pub fn decode_task(payload: &[u8]) -> Result<(u64, Work), DecodeError> {
             "task body has trailing bytes".into(),
         ));
     }
-    Ok((sent_us, work))
+    Ok((sent_us, name, work))
 }
 
 /// A result as it travels from worker to sink.
@@ -601,6 +681,17 @@ pub struct WorkerInfo {
     /// task out is charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Vec<[u64; 2]>>,
+    /// The task kinds it serves (`--kinds`, or its handler's), see
+    /// [`crate::kinds`]. Absent: it does not say (no `--kinds`, or a worker
+    /// from before the field), and serves the built-in kinds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<String>>,
+    /// Push dispatch: it takes a TASKS message of several tasks on its
+    /// PULL, as every worker does in credit dispatch. The ventilator packs
+    /// tasks quicker than a millisecond only when every ready worker says
+    /// so; absent (a worker from before), one task a message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packs: bool,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -827,6 +918,16 @@ pub struct TaskBody {
     pub sent_us: u64,
     /// What to do.
     pub work: Work,
+    /// The kind's own name, for a named data task (tag 5); `None` for the
+    /// rest, whose kind is [`Work::kind`].
+    pub name: Option<String>,
+}
+
+impl TaskBody {
+    /// The task's kind: its own name, or its body's.
+    pub fn kind(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.work.kind())
+    }
 }
 
 /// One task of a TASK or TASKS message, or one result of a RESULT or RESULTS
@@ -971,7 +1072,11 @@ fn items<T>(
 }
 
 fn read_task(body: &[u8]) -> Result<TaskBody, DecodeError> {
-    decode_task(body).map(|(sent_us, work)| TaskBody { sent_us, work })
+    decode_named_task(body).map(|(sent_us, name, work)| TaskBody {
+        sent_us,
+        work,
+        name,
+    })
 }
 
 impl Message {
@@ -1085,7 +1190,7 @@ impl Message {
                 for t in tasks {
                     body.clear();
                     if let Ok(b) = &t.body {
-                        encode_task(&mut body, b.sent_us, &b.work);
+                        encode_named_task(&mut body, b.sent_us, b.name.as_deref(), &b.work);
                     }
                     if let [_] = tasks[..] {
                         (header.task, header.attempt) = (t.task, t.attempt);
@@ -1237,10 +1342,22 @@ mod tests {
             Work::Exec {
                 command: "echo hi".into(),
                 timeout_ms: Some(5),
+                stdin: None,
             },
             Work::Exec {
                 command: "true".into(),
                 timeout_ms: None,
+                stdin: None,
+            },
+            Work::Exec {
+                command: "wc -c".into(),
+                timeout_ms: Some(7),
+                stdin: Some(Box::new("héllo\n".into())),
+            },
+            Work::Exec {
+                command: String::new(),
+                timeout_ms: None,
+                stdin: Some(Box::default()),
             },
             Work::Data {
                 data: serde_json::json!({"a": [1, 2]}),
@@ -1258,6 +1375,111 @@ mod tests {
         }
         assert!(decode_task(&[0; 8]).is_err());
         assert!(decode_task(&[0, 0, 0, 0, 0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn named_data_tasks_carry_their_kind_and_older_readers_refuse_them() {
+        let work = Work::Data {
+            data: serde_json::json!({"n": 3}),
+        };
+        let mut buf = Vec::new();
+        encode_named_task(&mut buf, 7, Some("resize"), &work);
+        assert_eq!(buf[8], 5, "tag 5, apart from exec's 3 and data's 4");
+        assert_eq!(
+            decode_named_task(&buf).unwrap(),
+            (7, Some("resize".to_string()), work.clone())
+        );
+        let body = read_task(&buf).unwrap();
+        assert_eq!(body.kind(), "resize");
+        // No name: the very bytes of a data task.
+        let (mut plain, mut unnamed) = (Vec::new(), Vec::new());
+        encode_task(&mut plain, 7, &work);
+        encode_named_task(&mut unnamed, 7, None, &work);
+        assert_eq!(plain, unnamed);
+        assert_eq!(read_task(&plain).unwrap().kind(), "data");
+        // A name that is no kind name, or a built-in one, is refused.
+        for bad in [&b"exec"[..], b"a b", b"\xff"] {
+            let mut b = 7u64.to_le_bytes().to_vec();
+            b.push(5);
+            b.push(bad.len() as u8);
+            b.extend_from_slice(bad);
+            b.extend_from_slice(b"1");
+            assert!(decode_named_task(&b).is_err(), "{bad:?}");
+        }
+        for cut in 0..buf.len() {
+            let _ = decode_named_task(&buf[..cut]);
+        }
+        // A worker from before tag 5 read tags 0 to 4 only: what it did with
+        // tag 5 (an unknown tag) is an error, so it answers `rejected`.
+        assert!(matches!(
+            decode_task(&[0, 0, 0, 0, 0, 0, 0, 0, 7]),
+            Err(DecodeError::Malformed(_))
+        ));
+        // Through TASKS, the name stays with its task.
+        let m = Message::Tasks {
+            batch: 1,
+            tasks: vec![
+                Item {
+                    task: 0,
+                    attempt: 1,
+                    body: Ok(body.clone()),
+                },
+                Item {
+                    task: 1,
+                    attempt: 1,
+                    body: Ok(body),
+                },
+            ],
+        };
+        assert_eq!(Message::decode(&m.frames()).unwrap(), m);
+    }
+
+    #[test]
+    fn worker_info_says_its_kinds_and_older_info_reads_without() {
+        let mut i = info();
+        i.kinds = Some(vec!["A".into(), "exec".into()]);
+        let json = serde_json::to_string(&i).unwrap();
+        assert!(json.contains(r#""kinds":["A","exec"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<WorkerInfo>(&json).unwrap(), i);
+        // An older worker's HELLO has no kinds: it reads as None.
+        let old = r#"{"id":1,"host":"h","pid":2,"threads":1}"#;
+        assert_eq!(serde_json::from_str::<WorkerInfo>(old).unwrap().kinds, None);
+        // And a worker without kinds writes none.
+        assert!(!serde_json::to_string(&info()).unwrap().contains("kinds"));
+    }
+
+    #[test]
+    fn an_exec_task_without_stdin_keeps_its_bytes_and_one_with_stdin_has_a_tag_of_its_own() {
+        let exec = |stdin: Option<&str>| {
+            let mut buf = Vec::new();
+            let work = Work::Exec {
+                command: "wc -c".into(),
+                timeout_ms: Some(9),
+                stdin: stdin.map(|s| Box::new(s.to_string())),
+            };
+            encode_task(&mut buf, 1, &work);
+            buf
+        };
+        // As before stdin existed: the batch id of old inputs is unchanged.
+        let mut old = 1u64.to_le_bytes().to_vec();
+        old.push(3);
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(b"wc -c");
+        assert_eq!(exec(None), old);
+        let with = exec(Some("hello"));
+        assert_eq!(with[8], 6, "a tag a worker from before it does not know");
+        assert!(with.ends_with(b"wc -chello"));
+        // A worker that knows no tag 6 reads an error, not a command.
+        let mut unknown = with.clone();
+        unknown[8] = 250;
+        assert!(
+            matches!(decode_task(&unknown), Err(DecodeError::Malformed(m)) if m == "task tag 250")
+        );
+        // The command's length is checked against the body.
+        let mut short = with[..9 + 8].to_vec();
+        short.extend_from_slice(&100u32.to_le_bytes());
+        short.extend_from_slice(b"wc");
+        assert!(decode_task(&short).is_err());
     }
 
     #[test]
@@ -1350,6 +1572,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         }
     }
 
@@ -1368,6 +1592,7 @@ mod tests {
             body: Ok(TaskBody {
                 sent_us: 5,
                 work: Work::Sleep { ms: t },
+                name: None,
             }),
         };
         let result = |t: u64| Item {

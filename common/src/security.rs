@@ -59,8 +59,9 @@ pub struct SecurityArgs {
     #[arg(long, env = "ZPIPE_CURVE_SECRET")]
     pub curve_secret: Option<PathBuf>,
     /// CURVE: the public key (Z85, 40 characters) of the servers this
-    /// process connects to.
-    #[arg(long, env = "ZPIPE_CURVE_SERVER_KEY")]
+    /// process connects to. (Z85 has `-` among its characters, so a key
+    /// may begin with one: it is still taken as the value.)
+    #[arg(long, env = "ZPIPE_CURVE_SERVER_KEY", allow_hyphen_values = true)]
     pub curve_server_key: Option<String>,
     /// CURVE: only clients whose public keys (Z85, a line each) are in
     /// this file may connect to the sockets this process binds.
@@ -479,6 +480,22 @@ fn read_users(path: &Path) -> Result<HashMap<String, String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_key_beginning_with_a_hyphen_is_a_value_not_a_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            security: SecurityArgs,
+        }
+        let key = format!("-w{}", "a".repeat(38));
+        let flags = Flags::try_parse_from(["role", "--curve-server-key", &key]).unwrap();
+        assert_eq!(
+            flags.security.curve_server_key.as_deref(),
+            Some(key.as_str())
+        );
+    }
 
     /// A handler's state as the flags would make it, without sockets.
     fn handler(allow: &[&str], users: &[(&str, &str)], clients: Option<&[[u8; 32]]>) -> Security {

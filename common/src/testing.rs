@@ -188,6 +188,18 @@ pub fn secured_bound(
     (socket, at[0].clone())
 }
 
+/// A plain socket of `kind` bound to a free loopback port (no linger, a
+/// 10 s receive timeout: a lost message fails the test, never hangs it),
+/// and its endpoint: a stand-in for a role's socket.
+pub fn bound(ctx: &zmq::Context, kind: zmq::SocketType) -> (zmq::Socket, String) {
+    let s = ctx.socket(kind).expect("a socket");
+    s.set_linger(0).expect("linger");
+    s.set_rcvtimeo(10_000).expect("receive timeout");
+    s.bind("tcp://127.0.0.1:*").expect("bound");
+    let at = s.get_last_endpoint().expect("endpoint").expect("utf-8");
+    (s, at)
+}
+
 /// Runs `bin --generate` for the man page and each shell's completions and
 /// checks that every one names each of `flags`; the bash script must parse
 /// (`bash -n`), the man page must open with its `.TH` line. `prefix` is

@@ -35,6 +35,13 @@ pub enum Work {
         /// worker's `--exec-timeout` when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// What the command reads on its standard input; none (`/dev/null`)
+        /// when absent. Written while its output is read, so a large one
+        /// cannot deadlock against a command that writes before it reads.
+        /// (Boxed: most commands have none, and the ventilator keeps every
+        /// task of a batch, so a task costs one word for it, not three.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdin: Option<Box<String>>,
     },
     /// Opaque data for a user's own handler (see the `worker` crate).
     Data {
@@ -146,6 +153,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_stays_six_words_at_most() {
+        // The ventilator keeps every task of a batch until its result is
+        // in: ten million of them must fit in well under a gigabyte.
+        assert!(
+            std::mem::size_of::<Work>() <= 48,
+            "{}",
+            std::mem::size_of::<Work>()
+        );
+    }
+
+    #[test]
     fn input_lines_read_as_the_readme_writes_them() {
         let read = |line: &str| serde_json::from_str::<Work>(line);
         assert_eq!(
@@ -164,7 +182,16 @@ mod tests {
             read(r#"{"kind":"exec","command":"make -C proj test","timeout_ms":600000}"#).unwrap(),
             Work::Exec {
                 command: "make -C proj test".into(),
-                timeout_ms: Some(600_000)
+                timeout_ms: Some(600_000),
+                stdin: None,
+            }
+        );
+        assert_eq!(
+            read(r#"{"kind":"exec","command":"wc -c","stdin":"hello"}"#).unwrap(),
+            Work::Exec {
+                command: "wc -c".into(),
+                timeout_ms: None,
+                stdin: Some(Box::new("hello".into())),
             }
         );
         assert_eq!(
@@ -181,6 +208,7 @@ mod tests {
         let exec = Work::Exec {
             command: "true".into(),
             timeout_ms: None,
+            stdin: None,
         };
         assert_eq!(
             serde_json::to_string(&exec).unwrap(),

@@ -11,12 +11,16 @@ fn work() -> impl Strategy<Value = Work> {
         Just(Work::Noop),
         any::<u64>().prop_map(|ms| Work::Sleep { ms }),
         (any::<u64>(), any::<u64>()).prop_map(|(from, to)| Work::Primes { from, to }),
-        (".{0,40}", proptest::option::of(0u64..u64::MAX)).prop_map(|(command, timeout_ms)| {
-            Work::Exec {
+        (
+            ".{0,40}",
+            proptest::option::of(0u64..u64::MAX),
+            proptest::option::of(".{0,40}")
+        )
+            .prop_map(|(command, timeout_ms, stdin)| Work::Exec {
                 command,
                 timeout_ms,
-            }
-        }),
+                stdin: stdin.map(Box::new),
+            }),
         ".{0,20}".prop_map(|s| Work::Data {
             data: serde_json::Value::String(s)
         }),

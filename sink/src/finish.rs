@@ -10,7 +10,11 @@ use common::Shutdown;
 use common::protocol::Message;
 use common::sockets::{self, Recv};
 
-use crate::{Collector, Error};
+use crate::{Collecting, Error};
+
+/// How often END and DONE are said again while finishing: a PUB drops
+/// what a subscriber that is reconnecting would miss.
+const SAY_AGAIN: Duration = Duration::from_millis(100);
 
 /// How long finishing waits: for the workers' BYE a second, for the
 /// ventilator's three.
@@ -68,7 +72,7 @@ pub(crate) fn meanwhile(standing: bool, batch: u64, message: &Message) -> Meanwh
     }
 }
 
-impl Collector {
+impl Collecting {
     /// END to the workers and DONE to the ventilator, repeated until every
     /// worker said BYE or a second has passed (PUB drops what a subscriber
     /// that is reconnecting would miss), and until the ventilator said BYE
@@ -91,28 +95,43 @@ impl Collector {
         );
         let standing = self.serve_dir.is_some();
         let mut ending = Ending::new(Instant::now(), standing);
+        // END and DONE go out again every SAY_AGAIN; between, both sockets
+        // are waited on together and finishing ends at the BYE that
+        // completes it, not at the end of a slice.
+        let mut say_at = Instant::now();
         loop {
-            let _ = control.send_multipart(end.iter().map(|f| &f[..]), zmq::DONTWAIT);
-            if let Some(b) = &self.batch {
-                self.link.send_done(feedback, b);
-            }
             let now = Instant::now();
+            if now >= say_at {
+                let _ = control.send_multipart(end.iter().map(|f| &f[..]), zmq::DONTWAIT);
+                if let Some(b) = &self.batch {
+                    self.link.send_done(feedback, b);
+                }
+                say_at = now + SAY_AGAIN;
+            }
             if shutdown.is_triggered()
-                || ending.is_over(now, self.workers.alive(now), self.link.heard_bye())
+                || ending.is_over(
+                    now,
+                    self.workers.alive(now) + self.workers.unheard(),
+                    self.link.heard_bye(),
+                )
             {
                 break;
             }
-            let until = Instant::now() + Duration::from_millis(100);
             self.clock.refresh();
-            while Instant::now() < until {
-                match sockets::recv_frames(
-                    results,
-                    frames,
-                    until.saturating_duration_since(Instant::now()),
-                )? {
-                    Recv::Message(()) => self.on_results_socket(frames)?,
-                    Recv::Timeout | Recv::Stopped => break,
+            {
+                let mut items = [
+                    results.as_poll_item(zmq::POLLIN),
+                    feedback.as_poll_item(zmq::POLLIN),
+                ];
+                let wait = say_at.saturating_duration_since(Instant::now());
+                match zmq::poll(&mut items, wait.as_millis() as i64 + 1) {
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(zmq::Error::ETERM) => break,
+                    Err(e) => return Err(common::Error::zmq("polling", e).into()),
                 }
+            }
+            while let Recv::Message(()) = sockets::recv_frames_now(results, frames)? {
+                self.on_results_socket(frames)?;
             }
             while let Recv::Message(()) = sockets::recv_frames_now(feedback, frames)? {
                 if let Some((identity, rest)) = frames.split_first()

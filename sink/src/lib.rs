@@ -63,6 +63,10 @@
 //!   started again hears the workers before the ventilator's next START):
 //!   they wait, bounded, and go in when the batch is announced, before the
 //!   ventilator hears what the sink holds.
+//! - `collector.rs`: your code at this end ([`Collector`], [`run_with`],
+//!   [`Sink::run_with`]): it is handed each result as its line is written
+//!   (so in output order, duplicates already dropped, what `--resume` read
+//!   back first), and the batch's end; a panic in it is caught and told.
 //! - `quiet.rs`: saying what the sink waits for, at a steady rate (no
 //!   batch announced; a batch that gets no new result).
 //! - `received.rs`: where results are deduplicated: the set of task ids in
@@ -97,6 +101,7 @@
 
 mod batch;
 mod classic;
+mod collector;
 mod config;
 mod early;
 mod error;
@@ -130,6 +135,7 @@ use results::Source;
 use ventilator_link::{Event, VentilatorLink, View};
 use workers::Workers;
 
+pub use collector::{Collected, Collector, CollectorPanicked, TaskResult};
 pub use config::{Command, Config, Plot, ScalingArgs, TimelineArgs};
 pub use error::Error;
 pub use output::{open_output, open_output_for};
@@ -245,18 +251,61 @@ impl Sink {
 
     /// Collects one batch: until its results are all in, or `shutdown`.
     /// Results go to `out`. (With `--serve`, see [`Sink::serve`].)
-    pub fn run(mut self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+    pub fn run(self, shutdown: &Shutdown, out: Box<dyn Write + Send>) -> Result<Report, Error> {
+        if self.feedback.is_none() {
+            return classic::run(&self.config, &self.results, &self.control, shutdown, out);
+        }
+        self.run_tapped(shutdown, out, None)
+            .map(|(report, _)| report)
+    }
+
+    /// [`Sink::run`], with your code at this end: `collector` sees each
+    /// result once (as it is written to `out`; first those `--resume` read
+    /// back) and the batch's end, and returns what it made of them (see
+    /// [`Collector`]).
+    pub fn run_with<C: Collector>(
+        self,
+        shutdown: &Shutdown,
+        out: Box<dyn Write + Send>,
+        collector: C,
+    ) -> Result<Collected<C::Output>, Error> {
+        if self.feedback.is_none() {
+            return Err(Error::Usage(
+                "--classic speaks the guide's wire format, whose results carry nothing to collect: a collector needs zpipe's own".into(),
+            ));
+        }
+        let mut tap = Box::new(collector::Tapped::new(collector));
+        if self.resumed.is_some() {
+            let told = collector::replay(&mut *tap, &self.config.output)?;
+            log::info!("the collector was given the {told} result(s) read back");
+        }
+        let (report, tap) = self.run_tapped(shutdown, out, Some(tap))?;
+        let tapped = tap
+            .and_then(|t| t.into_any().downcast::<collector::Tapped<C>>().ok())
+            .ok_or_else(|| Error::Usage("the collector was lost on the way".into()))?;
+        Ok(tapped.finish(report))
+    }
+
+    /// One batch, its results handed to `tap` as they are written.
+    fn run_tapped(
+        mut self,
+        shutdown: &Shutdown,
+        out: Box<dyn Write + Send>,
+        tap: Option<Box<dyn collector::Tap>>,
+    ) -> Result<(Report, Option<Box<dyn collector::Tap>>), Error> {
         let resumed = self.resumed.take();
         let Some(feedback) = &self.feedback else {
-            return classic::run(&self.config, &self.results, &self.control, shutdown, out);
+            return Err(Error::Usage(
+                "a classic sink has no batch to collect".into(),
+            ));
         };
         if self.config.serve {
             return Err(Error::Usage(
                 "this sink was bound with --serve: call Sink::serve".into(),
             ));
         }
-        let report = collect(&self, feedback, resumed, shutdown, out);
-        if !report.as_ref().is_ok_and(|r| r.complete) {
+        let report = collect(&self, feedback, resumed, shutdown, out, tap);
+        if !report.as_ref().is_ok_and(|(r, _)| r.complete) {
             // Stopped early: nothing queued (STATUS for a ventilator that is
             // gone) is worth waiting for.
             for s in [&self.results, &self.control, feedback] {
@@ -318,6 +367,18 @@ pub fn run(
     Sink::bind(config, ctx)?.run(shutdown, out)
 }
 
+/// Binds and runs a sink for one batch whose results `collector` sees
+/// (see [`Sink::run_with`] and [`Collector`]).
+pub fn run_with<C: Collector>(
+    config: &Config,
+    ctx: &zmq::Context,
+    shutdown: &Shutdown,
+    out: Box<dyn Write + Send>,
+    collector: C,
+) -> Result<Collected<C::Output>, Error> {
+    Sink::bind(config, ctx)?.run_with(shutdown, out, collector)
+}
+
 /// The collecting loop of `sink` (its `feedback` ROUTER given apart, as
 /// there is one): until every result of the batch is in, or `shutdown`.
 fn collect(
@@ -326,22 +387,25 @@ fn collect(
     resumed: Option<Resumed>,
     shutdown: &Shutdown,
     out: Box<dyn Write + Send>,
-) -> Result<Report, Error> {
+    tap: Option<Box<dyn collector::Tap>>,
+) -> Result<(Report, Option<Box<dyn collector::Tap>>), Error> {
     let (config, results, control) = (&sink.config, &sink.results, &sink.control);
     let metrics = sink.metrics.as_ref().map(|m| &m.metrics);
     let resuming = resumed.as_ref().map(|r| (r.batch, config.output.as_path()));
     let link = VentilatorLink::new(rand::random(), config.max_tasks, resuming, Instant::now());
     let workers = Workers::new(config.worker_timeout);
-    let mut c = Collector::new(config, link, workers, None, metrics);
+    let mut c = Collecting::new(config, link, workers, None, metrics);
     c.resumed = resumed;
     c.out = Output::new(out, config.ordered);
+    c.out.set_tap(tap);
     c.output_name = (config.output.as_os_str() != "-").then(|| where_is(&config.output));
     let mut frames = Vec::new();
     c.collect(results, feedback, &mut frames, shutdown)?;
     if c.is_complete() {
         c.finish(control, results, feedback, &mut frames, shutdown)?;
     }
-    c.end_batch()
+    let report = c.end_batch()?;
+    Ok((report, c.out.take_tap()))
 }
 
 /// The standing sink's loop: one collector a batch, the workers kept from
@@ -369,7 +433,7 @@ fn serve_batches(
     loop {
         workers.new_batch(Instant::now());
         let link = VentilatorLink::new(instance, config.max_tasks, None, Instant::now());
-        let mut c = Collector::new(config, link, workers, Some(dir.to_owned()), metrics);
+        let mut c = Collecting::new(config, link, workers, Some(dir.to_owned()), metrics);
         if let Some(start) = next_start.take() {
             let start: Vec<zmq::Message> =
                 start.iter().map(|f| zmq::Message::from(&f[..])).collect();
@@ -418,7 +482,7 @@ fn where_is(path: &Path) -> String {
 }
 
 /// What the loop keeps: one field per room, and the routes between them.
-struct Collector {
+struct Collecting {
     link: VentilatorLink,
     workers: Workers,
     batch: Option<Batch>,
@@ -458,7 +522,7 @@ macro_rules! view {
     };
 }
 
-impl Collector {
+impl Collecting {
     /// A collector before any batch: results go nowhere until one is
     /// announced (one batch's sink sets its output first).
     fn new(
@@ -467,13 +531,13 @@ impl Collector {
         workers: Workers,
         serve_dir: Option<PathBuf>,
         metrics: Option<&metrics::Metrics>,
-    ) -> Collector {
+    ) -> Collecting {
         let metrics = metrics.map(metrics::Observer::new);
         let mut drops = Drops::default();
         if let Some(m) = &metrics {
             drops.count_into(m.dropped());
         }
-        Collector {
+        Collecting {
             link,
             workers,
             batch: None,
@@ -540,7 +604,7 @@ impl Collector {
     }
 
     /// Writes out what is held back and builds the batch's report.
-    fn end_batch(mut self) -> Result<Report, Error> {
+    fn end_batch(&mut self) -> Result<Report, Error> {
         self.out.finish()?;
         if let Some(p) = &self.progress {
             p.finish_and_clear();

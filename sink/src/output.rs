@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::collector::{self, Held, Tap};
 use crate::{Config, Error};
 
 /// One line of output:
@@ -167,15 +168,26 @@ fn text(out: &mut Vec<u8>, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A line held back for `--ordered`, and its result for the collector.
+type Waiting = (Vec<u8>, Option<Held>);
+
 /// Writes lines, holding back early arrivals when the order must follow the
-/// input.
+/// input; hands each line, as it is written, to a collector if there is
+/// one.
 pub(crate) struct Output {
     out: Box<dyn Write + Send>,
-    /// `Some` with `--ordered`: lines waiting for their predecessors.
-    pending: Option<BTreeMap<u64, Vec<u8>>>,
+    /// `Some` with `--ordered`: lines waiting for their predecessors (with
+    /// their result, for the collector).
+    pending: Option<BTreeMap<u64, Waiting>>,
     next: u64,
-    /// One line is serialized here first, then written with one call: far
-    /// cheaper than serde's many small writes through a boxed writer.
+    /// A library user's [`crate::Collector`], told of each line written.
+    tap: Option<Box<dyn Tap>>,
+    /// Lines are rendered straight into this buffer and handed to `out`
+    /// a [`BUFFER`] at a time: one copy of each line, and one call through
+    /// the boxed writer per many lines (serde's many small writes through
+    /// it were once the sink's largest cost).
+    buf: Vec<u8>,
+    /// With `--ordered`, a line held back is rendered here first.
     line: Vec<u8>,
     /// When what was written is next handed to the operating system even
     /// if nothing asks for it (an ACK does).
@@ -185,6 +197,8 @@ pub(crate) struct Output {
 /// How long written lines may wait in our buffer when nothing is
 /// acknowledged.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Lines gather in [`Output`]'s own buffer up to this size.
+const BUFFER: usize = 64 * 1024;
 
 impl Output {
     /// Writes to `out`; `ordered` holds early lines back.
@@ -193,52 +207,101 @@ impl Output {
             out,
             pending: ordered.then(BTreeMap::new),
             next: 0,
+            tap: None,
+            buf: Vec::with_capacity(BUFFER + 4096),
             line: Vec::with_capacity(512),
             next_flush: Instant::now(),
         }
     }
 
-    /// Writes one line (or holds it back until its predecessors are out).
-    pub(crate) fn write(&mut self, line: &Line<'_>) -> std::io::Result<()> {
-        self.line.clear();
-        line.render(&mut self.line)?;
+    /// Hands every line written from now on to `tap`.
+    pub(crate) fn set_tap(&mut self, tap: Option<Box<dyn Tap>>) {
+        self.tap = tap;
+    }
+
+    /// The collector, taken back at the end.
+    pub(crate) fn take_tap(&mut self) -> Option<Box<dyn Tap>> {
+        self.tap.take()
+    }
+
+    /// Writes one line of `batch` (or holds it back until its predecessors
+    /// are out).
+    pub(crate) fn write(&mut self, line: &Line<'_>, batch: u64) -> std::io::Result<()> {
         match &mut self.pending {
-            None => self.out.write_all(&self.line),
+            None => {
+                let start = self.buf.len();
+                if let Err(e) = line.render(&mut self.buf) {
+                    // No half line.
+                    self.buf.truncate(start);
+                    return Err(e);
+                }
+                if let Some(tap) = &mut self.tap {
+                    collector::tell(&mut **tap, line, batch);
+                }
+            }
             Some(pending) => {
-                pending.insert(line.task, self.line.clone());
-                while let Some(buf) = pending.remove(&self.next) {
-                    self.out.write_all(&buf)?;
+                self.line.clear();
+                line.render(&mut self.line)?;
+                let held = self.tap.is_some().then(|| Held::of(line, batch));
+                pending.insert(line.task, (self.line.clone(), held));
+                while let Some((text, held)) = pending.remove(&self.next) {
+                    self.buf.extend_from_slice(&text);
+                    if let (Some(tap), Some(held)) = (&mut self.tap, held) {
+                        held.tell(&mut **tap);
+                    }
                     self.next += 1;
                 }
-                Ok(())
             }
         }
+        if self.buf.len() >= BUFFER {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered lines to the writer.
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let written = self.out.write_all(&self.buf);
+        self.buf.clear();
+        written
     }
 
     /// Writes whatever is held back (a stop before the batch completed), in
     /// order, then flushes.
     pub(crate) fn finish(&mut self) -> std::io::Result<()> {
         if let Some(pending) = &mut self.pending {
-            for buf in std::mem::take(pending).into_values() {
-                self.out.write_all(&buf)?;
+            for (text, held) in std::mem::take(pending).into_values() {
+                self.buf.extend_from_slice(&text);
+                if let (Some(tap), Some(held)) = (&mut self.tap, held) {
+                    held.tell(&mut **tap);
+                }
             }
         }
-        self.out.flush()
+        self.flush()
     }
 
     /// Hands what is written to the operating system: before an ACK, so a
     /// killed sink loses nothing it acknowledged.
     pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        self.hand_over()?;
         self.out.flush()
     }
 
     /// Flushes when the last flush is [`FLUSH_EVERY`] old.
     pub(crate) fn flush_if_due(&mut self, now: Instant) -> std::io::Result<()> {
         if now >= self.next_flush {
-            self.out.flush()?;
+            self.flush()?;
             self.next_flush = now + FLUSH_EVERY;
         }
         Ok(())
+    }
+}
+
+impl Drop for Output {
+    /// What is buffered goes to the writer (whose own buffer is flushed
+    /// when it is dropped), as a `BufWriter` would.
+    fn drop(&mut self) {
+        let _ = self.hand_over();
     }
 }
 
@@ -494,17 +557,25 @@ mod tests {
         let buf = Shared::default();
         let mut out = Output::new(Box::new(buf.clone()), true);
         for t in [2, 0, 4, 1] {
-            out.write(&line(t, "ok")).unwrap();
+            out.write(&line(t, "ok"), 1).unwrap();
         }
+        assert!(buf.0.lock().unwrap().is_empty(), "buffered until a flush");
+        out.flush().unwrap();
         assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![0, 1, 2]);
         out.finish().unwrap();
         assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![0, 1, 2, 4]);
         let buf = Shared::default();
         let mut out = Output::new(Box::new(buf.clone()), false);
         for t in [2, 0] {
-            out.write(&line(t, "ok")).unwrap();
+            out.write(&line(t, "ok"), 1).unwrap();
         }
+        out.flush().unwrap();
         assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![2, 0]);
+        // Dropped without a flush: what was written still reaches the
+        // writer.
+        out.write(&line(5, "ok"), 1).unwrap();
+        drop(out);
+        assert_eq!(tasks_in(&buf.0.lock().unwrap()), vec![2, 0, 5]);
     }
 
     #[test]
@@ -512,9 +583,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let mut out = Output::new(open_output(&path).unwrap(), false);
-        out.write(&line(0, "ok")).unwrap();
-        out.write(&line(3, "timed_out")).unwrap();
-        out.write(&line(1, "ok")).unwrap();
+        out.write(&line(0, "ok"), 1).unwrap();
+        out.write(&line(3, "timed_out"), 1).unwrap();
+        out.write(&line(1, "ok"), 1).unwrap();
         out.finish().unwrap();
         drop(out);
         let whole = std::fs::read(&path).unwrap();

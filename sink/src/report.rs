@@ -29,7 +29,7 @@ pub struct WorkerRow {
 }
 
 /// What the sink saw.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// The batch id in hex, once a ventilator announced one.
     pub batch: Option<String>,
@@ -340,6 +340,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         };
         workers
             .heard(crate::workers::Said::Hello, info, t0, false)
@@ -392,6 +394,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         };
         workers
             .heard(crate::workers::Said::Hello, info, t0, false)

@@ -16,7 +16,7 @@ use common::work::Status;
 use crate::output::Line;
 use crate::received::Insert;
 use crate::workers::{Said, Workers};
-use crate::{Collector, Error, batch::Batch};
+use crate::{Collecting, Error, batch::Batch};
 
 /// Where a result comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ fn name_json<'w>(
     }
 }
 
-impl Collector {
+impl Collecting {
     /// A message on the result PULL: results, or a worker's word.
     pub(crate) fn on_results_socket(&mut self, frames: &[zmq::Message]) -> Result<(), Error> {
         let Some(message) = self.drops.decode(frames, "results", takes) else {
@@ -180,7 +180,7 @@ impl Collector {
             m.result(ok, latency_us, ran);
         }
         let worker_json = name_json(from, &mut self.workers, body.worker, body.duration_us);
-        self.out.write(&Line {
+        let line = Line {
             task: item.task,
             batch: batch.hex(),
             attempt: item.attempt,
@@ -194,7 +194,8 @@ impl Collector {
             latency_us,
             output: &body.outcome.output,
             error: &body.outcome.error,
-        })?;
+        };
+        self.out.write(&line, batch.id())?;
         if let Some(p) = &self.progress {
             p.inc(1);
         }
@@ -218,6 +219,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         }
     }
 

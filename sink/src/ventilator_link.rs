@@ -803,11 +803,14 @@ mod tests {
         l.tick(&sent, &mut out, view(t0)).unwrap();
         sent.take();
         assert_eq!(l.poll_timeout(t0), IDLE_POLL, "nothing to acknowledge");
-        out.write(&crate::output::Line {
-            task: 2,
-            status: "ok",
-            ..Default::default()
-        })
+        out.write(
+            &crate::output::Line {
+                task: 2,
+                status: "ok",
+                ..Default::default()
+            },
+            1,
+        )
         .unwrap();
         for (t, ok) in [(2, true), (0, true), (1, true), (7, false)] {
             l.ack(t, ok);
@@ -867,6 +870,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         };
         assert_eq!(ws.heard(Said::Hello, info, t0, false), Ok(true));
         l.status_soon();
@@ -942,6 +947,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         };
         l.worker_lost(&sent, &info, Some(&batch));
         assert!(sent.0.borrow().is_empty(), "before GO");

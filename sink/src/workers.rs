@@ -7,8 +7,14 @@
 //! slower — is no longer ready, and is lost (said once, in the log and to the
 //! ventilator); heard from again, it is back. Each worker's tasks and busy
 //! time make its share in the report.
+//!
+//! A worker whose results arrive before its HELLO (its status connection
+//! is still being made: the sink was not listening yet when it first tried)
+//! is *unheard*; END waits up to its second for it too, so that it hears
+//! END once its HELLO and its subscription arrive rather than wait for ever
+//! on a sink that has gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::protocol::WorkerInfo;
@@ -74,15 +80,25 @@ impl Worker {
 pub(crate) struct Workers {
     /// `--worker-timeout`.
     timeout: Duration,
-    by_id: HashMap<u64, Worker>,
+    /// Looked up once a result: hashed with foldhash (seeded per process,
+    /// so ids crafted to collide cannot be chosen in advance), not SipHash,
+    /// which was a tenth of the sink's work at the no-op rate.
+    by_id: HashMap<u64, Worker, foldhash::fast::RandomState>,
+    /// Workers whose results came in but who have not said HELLO (at most
+    /// [`MAX_UNHEARD`]: ids on results cost a sender nothing).
+    unheard: HashSet<u64, foldhash::fast::RandomState>,
 }
+
+/// The most unheard workers kept track of.
+const MAX_UNHEARD: usize = 1024;
 
 impl Workers {
     /// No worker yet; `timeout` is `--worker-timeout`.
     pub(crate) fn new(timeout: Duration) -> Workers {
         Workers {
             timeout,
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
+            unheard: HashSet::default(),
         }
     }
 
@@ -105,6 +121,7 @@ impl Workers {
             ));
         }
         let held = info.held.take();
+        self.unheard.remove(&info.id);
         let mut new = false;
         let w = self.by_id.entry(info.id).or_insert_with(|| {
             new = true;
@@ -139,7 +156,12 @@ impl Workers {
     /// A result from `worker` that ran `duration_us`: it counts in the
     /// worker's share. The worker's name as a JSON string, when we know it.
     pub(crate) fn did(&mut self, worker: u64, duration_us: u64) -> Option<&str> {
-        let w = self.by_id.get_mut(&worker)?;
+        let Some(w) = self.by_id.get_mut(&worker) else {
+            if self.unheard.len() < MAX_UNHEARD {
+                self.unheard.insert(worker);
+            }
+            return None;
+        };
         w.tasks += 1;
         w.busy_us += duration_us;
         w.counted = true;
@@ -150,6 +172,7 @@ impl Workers {
     /// only workers still here are kept.
     pub(crate) fn new_batch(&mut self, now: Instant) {
         let timeout = self.timeout;
+        self.unheard.clear();
         self.by_id.retain(|_, w| w.alive(now, timeout));
         for w in self.by_id.values_mut() {
             w.tasks = 0;
@@ -201,6 +224,12 @@ impl Workers {
             .collect();
         ready.sort_by_key(|w| w.id);
         ready
+    }
+
+    /// How many workers sent results but have not said HELLO: END is
+    /// repeated for them too, for as long as it waits for the BYEs.
+    pub(crate) fn unheard(&self) -> usize {
+        self.unheard.len()
     }
 
     /// How many workers are alive (END is repeated while any is).
@@ -258,10 +287,31 @@ mod tests {
             heartbeat_ms,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         }
     }
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_worker_whose_results_come_before_its_hello_is_unheard_until_then() {
+        let t0 = Instant::now();
+        let mut ws = Workers::new(3 * S);
+        assert_eq!(ws.did(9, 10), None);
+        assert_eq!(ws.did(9, 10), None);
+        assert_eq!(ws.unheard(), 1, "once for all its results");
+        assert_eq!(ws.alive(t0), 0);
+        ws.heard(Said::Hello, info(9, 1, 1000), t0, true).unwrap();
+        assert_eq!((ws.unheard(), ws.alive(t0)), (0, 1));
+        // Ids on results cost a sender nothing: only so many are kept.
+        for id in 100..100 + 2 * MAX_UNHEARD as u64 {
+            ws.did(id, 0);
+        }
+        assert_eq!(ws.unheard(), MAX_UNHEARD);
+        ws.new_batch(t0);
+        assert_eq!(ws.unheard(), 0, "a new batch starts afresh");
+    }
 
     #[test]
     fn a_worker_silent_past_the_timeout_is_lost_once_then_back_when_heard() {

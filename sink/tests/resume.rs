@@ -184,6 +184,7 @@ fn resumed_sink_reruns_only_what_was_out(dispatch: &'static str) {
             .map(|t| Work::Exec {
                 command: format!("echo {t} >> {}; sleep 0.01", ran.display()),
                 timeout_ms: None,
+                stdin: None,
             })
             .collect();
         let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));

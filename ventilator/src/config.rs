@@ -19,7 +19,7 @@ use crate::plan::Plan;
     name = "ventilator",
     version,
     about = "zpipe ventilator: waits for workers, deals a batch of tasks (by credit, or PUSH round-robin), re-sends what is lost, and waits for the sink's DONE",
-    after_help = "Input lines: blank and # lines are skipped; {\"kind\":...} is a JSON task (sleep, primes, exec, noop, data) which may also carry \"id\", \"after\": [ids], \"stage\": N and \"cost\": N; any other line is a plain task (--plain). Without --input, --tasks tasks are generated."
+    after_help = "Input lines: blank and # lines are skipped; {\"kind\":...} is a JSON task (sleep, primes, exec, noop, data) which may also carry \"id\", \"after\": [ids], \"stage\": N and \"cost\": N; any other line is a plain task (--plain). Without --input, --tasks tasks are generated.\n\nTask kinds: a task's kind is its \"kind\", or for a data task the \"type\" it may give ({\"kind\":\"data\",\"type\":\"resize\",\"data\":...}). In credit dispatch each task goes only to a worker that serves its kind (worker --kinds); a kind no ready worker serves waits, named in the log, and the others go on. In push dispatch a PUSH cannot choose its worker: a batch of more than one kind is refused (exit 2), and a batch of one kind starts only when every ready worker serves it."
 )]
 pub struct Config {
     /// Where workers (or a streamer) take tasks. `@` binds, `>` connects, bare
@@ -82,6 +82,17 @@ pub struct Config {
     /// Start once this many workers are ready.
     #[arg(long, env = "ZPIPE_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Task kinds: also wait for this many ready workers that serve KIND
+    /// (`KIND=N`, e.g. `primes=2`; repeat the flag or separate with
+    /// commas), as each worker's `--kinds` says. Without it a kind no ready
+    /// worker serves waits, named in the log, while the others go on.
+    #[arg(
+        long,
+        env = "ZPIPE_WORKERS_FOR",
+        value_name = "KIND=N",
+        value_delimiter = ','
+    )]
+    pub workers_for: Vec<KindNeed>,
     /// How long to wait for the sink and the workers before giving up (or, if
     /// some workers are ready, starting with them).
     #[arg(long, env = "ZPIPE_WAIT", default_value = "30s", value_parser = common::cli::duration)]
@@ -102,7 +113,9 @@ pub struct Config {
     /// does: `{}` the line and `{.}` the line without its extension, each
     /// shell-quoted so that it is one argument whatever it holds; `{#}` the
     /// task's number (from 1). Without `{}` or `{.}` the line goes at the
-    /// end. E.g. `--command 'gzip -9 {}'` with a file name a line.
+    /// end. Every line is then a name as it is (a `#` or `{` first, spaces
+    /// around, included); only empty lines are skipped. E.g. `--command
+    /// 'gzip -9 {}'` with a file name a line.
     #[arg(long, env = "ZPIPE_COMMAND")]
     pub command: Option<input::Template>,
     /// Without --input: how many tasks to generate.
@@ -141,10 +154,40 @@ pub struct Config {
     pub linger: Duration,
 }
 
+/// `--workers-for KIND=N`: how many ready workers serving a task kind the
+/// batch waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindNeed {
+    /// The kind (see [`common::kinds`]).
+    pub kind: String,
+    /// How many ready workers must serve it.
+    pub workers: usize,
+}
+
+impl std::str::FromStr for KindNeed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, n) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected KIND=N, e.g. primes=2"))?;
+        let kind = kind.trim();
+        common::kinds::check_name(kind)?;
+        let workers = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a number of workers"))?;
+        Ok(KindNeed {
+            kind: kind.to_string(),
+            workers,
+        })
+    }
+}
+
 impl Config {
     /// The largest task body that fits a message (workers refuse larger ones
     /// when their `--max-msg-size` is the same as ours).
-    fn max_task_bytes(&self) -> usize {
+    pub(crate) fn max_task_bytes(&self) -> usize {
         usize::try_from(self.sockets.max_msg_size)
             .unwrap_or(usize::MAX)
             .saturating_sub(64)

@@ -3,13 +3,13 @@
 //!
 //! ```text
 //!  worker thread DEALER ── CREDIT n (exact: idle) ──▶ ROUTER ventilator
-//!                       ◀── TASK, or TASKS (up to min(credit, 64)) ──
+//!                       ◀── TASK, or TASKS (up to min(credit, 1024)) ──
 //!  worker's main DEALER ── HELLO, HEARTBEAT, BYE ──▶
 //!                       ◀── HEARTBEAT ──
 //! ```
 //!
 //! This is the guide's load-balancing broker with Paranoid Pirate
-//! heartbeats. Each worker thread has a DEALER of its own and tells the
+//! heartbeats. Each worker has one DEALER (its threads share it) and tells the
 //! ROUTER how many tasks it can take; the ventilator gives the next ready
 //! task to a thread with credit, in the order threads asked
 //! ([`Roster`]'s eligible queue), and the ledger records which thread
@@ -20,27 +20,33 @@
 //! additive, never above the high-water mark, so a thread's pipe can take
 //! what it asked for), routes, liveness. It answers with [`Event`]s for the
 //! loop to apply to the ledger, which knows who holds what. [`Dealer`] is
-//! the hot path that sends: it reuses its buffers and reads the clock once
-//! per 32 messages, so a task costs no allocation and no system call of its
-//! own.
+//! the hot path that sends, through a [`Packer`].
+//!
+//! **Task kinds.** Each worker says in its HELLO and HEARTBEAT which kinds
+//! it serves ([`WorkerInfo::kinds`]); the roster keeps it as a bit set over
+//! the batch's kinds, and a thread takes only tasks of those kinds
+//! ([`Ledger::next_task_for`]). A thread whose worker serves nothing that
+//! is ready keeps its credit and its place, and the round goes on to the
+//! next thread: a kind no worker serves holds up no other kind. A worker
+//! not yet heard from (its CREDIT came before its HELLO) is given nothing
+//! until it says what it serves.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use common::clock::Coarse;
 use common::drops::Drops;
 use common::protocol::{self, Credit, Header, Kind, Message, WorkerInfo};
-use common::work::Work;
 
 use crate::Error;
 use crate::ledger::Ledger;
+use crate::packer::Packer;
+use crate::plan::Plan;
 
 /// A worker thread, as the roster numbers it (and as the ledger records
 /// who holds a task).
 pub type ThreadId = u32;
 
-/// Most tasks in one TASKS message.
-pub const MAX_PACK: u32 = 64;
+pub use crate::packer::MAX_PACK;
 
 /// What the roster learnt that concerns the tasks out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,8 @@ struct Thread {
     queued: bool,
     /// Its worker's id (for the worker's message-size limit).
     worker: u64,
+    /// The batch's kinds its worker serves, a bit per kind.
+    kinds: u64,
 }
 
 /// A worker process.
@@ -97,6 +105,15 @@ struct Worker {
     /// The largest message frame it takes (`--max-msg-size`, as its HELLO
     /// says); `usize::MAX` when it does not say.
     max_msg: usize,
+    /// The threads it runs tasks on, as its HELLO says (in credit dispatch
+    /// the threads of a worker share one connection: one entry in
+    /// `threads` for all of them).
+    runs: u32,
+    /// The kinds it said it serves (`None`: the built-in kinds), once it
+    /// said HELLO, HEARTBEAT or BYE.
+    said: Option<Option<Vec<String>>>,
+    /// The same as a bit set over the batch's kinds (0 until it says).
+    kinds: u64,
 }
 
 /// The worker threads that ask for tasks, their credit, and whether their
@@ -120,6 +137,19 @@ pub struct Roster {
     heartbeat: Duration,
     /// `--liveness`: heartbeats missed before a worker is dead.
     liveness: u32,
+    /// The batch's task kinds (bit `i` of a worker's set is `kinds[i]`);
+    /// empty until [`Roster::set_kinds`]: then every thread takes any task.
+    kinds: Vec<String>,
+}
+
+/// The bit set of `batch`'s kinds that a worker which `said` its kinds
+/// serves.
+fn kind_bits(batch: &[String], said: Option<&[String]>) -> u64 {
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| common::kinds::serves(said, k))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
 impl Roster {
@@ -134,7 +164,15 @@ impl Roster {
             cap: u32::try_from(hwm.max(1)).unwrap_or(1000),
             heartbeat,
             liveness,
+            kinds: Vec::new(),
         }
+    }
+
+    /// The batch's task kinds ([`Ledger::kind_names`]): each worker's
+    /// kinds are known as a bit set over them, and its threads take only
+    /// those.
+    pub fn set_kinds(&mut self, kinds: &[String]) {
+        self.kinds = kinds.to_vec();
     }
 
     /// A decoded message from a worker at `route`: CREDIT from a thread;
@@ -206,6 +244,7 @@ impl Roster {
                     credit: 0,
                     queued: false,
                     worker: c.worker,
+                    kinds: 0,
                 });
                 self.by_name.insert((c.worker, c.thread), id);
                 id
@@ -215,7 +254,9 @@ impl Roster {
         if !w.threads.contains(&id) {
             w.threads.push(id);
         }
+        let kinds = w.kinds;
         let t = &mut self.threads[id as usize];
+        t.kinds = kinds;
         t.credit = if c.exact {
             n
         } else {
@@ -293,13 +334,44 @@ impl Roster {
         self.workers.values().filter(|w| w.hello && !w.dead).count()
     }
 
-    /// The threads of the ready workers that have asked for tasks.
+    /// The threads of the ready workers that have asked for tasks (as
+    /// each worker's HELLO counts them: its threads may share one
+    /// connection).
     pub fn ready_threads(&self) -> u64 {
         self.workers
             .values()
-            .filter(|w| w.hello && !w.dead)
-            .map(|w| w.threads.len() as u64)
+            .filter(|w| w.hello && !w.dead && !w.threads.is_empty())
+            .map(|w| u64::from(w.runs).max(w.threads.len() as u64))
             .sum()
+    }
+
+    /// Ready workers that serve `kind` (as they said; one that has not
+    /// said serves nothing yet).
+    pub fn ready_serving(&self, kind: &str) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.hello && !w.dead)
+            .filter(
+                |w| matches!(&w.said, Some(said) if common::kinds::serves(said.as_deref(), kind)),
+            )
+            .count()
+    }
+
+    /// The batch's kinds that some ready worker serves, a bit per kind.
+    pub fn served(&self) -> u64 {
+        self.workers
+            .values()
+            .filter(|w| w.hello && !w.dead)
+            .fold(0, |bits, w| bits | w.kinds)
+    }
+
+    /// The kinds the thread's worker serves, a bit per kind of the batch
+    /// (all bits before [`Roster::set_kinds`]).
+    pub fn kinds(&self, id: ThreadId) -> u64 {
+        if self.kinds.is_empty() {
+            return u64::MAX;
+        }
+        self.threads[id as usize].kinds
     }
 
     /// Whether a thread may be waiting with credit.
@@ -362,15 +434,30 @@ impl Roster {
         self.threads[id as usize].credit = 0;
     }
 
-    /// A HELLO, HEARTBEAT or BYE's news: name and heartbeat.
+    /// A HELLO, HEARTBEAT or BYE's news: name, heartbeat, size limit and
+    /// the task kinds it serves.
     fn greeted(&mut self, info: &WorkerInfo, now: Instant) -> &mut Worker {
+        let bits = kind_bits(&self.kinds, info.kinds.as_deref());
         let w = self.seen(info.id, now);
         w.name = info.name();
         w.heartbeat = Duration::from_millis(info.heartbeat_ms.clamp(10, 60_000));
         w.max_msg = info
             .max_msg_size
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-        w
+        w.runs = info.threads;
+        // Said for the first time (a HEARTBEAT repeats it: nothing to do
+        // then); its threads take those kinds from now on.
+        if w.said.as_ref() != Some(&info.kinds) {
+            w.said = Some(info.kinds.clone());
+            w.kinds = bits;
+            let (workers, threads) = (&self.workers, &mut self.threads);
+            for &t in workers.get(&info.id).map_or(&[][..], |w| &w.threads) {
+                if let Some(thread) = threads.get_mut(t as usize) {
+                    thread.kinds = bits;
+                }
+            }
+        }
+        self.seen(info.id, now)
     }
 
     /// The worker's entry, marked alive now.
@@ -383,6 +470,9 @@ impl Roster {
             hello: false,
             threads: Vec::new(),
             max_msg: usize::MAX,
+            runs: 0,
+            said: None,
+            kinds: 0,
         });
         w.last = now;
         if w.dead {
@@ -412,34 +502,36 @@ pub(crate) const KINDS: &[Kind] = &[Kind::Credit, Kind::Hello, Kind::Heartbeat, 
 
 /// Deals tasks on the ROUTER to threads with credit (the hot path).
 pub struct Dealer {
-    batch: u64,
     /// HEARTBEAT's header, the answer to a worker's.
     beat: [u8; protocol::HEADER_LEN],
-    /// The message body being built, reused.
-    body: Vec<u8>,
-    /// One task body inside a TASKS message, reused.
-    record: Vec<u8>,
-    /// The tasks of the message being built, reused.
-    tasks: Vec<u64>,
-    clock: Coarse,
+    /// The message being built.
+    packer: Packer,
     /// The last round stopped at a full pipe: wait until it can take more.
     blocked: bool,
+    /// The last round ended with tasks ready that no thread with credit
+    /// serves: wait for news (credit, a HELLO, an ACK) rather than spin.
+    stuck: bool,
+    /// Threads passed over in a round (nothing ready of their kinds),
+    /// reused.
+    passed: Vec<ThreadId>,
 }
 
 impl Dealer {
     /// A dealer of `batch`.
     pub fn new(batch: u64) -> Dealer {
         Dealer {
-            batch,
             beat: Header::bare(Kind::Heartbeat, batch).encode(),
-            body: Vec::with_capacity(256),
-            record: Vec::new(),
-            tasks: Vec::with_capacity(MAX_PACK as usize),
-            // 32 tasks sent in one go leave within microseconds of each
-            // other; each dealing round reads the clock afresh.
-            clock: Coarse::new(32),
+            packer: Packer::new(batch),
             blocked: false,
+            stuck: false,
+            passed: Vec::new(),
         }
+    }
+
+    /// Whether the last round ended with ready tasks that no thread with
+    /// credit serves.
+    pub fn stuck(&self) -> bool {
+        self.stuck
     }
 
     /// Whether the last round stopped at a full pipe.
@@ -470,14 +562,21 @@ impl Dealer {
         roster: &mut Roster,
         ledger: &mut Ledger<'_>,
         router: &zmq::Socket,
-        works: &[Work],
+        plan: &Plan,
     ) -> Result<u64, Error> {
         let now = Instant::now();
-        self.clock.refresh();
+        self.packer.refresh();
         self.blocked = false;
+        self.stuck = false;
+        self.passed.clear();
         let mut sent = 0;
         let mut rounds = 0;
-        while let Some((id, credit)) = roster.next_eligible() {
+        let mut exhausted = false;
+        loop {
+            let Some((id, credit)) = roster.next_eligible() else {
+                exhausted = true;
+                break;
+            };
             rounds += 1;
             if rounds > 10_000 {
                 // Enough for one round: let acks and heartbeats in.
@@ -487,19 +586,32 @@ impl Dealer {
             if credit == 0 {
                 continue;
             }
-            self.tasks.clear();
-            while self.tasks.len() < credit.min(MAX_PACK) as usize {
-                match ledger.next_task() {
-                    Some(t) => self.tasks.push(t),
+            let kinds = roster.kinds(id);
+            self.packer.tasks.clear();
+            while self.packer.tasks.len() < credit.min(MAX_PACK) as usize {
+                match ledger.next_task_for(kinds) {
+                    Some(t) => self.packer.tasks.push(t),
                     None => break,
                 }
             }
-            if self.tasks.is_empty() {
+            if self.packer.tasks.is_empty() {
+                if kinds != u64::MAX && ledger.has_ready() {
+                    // Nothing ready of the kinds its worker serves: it keeps
+                    // its credit and its place, and the next thread may
+                    // serve what is ready.
+                    self.passed.push(id);
+                    continue;
+                }
                 roster.first_again(id);
                 break;
             }
             let (limit, worker) = roster.max_msg(id);
-            let Some(head) = self.encode(ledger, works, limit, worker) else {
+            let too_large = |len| {
+                format!(
+                    "not sent: the task's message is {len} bytes, more than worker {worker} takes (its --max-msg-size is {limit}): raise it there, or make the task smaller"
+                )
+            };
+            let Some(head) = self.packer.encode(ledger, plan, limit, too_large) else {
                 // Its only task cannot go to this worker at all (and is
                 // failed, saying why): the thread's credit stands.
                 roster.first_again(id);
@@ -508,18 +620,18 @@ impl Dealer {
             let frames = roster.route(id).iter().map(Vec::as_slice).chain([
                 &b""[..],
                 &head[..],
-                &self.body[..],
+                &self.packer.body[..],
             ]);
             match router.send_multipart(frames, zmq::DONTWAIT) {
                 Ok(()) => {
-                    for &t in &self.tasks {
+                    for &t in &self.packer.tasks {
                         ledger.sent(t, id, now);
                     }
-                    sent += self.tasks.len() as u64;
-                    roster.dealt(id, self.tasks.len() as u32);
+                    sent += self.packer.tasks.len() as u64;
+                    roster.dealt(id, self.packer.tasks.len() as u32);
                 }
                 Err(e) => {
-                    for &t in self.tasks.iter().rev() {
+                    for &t in self.packer.tasks.iter().rev() {
                         ledger.unsend(t);
                     }
                     match e {
@@ -537,85 +649,12 @@ impl Dealer {
                 }
             }
         }
+        // Those passed over go first again, in the order they were.
+        for &id in self.passed.iter().rev() {
+            roster.first_again(id);
+        }
+        self.stuck = exhausted && !self.passed.is_empty();
         Ok(sent)
-    }
-
-    /// Writes `self.tasks` into `self.body`: one TASK, or TASKS records,
-    /// never a frame larger than `limit` (the receiving `worker`'s
-    /// `--max-msg-size`, which would drop its connection): tasks that do
-    /// not fit go back to the ledger for the next message, and a task too
-    /// large for this worker on its own fails, saying why (`None`: nothing
-    /// left to send).
-    fn encode(
-        &mut self,
-        ledger: &mut Ledger<'_>,
-        works: &[Work],
-        limit: usize,
-        worker: &str,
-    ) -> Option<[u8; protocol::HEADER_LEN]> {
-        let clock = self.clock.now_us();
-        self.body.clear();
-        if self.tasks.len() > 1 {
-            let mut fitted = self.tasks.len();
-            for (i, &t) in self.tasks.iter().enumerate() {
-                self.record.clear();
-                protocol::encode_task(&mut self.record, clock, &works[t as usize]);
-                if self.body.len() + protocol::RECORD_HEAD_LEN + self.record.len() > limit {
-                    fitted = i;
-                    break;
-                }
-                protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
-            }
-            if fitted < self.tasks.len() {
-                // The first alone may still fit as a TASK (no record head).
-                let keep = fitted.max(1);
-                for &t in self.tasks[keep..].iter().rev() {
-                    ledger.unsend(t);
-                }
-                self.tasks.truncate(keep);
-                self.body.clear();
-                if keep > 1 {
-                    for &t in &self.tasks {
-                        self.record.clear();
-                        protocol::encode_task(&mut self.record, clock, &works[t as usize]);
-                        protocol::encode_record(&mut self.body, t, ledger.attempt(t), &self.record);
-                    }
-                }
-            }
-            if self.tasks.len() > 1 {
-                return Some(
-                    Header {
-                        kind: Kind::Tasks,
-                        attempt: 0,
-                        batch: self.batch,
-                        task: self.tasks.len() as u64,
-                    }
-                    .encode(),
-                );
-            }
-        }
-        let t = self.tasks[0];
-        protocol::encode_task(&mut self.body, clock, &works[t as usize]);
-        if self.body.len() > limit {
-            ledger.refuse(
-                t,
-                format!(
-                    "not sent: the task's message is {} bytes, more than worker {worker} takes (its --max-msg-size is {limit}): raise it there, or make the task smaller",
-                    self.body.len()
-                ),
-            );
-            self.tasks.clear();
-            return None;
-        }
-        Some(
-            Header {
-                kind: Kind::Task,
-                attempt: ledger.attempt(t),
-                batch: self.batch,
-                task: t,
-            }
-            .encode(),
-        )
     }
 }
 
@@ -649,6 +688,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         }
     }
 
@@ -659,6 +700,33 @@ mod tests {
     /// Empties the eligible queue: (thread, credit) in order.
     fn queue(r: &mut Roster) -> Vec<(ThreadId, u32)> {
         std::iter::from_fn(|| r.next_eligible()).collect()
+    }
+
+    #[test]
+    fn a_thread_takes_the_kinds_its_worker_said_and_nothing_before_it_says() {
+        let t0 = Instant::now();
+        let mut r = roster();
+        r.set_kinds(&["exec".into(), "A".into()]);
+        r.credit(credit(1, 0, 5, true), &route("a"), t0);
+        r.credit(credit(2, 0, 5, true), &route("b"), t0);
+        // Credit before HELLO: nothing is dealt to it yet.
+        assert_eq!((r.kinds(0), r.kinds(1)), (0, 0));
+        r.heard(&info(1), t0);
+        let mut a = info(2);
+        a.kinds = Some(vec!["A".into(), "other".into()]);
+        r.heard(&a, t0);
+        // Worker 1 said nothing: the built-in kinds (exec); worker 2: A.
+        assert_eq!((r.kinds(0), r.kinds(1)), (0b01, 0b10));
+        assert_eq!(r.served(), 0b11);
+        assert_eq!((r.ready_serving("exec"), r.ready_serving("A")), (1, 1));
+        assert_eq!(r.ready_serving("other"), 1);
+        // A thread that asks later takes its worker's kinds at once.
+        r.credit(credit(2, 1, 5, true), &route("c"), t0);
+        assert_eq!(r.kinds(2), 0b10);
+        // Before the batch's kinds are set, every thread takes any task.
+        let mut r = roster();
+        r.credit(credit(1, 0, 5, true), &route("a"), t0);
+        assert_eq!(r.kinds(0), u64::MAX);
     }
 
     #[test]
@@ -745,7 +813,9 @@ mod tests {
         r.credit(credit(1, 1, 5, true), &route("b"), t);
         r.credit(credit(2, 0, 5, true), &route("c"), t);
         assert_eq!(r.ready(), 2);
-        assert_eq!(r.ready_threads(), 3);
+        // As their HELLOs count them: two each (a worker's threads share
+        // one connection, so one that asks speaks for all).
+        assert_eq!(r.ready_threads(), 4);
         // Worker 2 keeps beating; worker 1 falls silent.
         r.heard(&info(2), t + 2 * HB);
         assert!(r.expire(t + 3 * HB).is_empty(), "three beats is the limit");
@@ -762,7 +832,7 @@ mod tests {
         assert_eq!(r.ready(), 1);
         assert_eq!(
             r.ready_threads(),
-            1,
+            2,
             "a dead worker's threads are not ready"
         );
         // Its threads lost their credit: only worker 2's is dealt to.

@@ -48,6 +48,10 @@ pub enum Error {
         /// How long we waited (`--wait`).
         waited: Duration,
     },
+    /// Push dispatch: a ready worker does not serve the batch's kind, and
+    /// a PUSH would deal it tasks; says which.
+    #[error("{0}")]
+    KindUnserved(String),
     /// The sink will not collect this batch, and said why.
     #[error("the sink refused the batch: {0}")]
     Refused(String),

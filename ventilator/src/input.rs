@@ -12,7 +12,10 @@
 //! A JSON task may also carry `"id"` (a name other tasks refer to),
 //! `"after"` (a list of ids, or of 0-based task indices, it must wait for),
 //! `"stage"` (a number: later stages wait for all earlier ones) and `"cost"`
-//! (a hint for `--order cost`); see [`crate::plan`].
+//! (a hint for `--order cost`); see [`crate::plan`]. A data task may name a
+//! kind of its own with `"type"` (`{"kind":"data","type":"resize","data":...}`):
+//! it then goes only to workers that serve that kind (see
+//! [`common::kinds`]).
 
 use std::io::BufRead;
 use std::str::FromStr;
@@ -33,7 +36,8 @@ pub enum Plain {
     Data,
 }
 
-/// `--command`: a command line that each plain input line fills, as GNU
+/// `--command`: a command line that each input line fills (every line then
+/// is a name, taken as it is: no comment, no JSON task, no trimming), as GNU
 /// parallel's replacement strings do: `{}` is the line and `{.}` the line
 /// without its extension, each shell-quoted so that the line is one
 /// argument whatever it holds (spaces, quotes, `$(...)`); `{#}` is the
@@ -159,10 +163,18 @@ pub enum InputError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A task a [`crate::source::Source`] gave that cannot be sent.
+    #[error("task {task} of the source: {reason}")]
+    Task {
+        /// Its number, from 0.
+        task: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The input could not be read.
     #[error("cannot read the input")]
     Read(#[from] std::io::Error),
-    /// Only blank lines and comments.
+    /// Only blank lines and comments (or a source that gave nothing).
     #[error("the input holds no task")]
     Empty,
 }
@@ -223,8 +235,16 @@ pub fn parse_with(
             },
             _ => InputError::Read(e),
         })?;
-        let text = line.trim();
-        if text.is_empty() || text.starts_with('#') {
+        // With --command every line is a name, taken as it is (spaces,
+        // a leading `#` or `{` included), as xargs and GNU parallel take
+        // lines: only an empty line is skipped. Else lines are trimmed,
+        // and comments skipped.
+        let text = if command.is_some() {
+            line.as_str()
+        } else {
+            line.trim()
+        };
+        if text.is_empty() || (command.is_none() && text.starts_with('#')) {
             continue;
         }
         let bad = |reason: String| InputError::Line {
@@ -232,7 +252,8 @@ pub fn parse_with(
             reason,
         };
         let (mut id, mut after, mut stage, mut cost) = (None, Vec::new(), 0u32, None);
-        let work = if text.starts_with('{') {
+        let mut own_kind: Option<String> = None;
+        let work = if command.is_none() && text.starts_with('{') {
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(text).map_err(|e| bad(not_a_task(&e)))?;
             if let Some(v) = map.remove("id") {
@@ -262,8 +283,22 @@ pub fn parse_with(
                         .ok_or_else(|| bad("\"cost\" must be a whole number".into()))?,
                 );
             }
-            serde_json::from_value::<Work>(serde_json::Value::Object(map))
-                .map_err(|e| bad(not_a_task(&e)))?
+            if let Some(v) = map.remove("type") {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| bad("\"type\" must be a string".into()))?;
+                common::kinds::check_type(v).map_err(bad)?;
+                own_kind = Some(v.to_string());
+            }
+            let work = serde_json::from_value::<Work>(serde_json::Value::Object(map))
+                .map_err(|e| bad(not_a_task(&e)))?;
+            if own_kind.is_some() && !matches!(work, Work::Data { .. }) {
+                return Err(bad(format!(
+                    "\"type\" names a data task's own kind; this task's kind is {:?} already",
+                    work.kind()
+                )));
+            }
+            work
         } else {
             match (plain, command) {
                 (Plain::Exec, Some(template)) => {
@@ -276,11 +311,13 @@ pub fn parse_with(
                     Work::Exec {
                         command: template.fill(text, tasks.len() as u64 + 1),
                         timeout_ms: None,
+                        stdin: None,
                     }
                 }
                 (Plain::Exec, None) => Work::Exec {
                     command: text.to_string(),
                     timeout_ms: None,
+                    stdin: None,
                 },
                 (Plain::Sleep, _) => Work::Sleep {
                     ms: text
@@ -297,17 +334,29 @@ pub fn parse_with(
         {
             return Err(bad(format!("primes range {from}..{to} is backwards")));
         }
+        // A command is a C string to exec: a NUL would end it there (or
+        // fail on every worker), so it is refused here, with its line. A
+        // newline in a JSON command is the user's own (`sh -c` runs each
+        // line); a plain line cannot hold one.
+        if let Work::Exec { command, .. } = &work
+            && command.contains('\0')
+        {
+            return Err(bad(
+                "a NUL character (U+0000) in the command: a shell command cannot hold one".into(),
+            ));
+        }
         scratch.clear();
-        common::protocol::encode_task(&mut scratch, 0, &work);
+        common::protocol::encode_named_task(&mut scratch, 0, own_kind.as_deref(), &work);
         if scratch.len() > max_bytes {
             return Err(bad(format!(
                 "the task is {} bytes, more than a message may carry (--max-msg-size)",
                 scratch.len()
             )));
         }
-        plan.cost.push(cost.or_else(|| work.expected_ms()));
+        plan.cost.push(cost);
         plan.ids.push(id);
         plan.stage.push(stage);
+        plan.kinds.push(own_kind);
         refs.push((line_no, after));
         tasks.push(work);
     }
@@ -331,9 +380,7 @@ pub fn parse_with(
             plan.after.push(ids);
         }
     }
-    if plan.stage.iter().all(|&s| s == 0) {
-        plan.stage.clear();
-    }
+    plan.shed_unused();
     plan.works = tasks;
     Ok(plan)
 }
@@ -355,6 +402,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_data_task_names_a_kind_of_its_own_with_type() {
+        let text = "{\"kind\":\"data\",\"type\":\"resize\",\"data\":1}\necho hi\n";
+        let plan = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
+        assert_eq!(plan.kind_of(0), "resize");
+        assert_eq!(plan.kind_of(1), "exec");
+        let (names, of) = plan.kind_table().unwrap();
+        assert_eq!(
+            (names, of),
+            (vec!["resize".into(), "exec".into()], vec![0, 1])
+        );
+        // The name is part of the batch: another name, another batch.
+        let other = parse(
+            text.replace("resize", "crop").as_bytes(),
+            Plain::Exec,
+            usize::MAX,
+        )
+        .unwrap();
+        assert_ne!(plan.fingerprint(), other.fingerprint());
+        // No task with a type: the kinds stay empty (and the batch id is
+        // what it was before kinds).
+        let plain = parse(&b"echo hi\n"[..], Plain::Exec, usize::MAX).unwrap();
+        assert!(plain.kinds.is_empty());
+        for (line, says) in [
+            (
+                "{\"kind\":\"exec\",\"command\":\"x\",\"type\":\"A\"}",
+                "data task",
+            ),
+            (
+                "{\"kind\":\"data\",\"type\":\"exec\",\"data\":1}",
+                "built-in",
+            ),
+            (
+                "{\"kind\":\"data\",\"type\":\"a b\",\"data\":1}",
+                "not allowed",
+            ),
+            (
+                "{\"kind\":\"data\",\"type\":7,\"data\":1}",
+                "must be a string",
+            ),
+        ] {
+            let err = parse(line.as_bytes(), Plain::Exec, usize::MAX)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("input line 1") && err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn parses_plain_json_comments() {
         let text = "# a batch\n\necho hi\n{\"kind\":\"sleep\",\"ms\":5}\n{\"kind\":\"primes\",\"from\":1,\"to\":9}\n";
         let tasks = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
@@ -364,7 +459,8 @@ mod tests {
             vec![
                 Work::Exec {
                     command: "echo hi".into(),
-                    timeout_ms: None
+                    timeout_ms: None,
+                    stdin: None,
                 },
                 Work::Sleep { ms: 5 },
                 Work::Primes { from: 1, to: 9 },
@@ -426,7 +522,8 @@ mod tests {
     #[test]
     fn a_command_template_fills_plain_lines_and_refuses_control_characters() {
         let t: Template = "cat {}".parse().unwrap();
-        let text = "# files\na b\n{\"kind\":\"noop\"}\nc\n";
+        // Every line is a name as it is: a `#`, a JSON object, spaces.
+        let text = "# files\na b\n\n{\"kind\":\"noop\"}\n c \n";
         let plan = parse_with(text.as_bytes(), Plain::Exec, Some(&t), usize::MAX).unwrap();
         let commands: Vec<String> = plan
             .works
@@ -436,7 +533,15 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect();
-        assert_eq!(commands, vec!["cat 'a b'", "Noop", "cat c"]);
+        assert_eq!(
+            commands,
+            vec![
+                "cat '# files'",
+                "cat 'a b'",
+                r#"cat '{"kind":"noop"}'"#,
+                "cat ' c '"
+            ]
+        );
         let e = parse_with(
             "ok\nbad\u{1b}name\n".as_bytes(),
             Plain::Exec,
@@ -448,6 +553,29 @@ mod tests {
         assert!(
             e.starts_with("input line 2: a control character (U+001B)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_json_command_with_a_nul_is_refused_with_its_line_and_stdin_is_kept() {
+        let text = "{\"kind\":\"exec\",\"command\":\"wc -c\",\"stdin\":\"a\\u0000b\\nc\"}\n{\"kind\":\"exec\",\"command\":\"echo a\\u0000rm x\"}\n";
+        let e = parse(text.as_bytes(), Plain::Exec, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("input line 2: a NUL character"), "{e}");
+        let plan = parse(
+            text.lines().next().unwrap().as_bytes(),
+            Plain::Exec,
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.works,
+            vec![Work::Exec {
+                command: "wc -c".into(),
+                timeout_ms: None,
+                stdin: Some(Box::new("a\0b\nc".into())),
+            }]
         );
     }
 
@@ -497,7 +625,8 @@ mod tests {
         let p = parse(text.as_bytes(), Plain::Exec, usize::MAX).unwrap();
         assert_eq!(p.after, vec![vec![], vec![0], vec![0, 1]]);
         assert_eq!(p.stage, vec![0, 1, 2]);
-        assert_eq!(p.cost, vec![None, Some(5), Some(7)]);
+        let costs: Vec<Option<u64>> = (0..3).map(|t| p.cost_of(t)).collect();
+        assert_eq!(costs, vec![None, Some(5), Some(7)]);
         assert!(p.check().is_ok());
         for (text, line) in [
             ("{\"kind\":\"noop\",\"after\":[\"nope\"]}", 1),

@@ -11,6 +11,11 @@
 //! In credit dispatch the ledger also knows which worker thread holds each
 //! task out (a [`crate::credit::ThreadId`]), so what a dead worker held goes
 //! out again at once.
+//!
+//! Ready tasks wait in one queue per task kind (see [`common::kinds`]), so
+//! that a thread takes only what its worker serves
+//! ([`Ledger::next_task_for`]) and a kind no worker serves holds up no
+//! other kind. A batch of one kind has one queue, as before kinds.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -50,8 +55,41 @@ pub enum Order {
 }
 
 enum Queue {
-    Fifo(VecDeque<u64>),
+    Fifo(Runs),
     Cost(BinaryHeap<(u64, Reverse<u64>)>),
+}
+
+/// A first-in, first-out queue of task ids kept as runs of consecutive
+/// ids: the ready tasks of a batch without dependencies are one run
+/// (`0..n`), so the queue costs nothing per task however large the batch.
+#[derive(Debug, Default)]
+struct Runs(VecDeque<Range<u64>>);
+
+impl Runs {
+    fn push_back(&mut self, t: u64) {
+        match self.0.back_mut() {
+            Some(last) if last.end == t => last.end += 1,
+            _ => self.0.push_back(t..t + 1),
+        }
+    }
+
+    fn front(&self) -> Option<&u64> {
+        self.0.front().map(|r| &r.start)
+    }
+
+    fn pop_front(&mut self) -> Option<u64> {
+        let first = self.0.front_mut()?;
+        let t = first.start;
+        first.start += 1;
+        if first.is_empty() {
+            self.0.pop_front();
+        }
+        Some(t)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The book of a batch's tasks (see the module doc).
@@ -61,21 +99,31 @@ pub struct Ledger<'p> {
     attempt: Vec<u32>,
     /// Losses counted against `--retries` (a restarted sink's are not).
     charged: Vec<u32>,
-    /// Whether the task's success has already freed what waits for it.
+    /// Whether the task's success has already freed what waits for it;
+    /// empty when nothing waits for anything.
     released: Vec<bool>,
     /// The worker thread holding an `Out` task, in credit dispatch.
     holder: Vec<u32>,
-    /// How many things each blocked task still waits for.
+    /// How many things each blocked task still waits for; empty when
+    /// nothing waits for anything.
     waiting: Vec<u32>,
     dependants: Vec<Vec<u64>>,
-    /// Per stage, its tasks; and how many of them are not yet ok.
+    /// Per stage, its tasks (but for the first stage's, which nothing
+    /// needs: they are ready from the start); and how many of them are not
+    /// yet ok.
     stages: BTreeMap<u32, Vec<u64>>,
     stage_left: BTreeMap<u32, u64>,
     /// Stages up to this one are released.
     open_stage: Option<u32>,
     failed_stage: Option<u32>,
-    retry: VecDeque<u64>,
-    ready: Queue,
+    /// Per kind (see [`Plan::kind_table`]): tasks to send again, first,
+    /// and ready tasks. One of each when the batch has one kind.
+    retry: Vec<VecDeque<u64>>,
+    ready: Vec<Queue>,
+    /// Each task's kind, as an index into `kind_names`; empty when the
+    /// batch has one kind.
+    kind_of: Vec<u8>,
+    kind_names: Vec<String>,
     /// Lease deadlines in the order tasks went out (the timeout is the same
     /// for all, so the front expires first).
     leases: VecDeque<(Instant, u64, u32)>,
@@ -100,24 +148,42 @@ impl<'p> Ledger<'p> {
     /// [`Plan::check`]: those waiting for nothing are ready.
     pub fn new(plan: &'p Plan, order: Order, task_timeout: Duration, retries: u32) -> Self {
         let n = plan.len();
+        // A batch of no dependencies and one stage keeps no word per task
+        // for them: nothing waits, nothing is released.
+        let constrained = plan.has_constraints();
+        let per_task = |yes: bool| if yes { n } else { 0 };
+        // A plan is checked before it gets here (`Ventilator::run_plan`);
+        // one that was not goes in one queue.
+        let (kind_names, mut kind_of) = plan
+            .kind_table()
+            .unwrap_or_else(|_| (vec![String::new()], Vec::new()));
+        let kinds = kind_names.len().max(1);
+        if kinds == 1 {
+            kind_of = Vec::new();
+        }
+        let capacity = if kinds == 1 { n } else { 0 };
         let mut l = Ledger {
             plan,
             state: vec![State::Blocked; n],
             attempt: vec![1; n],
             charged: vec![0; n],
-            released: vec![false; n],
+            released: vec![false; per_task(constrained)],
             holder: vec![NOBODY; n],
-            waiting: vec![0; n],
+            waiting: vec![0; per_task(constrained)],
             dependants: Vec::new(),
             stages: BTreeMap::new(),
             stage_left: BTreeMap::new(),
             open_stage: None,
             failed_stage: None,
-            retry: VecDeque::new(),
-            ready: match order {
-                Order::Input => Queue::Fifo(VecDeque::with_capacity(n)),
-                Order::Cost => Queue::Cost(BinaryHeap::with_capacity(n)),
-            },
+            retry: (0..kinds).map(|_| VecDeque::new()).collect(),
+            ready: (0..kinds)
+                .map(|_| match order {
+                    Order::Input => Queue::Fifo(Runs::default()),
+                    Order::Cost => Queue::Cost(BinaryHeap::with_capacity(capacity)),
+                })
+                .collect(),
+            kind_of,
+            kind_names,
             leases: VecDeque::new(),
             task_timeout,
             max_attempts: retries.saturating_add(1),
@@ -137,22 +203,25 @@ impl<'p> Ledger<'p> {
                 }
             }
         }
+        let first = plan.stage.iter().copied().min().unwrap_or(0);
         for t in 0..n as u64 {
             let s = plan.stage_of(t);
-            l.stages.entry(s).or_default().push(t);
+            let tasks = l.stages.entry(s).or_default();
+            if s != first {
+                tasks.push(t);
+            }
             *l.stage_left.entry(s).or_default() += 1;
         }
-        let first = l.stages.keys().next().copied();
         for (&s, tasks) in &l.stages {
-            if Some(s) != first {
+            if s != first {
                 for &t in tasks {
                     l.waiting[t as usize] += 1;
                 }
             }
         }
-        l.open_stage = first;
+        l.open_stage = (n > 0).then_some(first);
         for t in 0..n as u64 {
-            if l.waiting[t as usize] == 0 {
+            if l.waiting.get(t as usize).is_none_or(|&w| w == 0) {
                 l.make_ready(t);
             }
         }
@@ -200,13 +269,24 @@ impl<'p> Ledger<'p> {
         self.attempt[t as usize]
     }
 
+    /// The task's kind, as an index into [`Ledger::kind_names`].
+    fn class(&self, t: u64) -> usize {
+        self.kind_of.get(t as usize).map_or(0, |&k| k as usize)
+    }
+
+    /// The batch's task kinds; a worker's kinds are a bit set of their
+    /// indices ([`Ledger::next_task_for`]).
+    pub fn kind_names(&self) -> &[String] {
+        &self.kind_names
+    }
+
     fn make_ready(&mut self, t: u64) {
         self.state[t as usize] = State::Ready;
-        match &mut self.ready {
+        let c = self.class(t);
+        match &mut self.ready[c] {
             Queue::Fifo(q) => q.push_back(t),
             Queue::Cost(h) => {
-                let cost = self.plan.cost.get(t as usize).copied().flatten();
-                h.push((cost.unwrap_or(0), Reverse(t)));
+                h.push((self.plan.cost_of(t).unwrap_or(0), Reverse(t)));
             }
         }
     }
@@ -215,14 +295,77 @@ impl<'p> Ledger<'p> {
     /// task is `Taken` until [`Ledger::sent`] or [`Ledger::unsend`]. (A task
     /// may sit in both queues; only one entry finds it ready.)
     pub fn next_task(&mut self) -> Option<u64> {
-        while let Some(t) = self.retry.pop_front() {
+        self.next_task_for(u64::MAX)
+    }
+
+    /// [`Ledger::next_task`] among the kinds in `kinds` (bit `i` for
+    /// [`Ledger::kind_names`]`[i]`): re-sends first, then the ready task
+    /// that goes first by `--order` among the heads of those kinds' queues.
+    pub fn next_task_for(&mut self, kinds: u64) -> Option<u64> {
+        if self.ready.len() == 1 {
+            // One kind: one queue, no choice to make.
+            return if kinds & 1 != 0 {
+                self.take_from(0)
+            } else {
+                None
+            };
+        }
+        let chosen = (0..self.ready.len()).filter(|&c| kinds & (1 << c) != 0);
+        let mut best: Option<(usize, (u64, Reverse<u64>))> = None;
+        for c in chosen {
+            while let Some(t) = self.retry[c].pop_front() {
+                if self.state[t as usize] == State::Ready {
+                    self.state[t as usize] = State::Taken;
+                    return Some(t);
+                }
+            }
+            if let Some(key) = self.head(c)
+                && best.is_none_or(|(_, b)| key > b)
+            {
+                best = Some((c, key));
+            }
+        }
+        self.take_from(best?.0)
+    }
+
+    /// The order key of the first ready task of kind `c` (the greater goes
+    /// first), dropping entries that are ready no more.
+    fn head(&mut self, c: usize) -> Option<(u64, Reverse<u64>)> {
+        loop {
+            let (key, t) = match &self.ready[c] {
+                Queue::Fifo(q) => {
+                    let t = *q.front()?;
+                    ((0, Reverse(t)), t)
+                }
+                Queue::Cost(h) => {
+                    let key = *h.peek()?;
+                    (key, key.1.0)
+                }
+            };
+            if self.state[t as usize] == State::Ready {
+                return Some(key);
+            }
+            match &mut self.ready[c] {
+                Queue::Fifo(q) => {
+                    q.pop_front();
+                }
+                Queue::Cost(h) => {
+                    h.pop();
+                }
+            }
+        }
+    }
+
+    /// Takes the next task of kind `c`: a re-send first, then its queue.
+    fn take_from(&mut self, c: usize) -> Option<u64> {
+        while let Some(t) = self.retry[c].pop_front() {
             if self.state[t as usize] == State::Ready {
                 self.state[t as usize] = State::Taken;
                 return Some(t);
             }
         }
         loop {
-            let t = match &mut self.ready {
+            let t = match &mut self.ready[c] {
                 Queue::Fifo(q) => q.pop_front()?,
                 Queue::Cost(h) => h.pop()?.1.0,
             };
@@ -231,6 +374,18 @@ impl<'p> Ledger<'p> {
                 return Some(t);
             }
         }
+    }
+
+    /// Per kind (as in [`Ledger::kind_names`]), how many tasks are ready
+    /// to go and wait for a worker. A scan of the batch: for the log.
+    pub fn ready_by_kind(&self) -> Vec<u64> {
+        let mut counts = vec![0; self.kind_names.len()];
+        for (t, s) in self.state.iter().enumerate() {
+            if *s == State::Ready {
+                counts[self.class(t as u64)] += 1;
+            }
+        }
+        counts
     }
 
     /// Whether a task taken to be sent still needs sending (its result may
@@ -244,7 +399,8 @@ impl<'p> Ledger<'p> {
     pub fn unsend(&mut self, t: u64) {
         if self.state[t as usize] == State::Taken {
             self.state[t as usize] = State::Ready;
-            self.retry.push_front(t);
+            let c = self.class(t);
+            self.retry[c].push_front(t);
         }
     }
 
@@ -259,11 +415,11 @@ impl<'p> Ledger<'p> {
 
     /// Whether a task may be waiting in a queue (cheap, may say yes wrongly).
     pub fn has_ready(&self) -> bool {
-        !self.retry.is_empty()
-            || match &self.ready {
+        self.retry.iter().any(|r| !r.is_empty())
+            || self.ready.iter().any(|q| match q {
                 Queue::Fifo(q) => !q.is_empty(),
                 Queue::Cost(h) => !h.is_empty(),
-            }
+            })
     }
 
     /// The task has gone to `holder` (or to the PUSH socket: [`NOBODY`]).
@@ -325,7 +481,8 @@ impl<'p> Ledger<'p> {
         self.attempt[t as usize] = attempt + 1;
         self.resent += 1;
         self.state[t as usize] = State::Ready;
-        self.retry.push_back(t);
+        let c = self.class(t);
+        self.retry[c].push_back(t);
     }
 
     /// Every `Out` task held by worker thread `peer`, or (`None`) every
@@ -381,7 +538,11 @@ impl<'p> Ledger<'p> {
     /// Frees what waited for `t`, now ok; once per task, however often it
     /// comes back (a restarted sink may have lost its result).
     fn release(&mut self, t: u64) {
-        if std::mem::replace(&mut self.released[t as usize], true) {
+        let Some(released) = self.released.get_mut(t as usize) else {
+            // Nothing waits for anything.
+            return;
+        };
+        if std::mem::replace(released, true) {
             return;
         }
         if let Some(ds) = self.dependants.get(t as usize) {
@@ -494,7 +655,8 @@ impl<'p> Ledger<'p> {
                     } else {
                         self.attempt[i] += 1;
                         self.state[i] = State::Ready;
-                        self.retry.push_back(t);
+                        let c = self.class(t);
+                        self.retry[c].push_back(t);
                         self.resent += 1;
                     }
                 }
@@ -511,6 +673,30 @@ mod tests {
     use super::*;
     use common::work::Work;
 
+    #[test]
+    fn the_ready_queue_keeps_runs_and_gives_ids_back_in_the_order_they_came() {
+        let mut q = Runs::default();
+        for t in [0, 1, 2, 5, 6, 3] {
+            q.push_back(t);
+        }
+        assert_eq!(q.0.len(), 3, "three runs: {:?}", q.0);
+        let mut out = Vec::new();
+        while let Some(t) = q.pop_front() {
+            out.push(t);
+        }
+        assert_eq!(out, [0, 1, 2, 5, 6, 3]);
+        assert!(q.is_empty() && q.front().is_none());
+    }
+
+    #[test]
+    fn a_batch_without_dependencies_keeps_no_word_per_task_for_them() {
+        let plan = Plan::from(vec![Work::Noop; 1000]);
+        let l = Ledger::new(&plan, Order::Input, Duration::from_secs(1), 0);
+        assert!(l.waiting.is_empty() && l.released.is_empty());
+        assert!(l.stages.values().all(Vec::is_empty));
+        assert!(matches!(&l.ready[..], [Queue::Fifo(q)] if q.0.len() == 1));
+    }
+
     fn drain(l: &mut Ledger<'_>) -> Vec<u64> {
         let mut v = Vec::new();
         while let Some(t) = l.next_task() {
@@ -518,6 +704,51 @@ mod tests {
             v.push(t);
         }
         v
+    }
+
+    /// A plan of data tasks of these kinds.
+    fn kinds_plan(kinds: &[&str]) -> Plan {
+        let mut plan = Plan::from(vec![
+            Work::Data {
+                data: serde_json::Value::Null
+            };
+            kinds.len()
+        ]);
+        plan.kinds = kinds.iter().map(|k| Some(k.to_string())).collect();
+        plan
+    }
+
+    #[test]
+    fn each_kind_has_its_queue_and_an_unserved_kind_holds_up_no_other() {
+        let plan = kinds_plan(&["A", "B", "A", "C", "B"]);
+        let mut l = Ledger::new(&plan, Order::Input, Duration::from_secs(60), 3);
+        assert_eq!(l.kind_names(), ["A", "B", "C"]);
+        let (a, b, c) = (1u64, 2u64, 4u64);
+        // Nobody serves A: B and C go on, in input order among themselves.
+        assert_eq!(l.next_task_for(b | c), Some(1));
+        assert_eq!(l.next_task_for(b | c), Some(3));
+        assert_eq!(l.next_task_for(c), None);
+        assert_eq!(l.ready_by_kind(), vec![2, 1, 0]);
+        assert_eq!(l.next_task_for(a), Some(0));
+        // A lost task goes first again, to a thread of its kind only.
+        l.sent(0, 7, Instant::now());
+        l.requeue(0, "worker died", true);
+        assert_eq!(l.next_task_for(b), Some(4));
+        assert_eq!(l.next_task_for(a | b), Some(0));
+        assert_eq!(l.next_task(), Some(2));
+        assert!(!l.has_ready());
+        // A batch of one kind has one queue: a thread serves it or nothing.
+        let one = Plan::from(vec![Work::Noop; 2]);
+        let mut l = Ledger::new(&one, Order::Input, Duration::from_secs(60), 3);
+        assert_eq!(l.kind_names(), ["noop"]);
+        assert_eq!(l.next_task_for(0), None);
+        assert_eq!(l.next_task_for(1), Some(0));
+        // By cost: the costliest head among the kinds served.
+        let mut plan = kinds_plan(&["A", "B", "B"]);
+        plan.cost = vec![Some(5), Some(1), Some(9)];
+        let mut l = Ledger::new(&plan, Order::Cost, Duration::from_secs(60), 3);
+        assert_eq!(l.next_task_for(a | b), Some(2));
+        assert_eq!(l.next_task_for(a | b), Some(0));
     }
 
     #[test]

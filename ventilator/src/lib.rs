@@ -32,6 +32,15 @@
 //! push mode, so a PUSH never deals to a slow joiner; heard by us in credit
 //! mode). Then it says GO (the sink starts its clock) and deals.
 //!
+//! **Task kinds.** Each task has a kind (see [`common::kinds`]), and each
+//! worker says which kinds it serves. In credit dispatch a task goes only
+//! to a thread whose worker serves its kind ([`credit`]); a kind that no
+//! ready worker serves waits, named in the log every few seconds, while
+//! the others go on; `--workers-for KIND=N` holds GO until N ready workers
+//! serve KIND. A PUSH cannot choose ([`push`]): a batch of more than one
+//! kind is refused, and a batch of one kind starts only once every ready
+//! worker serves it.
+//!
 //! **No task lost.** The ventilator keeps every task (see [`ledger`]) until
 //! the sink acknowledges its result (ACK, as ranges). A task whose worker
 //! died, or whose lease (`--task-timeout`) ran out, goes out again with its
@@ -74,6 +83,9 @@
 //! - [`plan`]: dependencies and stages, checked before anything is sent;
 //!   the batch's fingerprint.
 //! - [`input`]: generated batches and input files.
+//! - [`source`]: a batch made by your code ([`Source`], [`Task`],
+//!   [`Ventilator::run_source`]): an iterator, or a producer asked until it
+//!   has no more; what the batch id and `--resume` mean for it.
 //! - `metrics.rs`: `--metrics`: the ventilator's Prometheus metrics,
 //!   copied from the ledger's, the roster's and the report's counts every
 //!   100 ms (nothing per task); served by [`common::metrics`] while the
@@ -100,10 +112,12 @@ pub mod input;
 pub mod ledger;
 mod live;
 mod metrics;
+pub mod packer;
 pub mod plan;
 pub mod push;
 mod report;
 pub mod sink_link;
+pub mod source;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -114,12 +128,13 @@ use common::sockets::{self, HandshakeWatch, Recv, Refusals};
 use common::work::Work;
 use common::{Action, Shutdown};
 
-pub use config::Config;
+pub use config::{Config, KindNeed};
 pub use error::Error;
 pub use ledger::Order;
 pub use plan::Plan;
 pub use report::Report;
 pub use report::exit;
+pub use source::{Source, Task};
 
 use credit::{Dealer, Roster};
 use ledger::Ledger;
@@ -251,6 +266,18 @@ impl Ventilator {
         self.run_plan(&Plan::from(tasks.to_vec()), shutdown)
     }
 
+    /// Runs one batch whose tasks `source` makes (see [`source`] for when
+    /// it is called, and what the batch id and `--resume` mean for it).
+    pub fn run_source(self, source: impl Source, shutdown: &Shutdown) -> Result<Report, Error> {
+        let plan = source::plan(source, self.config.max_task_bytes())?;
+        log::info!(
+            "the source gave {} tasks: batch {:016x}",
+            plan.len(),
+            plan.fingerprint()
+        );
+        self.run_plan(&plan, shutdown)
+    }
+
     /// Runs one batch: waits for the sink and the workers, deals every task,
     /// sends again what is lost, and waits for the sink's DONE (or
     /// `shutdown`).
@@ -265,6 +292,7 @@ impl Ventilator {
             return Err(Error::Usage("the batch is empty".into()));
         }
         plan.check()?;
+        let (kinds, _) = plan.kind_table().map_err(Error::Usage)?;
         if self.config.classic {
             if plan.has_constraints() {
                 return Err(Error::Usage(
@@ -279,6 +307,13 @@ impl Ventilator {
                 &self.feedback,
                 shutdown,
             );
+        }
+        if self.config.dispatch == Dispatch::Push && kinds.len() > 1 {
+            return Err(Error::Usage(format!(
+                "push dispatch cannot route task kinds, and this batch has {} ({}): a PUSH deals round-robin to every worker connected, so tasks would reach workers that do not serve them. Use --dispatch credit (the default), which deals each task only to a worker that serves its kind, or send one batch per kind",
+                kinds.len(),
+                kinds.join(", ")
+            )));
         }
         let watch = self.watch.take();
         let metrics = self.metrics.as_ref().map(|m| &m.metrics);
@@ -310,6 +345,17 @@ pub fn run(
     shutdown: &Shutdown,
 ) -> Result<Report, Error> {
     Ventilator::bind(config, ctx)?.run(tasks, shutdown)
+}
+
+/// Binds and runs one batch whose tasks `source` makes (see
+/// [`Ventilator::run_source`]).
+pub fn run_source(
+    config: &Config,
+    source: impl Source,
+    ctx: &zmq::Context,
+    shutdown: &Shutdown,
+) -> Result<Report, Error> {
+    Ventilator::bind(config, ctx)?.run_source(source, shutdown)
 }
 
 /// How long a peer may stay connected without completing the handshake
@@ -372,21 +418,22 @@ impl<'a> Batch<'a> {
             dispatch: config.dispatch,
             resync: false,
         };
+        let ledger = Ledger::new(plan, config.order, config.task_timeout, config.retries);
         let dealing = match config.dispatch {
-            Dispatch::Credit => Dealing::Credit {
-                roster: Box::new(Roster::new(
-                    config.sockets.hwm,
-                    config.heartbeat,
-                    config.liveness,
-                )),
-                dealer: Dealer::new(batch),
-            },
+            Dispatch::Credit => {
+                let mut roster = Roster::new(config.sockets.hwm, config.heartbeat, config.liveness);
+                roster.set_kinds(ledger.kind_names());
+                Dealing::Credit {
+                    roster: Box::new(roster),
+                    dealer: Dealer::new(batch),
+                }
+            }
             Dispatch::Push => Dealing::Push(Push::new(batch, config.window)),
         };
         Batch {
             config,
             plan,
-            ledger: Ledger::new(plan, config.order, config.task_timeout, config.retries),
+            ledger,
             report: Report::new(hex.clone(), config.dispatch, info.tasks),
             hex,
             tasks,
@@ -450,7 +497,7 @@ impl<'a> Batch<'a> {
                 self.feedback.start(start);
             }
             if !self.started && self.link.in_step() {
-                self.start_when_ready(began);
+                self.start_when_ready(began)?;
             }
             if !self.started && began.elapsed() >= self.config.wait {
                 return Err(if self.link.heard() {
@@ -504,13 +551,32 @@ impl<'a> Batch<'a> {
         Ok(self.report.clone())
     }
 
-    /// Starts dealing once `--workers` are ready (or some are, after
-    /// `--wait`).
-    fn start_when_ready(&mut self, began: Instant) {
+    /// Starts dealing once `--workers` are ready, and for each
+    /// `--workers-for KIND=N` N workers that serve KIND (or some are, after
+    /// `--wait`). In push dispatch only workers that serve the batch's kind
+    /// count, and none may be ready that does not (a PUSH would deal it
+    /// tasks): after `--wait`, that is an error.
+    fn start_when_ready(&mut self, began: Instant) -> Result<(), Error> {
         let ready = self.ready_workers();
         let waited = began.elapsed();
-        if ready < self.config.workers && (waited < self.config.wait || ready == 0) {
-            return;
+        let (short, wrong) = self.kinds_short();
+        let held = ready < self.config.workers || !short.is_empty() || !wrong.is_empty();
+        if held && (waited < self.config.wait || ready == 0) {
+            return Ok(());
+        }
+        if !wrong.is_empty() {
+            return Err(Error::KindUnserved(format!(
+                "push dispatch: {} after {:?}; a PUSH would deal them this batch's tasks. Stop them, or use --dispatch credit",
+                wrong.join("; "),
+                self.config.wait
+            )));
+        }
+        if !short.is_empty() {
+            log::warn!(
+                "after {:?}, {}: starting all the same; tasks of a kind no ready worker serves wait for one",
+                self.config.wait,
+                short.join("; ")
+            );
         }
         if ready < self.config.workers {
             log::warn!(
@@ -527,6 +593,67 @@ impl<'a> Batch<'a> {
         self.started = true;
         self.report.workers = ready;
         self.report.wait_ms = waited.as_secs_f64() * 1000.0;
+        self.log_unserved();
+        Ok(())
+    }
+
+    /// What the task kinds still wait for before GO: `--workers-for` needs
+    /// not met ("kind primes: 0 of 1 workers"); and in push dispatch, the
+    /// ready workers that do not serve the batch's one kind.
+    fn kinds_short(&self) -> (Vec<String>, Vec<String>) {
+        let mut short = Vec::new();
+        let mut wrong = Vec::new();
+        let serving = |kind: &str| match &self.dealing {
+            Dealing::Credit { roster, .. } => roster.ready_serving(kind),
+            Dealing::Push(_) => push::unserved(kind, self.link.sink_ready_kinds()).1,
+        };
+        for need in &self.config.workers_for {
+            let have = serving(&need.kind);
+            if have < need.workers {
+                short.push(format!(
+                    "kind {}: {have} of {} workers",
+                    need.kind, need.workers
+                ));
+            }
+        }
+        if let (Dealing::Push(_), [kind]) = (&self.dealing, self.ledger.kind_names()) {
+            let (not, _) = push::unserved(kind, self.link.sink_ready_kinds());
+            if !not.is_empty() {
+                wrong.push(format!(
+                    "worker(s) {} do not serve kind {kind}, this batch's",
+                    not.join(", ")
+                ));
+            }
+        }
+        (short, wrong)
+    }
+
+    /// Credit dispatch, once started: names each kind whose tasks are
+    /// ready and that no ready worker serves (called every few seconds).
+    fn log_unserved(&self) {
+        let Dealing::Credit { roster, .. } = &self.dealing else {
+            return;
+        };
+        let names = self.ledger.kind_names();
+        let all = if names.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << names.len()) - 1
+        };
+        let served = roster.served();
+        if served & all == all || !self.ledger.has_ready() {
+            return;
+        }
+        let ready = self.ledger.ready_by_kind();
+        for (i, kind) in names.iter().enumerate() {
+            if served & (1 << i) == 0 && ready[i] > 0 {
+                log::warn!(
+                    "batch {}: {} task(s) of kind {kind} wait: no ready worker serves {kind} (start one with --kinds {kind}, or a handler whose kinds() names it); the other kinds go on",
+                    self.hex,
+                    ready[i]
+                );
+            }
+        }
     }
 
     /// Workers ready and their threads: as we hear them (credit dispatch),
@@ -572,12 +699,19 @@ impl<'a> Batch<'a> {
         if !self.link.knows_batch() {
             log::info!("waiting for the sink at {}", self.config.feedback_endpoint);
         } else if !self.started {
+            let (short, wrong) = self.kinds_short();
+            let kinds: String = short
+                .iter()
+                .chain(&wrong)
+                .map(|s| format!("; {s}"))
+                .collect();
             log::info!(
-                "waiting for workers: {} of {} ready",
+                "waiting for workers: {} of {} ready{kinds}",
                 self.ready_workers(),
                 self.config.workers
             );
         } else {
+            self.log_unserved();
             log::info!(
                 "batch {}: {} of {} acknowledged, {} out, {} re-sent, after {:.1?}",
                 self.hex,
@@ -591,14 +725,15 @@ impl<'a> Batch<'a> {
     }
 
     fn deal(&mut self) -> Result<(), Error> {
-        let works = &self.plan.works;
+        let plan = self.plan;
         self.report.sent += match &mut self.dealing {
             Dealing::Credit { roster, dealer } => {
-                dealer.deal(roster, &mut self.ledger, self.tasks, works)?
+                dealer.deal(roster, &mut self.ledger, self.tasks, plan)?
             }
             Dealing::Push(push) => {
                 let limit = self.link.smallest_limit();
-                push.deal(&mut self.ledger, self.tasks, works, limit)?
+                let packs = self.link.push_packs();
+                push.deal(&mut self.ledger, self.tasks, plan, limit, packs)?
             }
         };
         Ok(())
@@ -667,7 +802,7 @@ impl<'a> Batch<'a> {
         let ready = self.started && self.link.in_step() && self.ledger.has_ready();
         let (timeout, tasks_events) = match &self.dealing {
             Dealing::Credit { roster, dealer } => {
-                let now = ready && roster.has_eligible() && !dealer.blocked();
+                let now = ready && roster.has_eligible() && !dealer.blocked() && !dealer.stuck();
                 (
                     if now { 0 } else { 20 },
                     if dealer.blocked() {

@@ -8,6 +8,9 @@
 //! dependency that failed fails its dependants, with the reason. A cycle, or
 //! an `after` that names an unknown task or a task of a later stage, is
 //! refused before the batch starts, naming the tasks.
+//!
+//! Each task has a kind (see [`common::kinds`]): its body's, or the name a
+//! data task gives its own (`"type"`), which picks the workers it may go to.
 
 use common::work::Work;
 
@@ -22,19 +25,27 @@ pub struct Plan {
     pub after: Vec<Vec<u64>>,
     /// Per task, its stage; empty when no task has one (then all are 0).
     pub stage: Vec<u32>,
-    /// Per task, its cost hint (ms) for `--order cost`: the input's `cost`,
-    /// or a sleep's own length.
+    /// Per task, the cost hint (ms) the input gave for `--order cost`;
+    /// empty when no task has one ([`Plan::cost_of`] falls back on a
+    /// sleep's own length). Kept apart, and only when given, so that a
+    /// batch of millions costs no word per task for it.
     pub cost: Vec<Option<u64>>,
-    /// Per task, the input's `id`, to name it in messages.
+    /// Per task, the input's `id`, to name it in messages; empty when no
+    /// task has one.
     pub ids: Vec<Option<String>>,
+    /// Per task, the name a data task gives its own kind (the input's
+    /// `"type"`; see [`common::kinds`]); empty when no task has one (then
+    /// each task's kind is its body's, [`Work::kind`]).
+    pub kinds: Vec<Option<String>>,
 }
+
+/// Most task kinds in one batch (a worker's kinds are a bit set of them).
+pub const MAX_KINDS: usize = 64;
 
 impl From<Vec<Work>> for Plan {
     fn from(works: Vec<Work>) -> Plan {
-        let cost = works.iter().map(Work::expected_ms).collect();
         Plan {
             works,
-            cost,
             ..Plan::default()
         }
     }
@@ -88,6 +99,16 @@ impl Plan {
         }
     }
 
+    /// The task's cost for `--order cost`: its hint, or a sleep's own
+    /// length.
+    pub fn cost_of(&self, task: u64) -> Option<u64> {
+        self.cost
+            .get(task as usize)
+            .copied()
+            .flatten()
+            .or_else(|| self.works.get(task as usize)?.expected_ms())
+    }
+
     /// The task's stage (0 unless it has one).
     pub fn stage_of(&self, task: u64) -> u32 {
         self.stage.get(task as usize).copied().unwrap_or(0)
@@ -96,6 +117,71 @@ impl Plan {
     /// The tasks it runs after.
     pub fn after_of(&self, task: u64) -> &[u64] {
         self.after.get(task as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The task's kind: the name a data task gives its own, or its body's.
+    pub fn kind_of(&self, task: u64) -> &str {
+        match self.kinds.get(task as usize).and_then(Option::as_deref) {
+            Some(name) => name,
+            None => self.works[task as usize].kind(),
+        }
+    }
+
+    /// Appends task `task`'s body, as sent (a named data task as such).
+    pub fn encode_task(&self, out: &mut Vec<u8>, sent_us: u64, task: u64) {
+        let name = self.kinds.get(task as usize).and_then(Option::as_deref);
+        common::protocol::encode_named_task(out, sent_us, name, &self.works[task as usize]);
+    }
+
+    /// The batch's kinds in order of first appearance, and each task's
+    /// index among them; refuses a name that is not a kind name, a name on
+    /// a task that is not a data task, and more than [`MAX_KINDS`] kinds.
+    pub fn kind_table(&self) -> Result<(Vec<String>, Vec<u8>), String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut of = Vec::with_capacity(self.len());
+        for t in 0..self.len() as u64 {
+            if let Some(Some(name)) = self.kinds.get(t as usize) {
+                common::kinds::check_type(name)
+                    .map_err(|e| format!("task {}: {e}", self.name(t)))?;
+                if !matches!(self.works[t as usize], Work::Data { .. }) {
+                    return Err(format!(
+                        "task {}: only a data task names a kind of its own (\"type\")",
+                        self.name(t)
+                    ));
+                }
+            }
+            let kind = self.kind_of(t);
+            let i = match names.iter().position(|k| k == kind) {
+                Some(i) => i,
+                None => {
+                    if names.len() == MAX_KINDS {
+                        return Err(format!("more than {MAX_KINDS} task kinds in one batch"));
+                    }
+                    names.push(kind.to_string());
+                    names.len() - 1
+                }
+            };
+            of.push(i as u8);
+        }
+        Ok((names, of))
+    }
+
+    /// Drops the per-task lists that no task uses (every stage 0, no cost
+    /// hint, id or kind of its own): what no task has costs nothing per
+    /// task. An input file and a source both end so.
+    pub fn shed_unused(&mut self) {
+        if self.stage.iter().all(|&s| s == 0) {
+            self.stage.clear();
+        }
+        if self.cost.iter().all(Option::is_none) {
+            self.cost.clear();
+        }
+        if self.ids.iter().all(Option::is_none) {
+            self.ids.clear();
+        }
+        if self.kinds.iter().all(Option::is_none) {
+            self.kinds.clear();
+        }
     }
 
     /// Whether any task waits for another (by `after` or by stage).
@@ -188,7 +274,9 @@ impl Plan {
         let mut buf = Vec::new();
         for (t, w) in self.works.iter().enumerate() {
             buf.clear();
-            common::protocol::encode_task(&mut buf, 0, w);
+            // A named data task's name is part of what it is.
+            let name = self.kinds.get(t).and_then(Option::as_deref);
+            common::protocol::encode_named_task(&mut buf, 0, name, w);
             eat(&(buf.len() as u64).to_le_bytes());
             eat(&buf);
             eat(&self.stage_of(t as u64).to_le_bytes());
@@ -211,8 +299,9 @@ mod tests {
             works: vec![Work::Noop; n],
             after,
             stage,
-            cost: vec![None; n],
-            ids: vec![None; n],
+            cost: Vec::new(),
+            ids: Vec::new(),
+            kinds: Vec::new(),
         }
     }
 

@@ -15,45 +15,49 @@
 //! The PUSH does not know which worker holds what: when the sink reports
 //! a worker lost, every unacknowledged task goes out again, and those the
 //! worker said it held are charged against `--retries` ([`worker_lost`]).
+//!
+//! **Task kinds.** A PUSH cannot choose either which worker gets a task,
+//! so it cannot route kinds: a batch of more than one kind is refused in
+//! push dispatch (use credit), and a batch of one kind starts only when
+//! every ready worker the sink hears serves it ([`unserved`]). A worker
+//! that joins later and does not serve it still gets its share: it answers
+//! `rejected` rather than run a kind it did not declare.
 
+use std::collections::VecDeque;
 use std::time::Instant;
-
-use common::clock::Coarse;
-use common::protocol::{self, Header, Kind, WorkerInfo};
-use common::work::Work;
 
 use crate::Error;
 use crate::ledger::{Ledger, NOBODY};
+use crate::packer::{Pace, Packer};
+use crate::plan::Plan;
+use common::protocol::WorkerInfo;
 
 /// Deals tasks on the PUSH socket within the window.
 pub struct Push {
-    batch: u64,
     /// `--window`: most tasks out at once.
     window: u64,
-    /// A task the full PUSH did not take: it goes first.
-    pending: Option<u64>,
-    /// The task body being built, reused.
-    body: Vec<u8>,
-    clock: Coarse,
+    /// Tasks the full PUSH did not take (one message's): they go first.
+    pending: VecDeque<u64>,
+    /// The message being built.
+    packer: Packer,
+    /// How many tasks a message may carry.
+    pace: Pace,
 }
 
 impl Push {
     /// A dealer of `batch` keeping at most `window` tasks out.
     pub fn new(batch: u64, window: u64) -> Push {
         Push {
-            batch,
             window,
-            pending: None,
-            body: Vec::with_capacity(256),
-            // Tasks sent in one go leave within microseconds of each other;
-            // each dealing round reads the clock afresh.
-            clock: Coarse::new(32),
+            pending: VecDeque::new(),
+            packer: Packer::new(batch),
+            pace: Pace::new(Instant::now()),
         }
     }
 
     /// Whether a task is waiting for the PUSH to take it.
     pub fn pending(&self) -> bool {
-        self.pending.is_some()
+        !self.pending.is_empty()
     }
 
     /// Whether the window has room for `out` tasks and one more.
@@ -61,26 +65,38 @@ impl Push {
         out < self.window
     }
 
-    /// The next task to send: the pending one if it still needs sending (it
+    /// The next task to send: a pending one if it still needs sending (it
     /// may have been acknowledged meanwhile), else the next ready one while
     /// the window has room.
     pub fn next(&mut self, ledger: &mut Ledger<'_>) -> Option<u64> {
-        if self.pending.is_none() && !self.window_open(ledger.out()) {
+        self.next_after(ledger, 0)
+    }
+
+    /// [`Push::next`] with `gathered` tasks already taken for the message
+    /// being built (they count against the window).
+    fn next_after(&mut self, ledger: &mut Ledger<'_>, gathered: u64) -> Option<u64> {
+        while let Some(t) = self.pending.pop_front() {
+            if ledger.still_taken(t) {
+                return Some(t);
+            }
+        }
+        if !self.window_open(ledger.out() + gathered) {
             return None;
         }
-        self.pending
-            .take()
-            .filter(|&t| ledger.still_taken(t))
-            .or_else(|| ledger.next_task())
+        ledger.next_task()
     }
 
     /// The PUSH did not take `t` (it is full): it goes first next time.
     pub fn full(&mut self, t: u64) {
-        self.pending = Some(t);
+        self.pending.push_back(t);
     }
 
     /// One dealing round: up to 10 000 tasks, until none is ready, the
     /// window is full or the PUSH is. Returns how many were sent.
+    ///
+    /// With `packs` (the ready worker threads, when every ready worker
+    /// takes several tasks in a message) a message carries as many tasks
+    /// as [`Pace`] allows; else one, as the guide's PUSH.
     ///
     /// A PUSH cannot choose its peer, so a task larger than the smallest
     /// `limit` of the ready workers (their `--max-msg-size`, as the sink
@@ -90,40 +106,44 @@ impl Push {
         &mut self,
         ledger: &mut Ledger<'_>,
         push: &zmq::Socket,
-        works: &[Work],
+        plan: &Plan,
         limit: usize,
+        packs: Option<u64>,
     ) -> Result<u64, Error> {
         let now = Instant::now();
-        self.clock.refresh();
+        self.packer.refresh();
+        self.pace.sample(ledger.done(), now);
+        let most = packs.map_or(1, |threads| self.pace.pack(threads));
         let mut sent = 0;
-        for _ in 0..10_000 {
-            let Some(t) = self.next(ledger) else { break };
-            let head = Header {
-                kind: Kind::Task,
-                attempt: ledger.attempt(t),
-                batch: self.batch,
-                task: t,
+        while sent < 10_000 {
+            self.packer.tasks.clear();
+            while self.packer.tasks.len() < most {
+                let gathered = self.packer.tasks.len() as u64;
+                match self.next_after(ledger, gathered) {
+                    Some(t) => self.packer.tasks.push(t),
+                    None => break,
+                }
             }
-            .encode();
-            self.body.clear();
-            protocol::encode_task(&mut self.body, self.clock.now_us(), &works[t as usize]);
-            if self.body.len() > limit {
-                ledger.refuse(
-                    t,
-                    format!(
-                        "not sent: the task's message is {} bytes, more than a ready worker takes (the smallest --max-msg-size is {limit}), and a PUSH cannot choose who gets it: raise it on the workers, or make the task smaller",
-                        self.body.len()
-                    ),
-                );
+            if self.packer.tasks.is_empty() {
+                break;
+            }
+            let too_large = |len| {
+                format!(
+                    "not sent: the task's message is {len} bytes, more than a ready worker takes (the smallest --max-msg-size is {limit}), and a PUSH cannot choose who gets it: raise it on the workers, or make the task smaller"
+                )
+            };
+            let Some(head) = self.packer.encode(ledger, plan, limit, too_large) else {
                 continue;
-            }
-            match push.send_multipart([&head[..], &self.body[..]], zmq::DONTWAIT) {
+            };
+            match push.send_multipart([&head[..], &self.packer.body[..]], zmq::DONTWAIT) {
                 Ok(()) => {
-                    ledger.sent(t, NOBODY, now);
-                    sent += 1;
+                    for &t in &self.packer.tasks {
+                        ledger.sent(t, NOBODY, now);
+                    }
+                    sent += self.packer.tasks.len() as u64;
                 }
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
-                    self.full(t);
+                    self.pending.extend(self.packer.tasks.iter().copied());
                     break;
                 }
                 Err(zmq::Error::ETERM) => break,
@@ -173,12 +193,34 @@ pub fn worker_lost(ledger: &mut Ledger<'_>, batch: u64, w: &WorkerInfo) -> usize
     out.len()
 }
 
+/// Push dispatch of a batch of one `kind`: the ready workers (by name,
+/// with the kinds each said it serves, as the sink heard them) that do not
+/// serve it, and so must not be connected when the PUSH deals; and how many
+/// do serve it.
+pub fn unserved<'w>(
+    kind: &str,
+    ready: &'w [(String, Option<Vec<String>>)],
+) -> (Vec<&'w str>, usize) {
+    let mut not = Vec::new();
+    let mut serving = 0;
+    for (name, said) in ready {
+        if common::kinds::serves(said.as_deref(), kind) {
+            serving += 1;
+        } else {
+            not.push(name.as_str());
+        }
+    }
+    (not, serving)
+}
+
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::ledger::Order;
     use crate::plan::Plan;
+    use common::protocol;
+    use common::work::Work;
     use std::time::Duration;
 
     /// Sends what `next` gives until it gives nothing.
@@ -241,6 +283,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         };
         assert_eq!(worker_lost(&mut l, 1, &w), 3);
         assert_eq!(l.out(), 0);
@@ -266,6 +310,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: Some(held),
+            kinds: None,
+            packs: false,
         };
         // It held task 0 (task 1 of another batch is no task of ours).
         assert_eq!(worker_lost(&mut l, 9, &lost(vec![[9, 0], [8, 1]])), 4);

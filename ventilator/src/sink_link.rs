@@ -127,8 +127,14 @@ pub struct SinkLink {
     ready: usize,
     /// The smallest `--max-msg-size` among them (`usize::MAX`: none said).
     smallest_limit: usize,
-    /// Their threads, for `--metrics`.
+    /// Their threads, for `--metrics` and push dispatch's packs.
     ready_threads: u64,
+    /// Whether every ready worker takes several tasks in one message in
+    /// push dispatch ([`WorkerInfo::packs`]).
+    ready_take_packs: bool,
+    /// Their names and the task kinds each said it serves (push dispatch
+    /// starts a batch of one kind only when all of them serve it).
+    ready_kinds: Vec<(String, Option<Vec<String>>)>,
     /// Parts of a snapshot received so far.
     snapshot: Acks,
     next_start: Instant,
@@ -150,6 +156,8 @@ impl SinkLink {
             ready: 0,
             smallest_limit: usize::MAX,
             ready_threads: 0,
+            ready_take_packs: false,
+            ready_kinds: Vec::new(),
             snapshot: Acks::default(),
             next_start: now,
             behind_since: None,
@@ -214,9 +222,22 @@ impl SinkLink {
         self.smallest_limit
     }
 
+    /// The workers the sink counts as ready, by name, with the task kinds
+    /// each said it serves (`None`: the built-in kinds).
+    pub fn sink_ready_kinds(&self) -> &[(String, Option<Vec<String>>)] {
+        &self.ready_kinds
+    }
+
     /// The threads of the workers the sink counts as ready.
     pub fn sink_ready_threads(&self) -> u64 {
         self.ready_threads
+    }
+
+    /// Push dispatch: the ready workers' threads, when every ready worker
+    /// takes several tasks in one message (else `None`: one task a
+    /// message, which any worker takes).
+    pub fn push_packs(&self) -> Option<u64> {
+        self.ready_take_packs.then_some(self.ready_threads)
     }
 
     /// Whether the batch may take `snapshot` (an [`Event::Snapshot`]'s): a
@@ -334,6 +355,13 @@ impl SinkLink {
                             .min()
                             .unwrap_or(usize::MAX);
                         self.ready_threads = s.ready.iter().map(|w| u64::from(w.threads)).sum();
+                        self.ready_take_packs =
+                            !s.ready.is_empty() && s.ready.iter().all(|w| w.packs);
+                        self.ready_kinds = s
+                            .ready
+                            .iter()
+                            .map(|w| (w.name(), w.kinds.clone()))
+                            .collect();
                         if self.in_step() && s.received > acked {
                             self.behind_since.get_or_insert(now);
                         } else {
@@ -536,6 +564,8 @@ mod tests {
             heartbeat_ms: 1000,
             max_msg_size: None,
             held: None,
+            kinds: None,
+            packs: false,
         }
     }
 

@@ -61,14 +61,17 @@ fn every_task_kind_runs_and_failures_become_results() {
             Work::Exec {
                 command: "echo out; echo err >&2".into(),
                 timeout_ms: None,
+                stdin: None,
             },
             Work::Exec {
                 command: "exit 7".into(),
                 timeout_ms: None,
+                stdin: None,
             },
             Work::Exec {
                 command: "sleep 5".into(),
                 timeout_ms: Some(100),
+                stdin: None,
             },
             Work::Noop,
             Work::Data {
@@ -473,6 +476,7 @@ fn a_ventilator_stops_within_a_second_while_sending() {
         let task = Work::Exec {
             command: format!("sleep 0.02 # {}", "x".repeat(100_000)),
             timeout_ms: None,
+            stdin: None,
         };
         let v = thread::spawn(move || vent.run(&vec![task; 1000], &s));
         thread::sleep(Duration::from_millis(500));
@@ -505,6 +509,7 @@ fn a_result_too_large_for_a_message_is_cut_to_fit_and_says_so() {
         let big = Work::Exec {
             command: "head -c 300000 /dev/zero | tr '\\0' a".into(),
             timeout_ms: None,
+            stdin: None,
         };
         vent.run(&[big], &common::Shutdown::new()).unwrap();
         assert!(sink.handle.join().unwrap().unwrap().complete);
@@ -535,6 +540,7 @@ fn a_task_larger_than_a_workers_message_limit_fails_saying_so_and_the_rest_fit()
             let sized = |n: usize| Work::Exec {
                 command: format!("true {}", "x".repeat(n)),
                 timeout_ms: None,
+                stdin: None,
             };
             let mut tasks: Vec<Work> = (0..12).map(|_| sized(400)).collect();
             tasks[3] = sized(2000);
@@ -592,6 +598,8 @@ fn the_sink_refuses_a_batch_too_large_and_bad_announcements() {
                 heartbeat_ms: 100,
                 max_msg_size: None,
                 held: None,
+                kinds: None,
+                packs: false,
             };
             let [h, p] = common::protocol::json_frames(
                 common::protocol::Header::bare(common::protocol::Kind::Hello, 0),
@@ -709,6 +717,7 @@ fn a_failure_failing_more_dependants_than_a_queue_holds_still_completes() {
         plan.works[0] = Work::Exec {
             command: "exit 1".into(),
             timeout_ms: None,
+            stdin: None,
         };
         plan.stage = vec![1; 20_001];
         plan.stage[0] = 0;
@@ -788,14 +797,20 @@ fn command_fills_each_hostile_file_name_in_as_one_argument() {
             "it's.tar.gz",
             "$(touch pwned).txt",
             "q\"x;y|z.txt",
+            "{\"kind\":\"exec\",\"command\":\"touch pwned\"}.txt",
         ];
+        // The names as `ls` prints them, relative to the directory the
+        // command starts in: so one can begin with `{` like a JSON task.
         let mut input = String::new();
         for n in names {
-            let path = dir.path().join(n);
-            std::fs::write(&path, format!("<{n}>")).unwrap();
-            input.push_str(&format!("{}\n", path.display()));
+            std::fs::write(dir.path().join(n), format!("<{n}>")).unwrap();
+            input.push_str(&format!("{n}\n"));
         }
         let list = dir.path().join("files");
+        let template = format!(
+            "cd {} && cat {{}}; echo \" #{{#}} $ZPIPE_TASK_ID\" {{.}}",
+            ventilator::input::shell_quote(&dir.path().display().to_string())
+        );
         std::fs::write(&list, input).unwrap();
         let ctx = zmq::Context::new();
         let sink = start_sink(&ctx, &[]);
@@ -808,7 +823,7 @@ fn command_fills_each_hostile_file_name_in_as_one_argument() {
             "--input",
             list.to_str().unwrap(),
             "--command",
-            "cat {}; echo \" #{#} $ZPIPE_TASK_ID\" {.}",
+            &template,
         ]);
         let plan = config.load_tasks().unwrap();
         let vent = ventilator::Ventilator::bind(&config, &ctx).unwrap();
@@ -820,8 +835,7 @@ fn command_fills_each_hostile_file_name_in_as_one_argument() {
         lines.sort_by_key(|l| l["task"].as_u64());
         for (t, (line, n)) in lines.iter().zip(names).enumerate() {
             assert_eq!(line["status"], "ok", "{line}");
-            let path = dir.path().join(n).display().to_string();
-            let stem = path.rsplit_once('.').unwrap().0;
+            let stem = n.rsplit_once('.').unwrap().0;
             let want = format!("<{n}> #{} {t} {stem}\n", t + 1);
             assert_eq!(line["output"], want, "{n}");
         }
@@ -837,5 +851,118 @@ fn command_fills_each_hostile_file_name_in_as_one_argument() {
             matches!(e, ventilator::Error::Usage(_)) && e.to_string().contains("give --input"),
             "{e}"
         );
+    });
+}
+
+/// A stand-in push worker that says in its HELLO whether it takes packs,
+/// answers every task it is sent with a RESULT, and tells how many tasks
+/// the largest message it was sent carried.
+fn stand_in_push_worker(
+    ctx: &zmq::Context,
+    tasks_at: &str,
+    sink: &RunningSink,
+    packs: bool,
+    stop: common::Shutdown,
+) -> thread::JoinHandle<(u64, usize)> {
+    use common::protocol::{self, Header, Kind, Message, ResultBody, WorkerInfo};
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_linger(0).unwrap();
+    pull.connect(tasks_at).unwrap();
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.set_linger(1000).unwrap();
+    push.connect(&sink.results).unwrap();
+    let info = WorkerInfo {
+        id: 77,
+        host: "stand-in".into(),
+        pid: 1,
+        threads: 1,
+        dispatch: protocol::Dispatch::Push,
+        heartbeat_ms: 100,
+        max_msg_size: None,
+        held: None,
+        kinds: None,
+        packs,
+    };
+    thread::spawn(move || {
+        let say = |kind| {
+            let [h, p] = protocol::json_frames(Header::bare(kind, 0), &info);
+            push.send_multipart([h, p], 0).unwrap();
+        };
+        say(Kind::Hello);
+        let mut beat = Instant::now();
+        let (mut answered, mut largest) = (0u64, 0usize);
+        let mut body = Vec::new();
+        while !stop.is_triggered() {
+            if beat.elapsed() > Duration::from_millis(100) {
+                say(Kind::Heartbeat);
+                beat = Instant::now();
+            }
+            if pull.poll(zmq::POLLIN, 20).unwrap() == 0 {
+                continue;
+            }
+            let frames = pull.recv_multipart(0).unwrap();
+            let frames: Vec<zmq::Message> = frames.into_iter().map(zmq::Message::from).collect();
+            let (batch, items) = match Message::decode(&frames).unwrap() {
+                Message::Tasks { batch, tasks } => (batch, tasks),
+                other => panic!("not a task: {other:?}"),
+            };
+            largest = largest.max(items.len());
+            for item in items {
+                body.clear();
+                protocol::encode_result(
+                    &mut body,
+                    &ResultBody {
+                        worker: 77,
+                        thread: 0,
+                        sent_us: 0,
+                        duration_us: 0,
+                        outcome: Outcome::ok(Vec::new()),
+                    },
+                );
+                let head = Header {
+                    kind: Kind::Result,
+                    attempt: item.attempt,
+                    batch,
+                    task: item.task,
+                }
+                .encode();
+                push.send_multipart([&head[..], &body[..]], 0).unwrap();
+                answered += 1;
+            }
+        }
+        (answered, largest)
+    })
+}
+
+#[test]
+fn push_packs_quick_tasks_only_for_workers_that_say_they_take_packs() {
+    time_bomb(60, || {
+        for packs in [false, true] {
+            let ctx = zmq::Context::new();
+            let sink = start_sink(&ctx, &[]);
+            let vent = ventilator(&ctx, &sink, &["--dispatch", "push", "--workers", "1"]);
+            let stop = common::Shutdown::new();
+            let worker = stand_in_push_worker(&ctx, &vent.bound()[0], &sink, packs, stop.clone());
+            let report = vent
+                .run(&vec![Work::Noop; 50_000], &common::Shutdown::new())
+                .unwrap();
+            assert!(report.done.is_some(), "packs {packs}: {report:?}");
+            let sreport = sink.handle.join().unwrap().unwrap();
+            assert!(sreport.complete, "packs {packs}: {sreport:?}");
+            assert_eq!(sreport.ok, 50_000, "packs {packs}");
+            stop.trigger();
+            let (answered, largest) = worker.join().unwrap();
+            assert_eq!(answered, 50_000, "every task once: nothing lost");
+            if packs {
+                // No-op tasks are acknowledged at hundreds of thousands a
+                // second: a millisecond of them is many.
+                assert!(largest > 1, "never packed");
+            } else {
+                assert_eq!(
+                    largest, 1,
+                    "a worker that does not say so gets one a message"
+                );
+            }
+        }
     });
 }

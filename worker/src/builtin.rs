@@ -1,9 +1,5 @@
 //! The task kinds every worker knows: `noop`, `sleep`, `primes` and `exec`.
 
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Shutdown;
@@ -39,13 +35,15 @@ impl Handler for Builtin {
             Work::Exec {
                 command,
                 timeout_ms,
+                stdin,
             } => {
                 let timeout = timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(self.exec_timeout);
-                exec_as(
+                exec_with_input(
                     command,
                     &task_env(task),
+                    stdin.as_deref().map(|s| s.as_bytes()),
                     timeout,
                     self.max_output,
                     task.stop,
@@ -117,38 +115,6 @@ fn is_prime(n: u64, stop: &Shutdown) -> Option<bool> {
     Some(true)
 }
 
-/// Reads a pipe to its end, keeping the first `max` bytes.
-fn read_bounded(mut pipe: impl Read, max: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut truncated = false;
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    (kept, truncated)
-}
-
-/// How long a command killed by SIGTERM, SIGINT or SIGHUP waits for the
-/// worker's own stop before its result is reported.
-const STOP_GRACE: Duration = Duration::from_secs(1);
-
-/// Signal numbers, as `ExitStatus::signal` gives them.
-mod libc_signal {
-    use nix::sys::signal::Signal;
-    pub const SIGTERM: i32 = Signal::SIGTERM as i32;
-    pub const SIGINT: i32 = Signal::SIGINT as i32;
-    pub const SIGHUP: i32 = Signal::SIGHUP as i32;
-}
-
 /// What an exec task finds in its environment about itself:
 /// `ZPIPE_TASK_ID` (its index in the batch, from 0, as the output's
 /// `task`), `ZPIPE_ATTEMPT` (1, more when sent again), `ZPIPE_BATCH` (the
@@ -179,143 +145,31 @@ pub fn exec_as(
     max_output: usize,
     stop: &Shutdown,
 ) -> Outcome {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::failed(Status::Failed, format!("cannot start sh: {e}")),
-    };
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (out_tx, out_rx) = mpsc::channel();
-    for (index, pipe) in [
-        (
-            0usize,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            1,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let tx = out_tx.clone();
-        if let Some(pipe) = pipe {
-            std::thread::spawn(move || {
-                let _ = tx.send((index, read_bounded(pipe, max_output)));
-            });
-        }
-    }
-    // The waiter reaps the child, so no zombie is left whatever happens here.
-    let (wait_tx, wait_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = wait_tx.send(child.wait());
-    });
-    let started = Instant::now();
-    let mut killed: Option<&str> = None;
-    let status = loop {
-        match wait_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(status) => {
-                // The shell is done: whatever it left running in its process
-                // group goes too, so no task leaves processes behind (and the
-                // output pipes close, so its output is complete).
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                break status;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break Err(std::io::Error::other("lost the waiter thread"));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if killed.is_none() && (started.elapsed() >= timeout || stop.is_triggered()) {
-                    killed = Some(if stop.is_triggered() {
-                        "the worker is stopping"
-                    } else {
-                        "timed out"
-                    });
-                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
-    };
-    drop(out_tx);
-    let mut streams = [(Vec::new(), false), (Vec::new(), false)];
-    // A grandchild that left the process group may hold the pipes open: wait
-    // for the readers only a little.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while let Ok((i, data)) =
-        out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
-        streams[i] = data;
-    }
-    let [(output, out_cut), (mut error, err_cut)] = streams;
-    for (cut, name) in [(out_cut, "stdout"), (err_cut, "stderr")] {
-        if cut {
-            error.extend_from_slice(
-                format!("\n[zpipe: {name} truncated to {max_output} bytes]").as_bytes(),
-            );
-        }
-    }
-    let (status, exit_code) = match (status, killed) {
-        (_, Some(why)) => {
-            error.extend_from_slice(
-                format!(
-                    "\n[zpipe: killed after {:.3}s: {why}]",
-                    started.elapsed().as_secs_f64()
-                )
-                .as_bytes(),
-            );
-            (Status::TimedOut, None)
-        }
-        (Ok(s), None) => match s.code() {
-            Some(0) => (Status::Ok, Some(0)),
-            Some(code) => (Status::Failed, Some(code)),
-            None => {
-                let signal = s.signal().unwrap_or(0);
-                error.extend_from_slice(format!("\n[zpipe: killed by signal {signal}]").as_bytes());
-                // A scheduler that stops the worker (Slurm's scancel, a
-                // systemd stop of the whole unit) signals every process of
-                // the job, children first: the command may die of it just
-                // before the worker hears of its own stop. Give that stop a
-                // moment to arrive, so the task is sent again rather than
-                // reported failed (see the executor).
-                if [
-                    libc_signal::SIGTERM,
-                    libc_signal::SIGINT,
-                    libc_signal::SIGHUP,
-                ]
-                .contains(&signal)
-                {
-                    let until = Instant::now() + STOP_GRACE;
-                    while !stop.is_triggered() && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                (Status::Failed, None)
-            }
+    exec_with_input(command, env, None, timeout, max_output, stop)
+}
+
+/// [`exec_as`], with `stdin` as the command's standard input (`/dev/null`
+/// when `None`). The input is written while the output is read, so neither
+/// waits for the other however large they are; a command that exits
+/// without reading its input is no error.
+pub fn exec_with_input(
+    command: &str,
+    env: &[(&str, String)],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    max_output: usize,
+    stop: &Shutdown,
+) -> Outcome {
+    crate::exec::run(
+        &crate::exec::Spec {
+            command,
+            env,
+            stdin,
+            timeout,
+            max_output,
         },
-        (Err(e), None) => {
-            error.extend_from_slice(
-                format!("\n[zpipe: waiting for the command failed: {e}]").as_bytes(),
-            );
-            (Status::Failed, None)
-        }
-    };
-    Outcome {
-        status,
-        exit_code,
-        output,
-        error,
-    }
+        stop,
+    )
 }
 
 #[cfg(test)]
@@ -369,6 +223,7 @@ mod tests {
         let work = Work::Exec {
             command: "echo $ZPIPE_TASK_ID $ZPIPE_ATTEMPT $ZPIPE_BATCH $ZPIPE_WORKER".into(),
             timeout_ms: None,
+            stdin: None,
         };
         let o = Builtin::default().run(&task, &work);
         let out = String::from_utf8(o.output).unwrap();
@@ -381,6 +236,7 @@ mod tests {
         let o = run(Work::Exec {
             command: "echo hello; echo oops >&2; exit 3".into(),
             timeout_ms: None,
+            stdin: None,
         });
         assert_eq!(o.status, Status::Failed);
         assert_eq!(o.exit_code, Some(3));
@@ -389,6 +245,7 @@ mod tests {
         let o = run(Work::Exec {
             command: "seq 1 1000".into(),
             timeout_ms: None,
+            stdin: None,
         });
         assert_eq!(o.status, Status::Ok);
         assert_eq!(o.output.len(), 16);
@@ -403,6 +260,7 @@ mod tests {
         let o = run(Work::Exec {
             command: format!("echo before; sleep 30 & echo $! > {}", pidfile.display()),
             timeout_ms: None,
+            stdin: None,
         });
         assert_eq!(o.status, Status::Ok);
         assert_eq!(o.output, b"before\n");
@@ -433,8 +291,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_long_prime_check_stops_when_told() {
+    /// Runs `work` with the worker told to stop 100 ms in; returns what
+    /// came of it and how long it took.
+    fn run_stopped_midway(work: Work) -> (Outcome, Duration) {
         let stop = Shutdown::new();
         let info = TaskInfo {
             batch: 1,
@@ -448,16 +307,104 @@ mod tests {
             s2.trigger();
         });
         let t = Instant::now();
+        let o = Builtin::default().run(&info, &work);
+        (o, t.elapsed())
+    }
+
+    #[test]
+    fn a_long_prime_check_stops_when_told() {
         // The first candidate above 10^18 alone takes seconds of trial division.
-        let o = Builtin::default().run(
-            &info,
-            &Work::Primes {
-                from: 1_000_000_000_000_000_003,
-                to: 1_000_000_000_000_000_010,
-            },
-        );
+        let (o, took) = run_stopped_midway(Work::Primes {
+            from: 1_000_000_000_000_000_003,
+            to: 1_000_000_000_000_000_010,
+        });
         assert_eq!(o.status, Status::Failed);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    fn exec_with(command: &str, stdin: Option<&str>, timeout_ms: Option<u64>) -> Outcome {
+        run(Work::Exec {
+            command: command.into(),
+            timeout_ms,
+            stdin: stdin.map(|s| Box::new(s.to_string())),
+        })
+    }
+
+    #[test]
+    fn exec_feeds_stdin_and_reads_output_at_once_so_neither_blocks() {
+        // 4 MiB in, 4 MiB out through `cat`: written whole before the output
+        // is read, both pipes would fill and the command would hang until
+        // its timeout (5 s here).
+        let big = "x".repeat(4 << 20);
+        let t = Instant::now();
+        let o = exec_with("cat", Some(&big), None);
+        assert_eq!(
+            o.status,
+            Status::Ok,
+            "{}",
+            String::from_utf8_lossy(&o.error)
+        );
+        assert_eq!(o.output, b"xxxxxxxxxxxxxxxx", "kept up to max_output");
+        assert!(String::from_utf8_lossy(&o.error).contains("stdout truncated"));
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        let o = exec_with("wc -c", Some(&big), None);
+        assert_eq!(String::from_utf8_lossy(&o.output).trim(), "4194304");
+        let o = exec_with("wc -c", Some("hello"), None);
+        assert_eq!(String::from_utf8_lossy(&o.output).trim(), "5");
+    }
+
+    #[test]
+    fn an_empty_stdin_is_an_end_of_file_and_none_is_dev_null() {
+        let o = exec_with("wc -c", Some(""), None);
+        assert_eq!(
+            (o.status, String::from_utf8_lossy(&o.output).trim()),
+            (Status::Ok, "0")
+        );
+        let o = exec_with("cat; echo end", Some(""), None);
+        assert_eq!(o.output, b"end\n");
+        let o = exec_with("readlink /proc/self/fd/0", None, None);
+        assert_eq!(o.output, b"/dev/null\n");
+    }
+
+    #[test]
+    fn a_command_that_does_not_read_its_stdin_is_no_error() {
+        let big = "y".repeat(1 << 20);
+        for command in [
+            "echo done",
+            "exec 0<&-; echo done",
+            "head -c 3; echo; echo done",
+        ] {
+            let o = exec_with(command, Some(&big), None);
+            assert_eq!(o.status, Status::Ok, "{command}: {o:?}");
+            assert!(o.output.ends_with(b"done\n"), "{command}: {:?}", o.output);
+        }
+    }
+
+    #[test]
+    fn the_timeout_kills_a_command_that_neither_reads_its_stdin_nor_stops_writing() {
+        let big = "z".repeat(1 << 20);
+        for command in ["sleep 30", "yes"] {
+            let t = Instant::now();
+            let o = exec_with(command, Some(&big), Some(200));
+            assert_eq!(o.status, Status::TimedOut, "{command}");
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "{command}: {:?}",
+                t.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn a_stop_kills_the_command_at_once() {
+        let (o, took) = run_stopped_midway(Work::Exec {
+            command: "sleep 30".into(),
+            timeout_ms: None,
+            stdin: None,
+        });
+        assert_eq!(o.status, Status::TimedOut);
+        assert!(String::from_utf8_lossy(&o.error).contains("the worker is stopping"));
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 
     #[test]
@@ -470,6 +417,7 @@ mod tests {
         let o = run(Work::Exec {
             command: cmd,
             timeout_ms: Some(200),
+            stdin: None,
         });
         assert_eq!(o.status, Status::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());

@@ -33,6 +33,11 @@ pub(crate) const PREFETCH_WORK_US: f64 = 1000.0;
 /// A thread that waits for its next task longer than this share of the
 /// task's own time asks for one task ahead.
 pub(crate) const ROUND_TRIP_SHARE: f64 = 0.02;
+/// Threads that share one connection (see `shared.rs`) wait this long
+/// (µs) at most for the dispatcher to send their results and ask for more,
+/// beside the round trip: the dispatcher's look at the board while busy,
+/// twice.
+pub(crate) const SHARED_GAP_US: f64 = 2000.0;
 /// An idle thread says again how much it can take this often (a restarted
 /// ventilator learns of it; lost credit is restored).
 pub(crate) const IDLE_RESET: Duration = Duration::from_secs(1);
@@ -47,9 +52,14 @@ pub(crate) struct Ask {
     pub exact: bool,
 }
 
-/// One thread's credit: what it has asked for and how much it wants.
+/// One thread's credit (or, when the worker's threads share one
+/// connection, the worker's: see `shared.rs`): what it has asked for and
+/// how much it wants.
 #[derive(Debug)]
 pub(crate) struct Credit {
+    /// The threads it asks for: 1, or all of the worker's when they share
+    /// one connection. Each wants its own window.
+    threads: u32,
     /// `--prefetch`: the most tasks asked for beyond the one running.
     prefetch: u32,
     /// The high-water mark: more could not be queued on the way anyway.
@@ -57,8 +67,10 @@ pub(crate) struct Credit {
     /// Tasks asked for that have not arrived yet.
     expected: u32,
     /// Tasks it wants to hold (running, queued or coming): 1 + what it
-    /// prefetches.
+    /// prefetches, for each thread.
     window: u32,
+    /// One thread's share of the window: it asks once that much is free.
+    per_thread: u32,
     /// Average task time, µs (exponentially weighted); `None` before the
     /// first task.
     average_us: Option<f64>,
@@ -81,11 +93,21 @@ impl Credit {
     /// A thread starting at `now`, and its first CREDIT: exactly one task,
     /// since it knows nothing of the tasks yet.
     pub fn start(prefetch: u32, hwm: i32, now: Instant) -> (Credit, Ask) {
+        Credit::for_threads(1, prefetch, hwm, now)
+    }
+
+    /// [`Credit::start`] for `threads` threads that share one connection:
+    /// one task each to begin with.
+    pub fn for_threads(threads: u32, prefetch: u32, hwm: i32, now: Instant) -> (Credit, Ask) {
+        let hwm = hwm.max(1) as u32;
+        let first = threads.clamp(1, hwm);
         let credit = Credit {
+            threads: threads.max(1),
             prefetch,
-            hwm: hwm.max(1) as u32,
-            expected: 1,
-            window: 1,
+            hwm,
+            expected: first,
+            window: first,
+            per_thread: 1,
             average_us: None,
             last_asked: now,
             idle_since: None,
@@ -94,7 +116,7 @@ impl Credit {
         (
             credit,
             Ask {
-                tasks: 1,
+                tasks: first,
                 exact: true,
             },
         )
@@ -113,7 +135,15 @@ impl Credit {
     /// A task that ran for `took` finished at `now`, with `queued` tasks
     /// still waiting in the thread's queue; returns the CREDIT to send, if
     /// it is time to ask.
+    #[inline]
     pub fn finished(&mut self, took: Duration, queued: usize, now: Instant) -> Option<Ask> {
+        self.ran(took);
+        self.due(queued, now)
+    }
+
+    /// A task ran for `took`: the window follows the tasks' average time.
+    #[inline]
+    pub fn ran(&mut self, took: Duration) {
         let average = moving_average(self.average_us, took.as_secs_f64() * 1e6);
         self.average_us = Some(average);
         // Short tasks: about a millisecond of work ahead. Longer ones: one
@@ -127,12 +157,33 @@ impl Credit {
         {
             extra = extra.max(1);
         }
-        self.window = (1 + extra.min(self.prefetch)).min(self.hwm);
+        if self.threads > 1 {
+            // Threads that share one connection wait, besides the round
+            // trip, for the dispatcher, which looks at the board once a
+            // millisecond while busy: enough ahead to cover both.
+            let gap = SHARED_GAP_US + self.round_trip_us.unwrap_or(0.0);
+            if gap > average * ROUND_TRIP_SHARE {
+                extra = extra.max((gap / average.max(1.0)).ceil() as u32);
+            }
+        }
+        self.per_thread = 1 + extra.min(self.prefetch);
+        self.window = self.per_thread.saturating_mul(self.threads).min(self.hwm);
+    }
+
+    /// The CREDIT to send now, if it is time to ask, with `queued` tasks
+    /// held here (waiting, or running when threads share the window).
+    #[inline]
+    pub fn due(&mut self, queued: usize, now: Instant) -> Option<Ask> {
         let holding = self.expected.saturating_add(queued as u32);
         let free = self.window.saturating_sub(holding);
-        // Ask in batches while plenty is queued; at once when the queue
-        // runs dry.
-        if free > 0 && (holding == 0 || free >= self.window.div_ceil(2)) {
+        // Ask in batches while plenty is queued (once half of a thread's
+        // window is free); at once when the queue runs dry.
+        let batch = if self.threads > 1 {
+            self.per_thread
+        } else {
+            self.window
+        };
+        if free > 0 && (holding == 0 || free >= batch.div_ceil(2)) {
             self.expected += free;
             self.last_asked = now;
             if holding == 0 {
@@ -167,7 +218,7 @@ impl Credit {
     /// ten-second jobs): it starts again from one task, as a new thread
     /// does, or it would take the new batch's first thousand tasks alone.
     pub fn reconnected(&mut self, now: Instant) -> Ask {
-        let (fresh, ask) = Credit::start(self.prefetch, self.hwm as i32, now);
+        let (fresh, ask) = Credit::for_threads(self.threads, self.prefetch, self.hwm as i32, now);
         *self = fresh;
         ask
     }

@@ -1,9 +1,11 @@
 //! One executor thread: take tasks, run them, send the results.
 //!
-//! Each of the worker's `--threads` threads owns one task socket to the
-//! ventilator (DEALER in credit dispatch, PULL in push dispatch) and one
-//! PUSH to the sink: the guide's multithreaded worker, with no shared queue
-//! in the middle, so N threads are N peers of the ventilator.
+//! In push dispatch (and in credit dispatch with one thread) each of the
+//! worker's `--threads` threads owns one task socket to the ventilator
+//! (PULL, or DEALER) and one PUSH to the sink: the guide's multithreaded
+//! worker, with no shared queue in the middle, so N threads are N peers of
+//! the ventilator. (In credit dispatch several threads share one
+//! connection instead: `shared.rs`, which reuses this file's parts.)
 //!
 //! A thread connects, waits for the ZMTP handshake ([`crate::handshake`]),
 //! tells the main thread it is ready, and waits until the main thread has
@@ -44,7 +46,7 @@ use crate::pack::Pack;
 use crate::{Handler, TaskInfo, handshake};
 
 /// The longest a thread waits without looking at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(100);
+pub(crate) const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// What one thread did, summed into the worker's report.
 #[derive(Debug, Default)]
@@ -83,6 +85,75 @@ impl Gate {
     }
 }
 
+/// Rung once when the worker stops (END, KILL, a signal): a pipe that
+/// becomes readable and stays so, polled beside each thread's task socket,
+/// so a thread waiting for work hears the stop at once rather than at its
+/// next look at the stop flag (up to [`STOP_POLL`] later, which kept every
+/// worker alive that much past the end of its batch).
+#[derive(Debug)]
+pub(crate) struct StopBell {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+}
+
+impl StopBell {
+    /// A bell not yet rung.
+    pub fn new() -> std::io::Result<StopBell> {
+        let (read, write) = rustix::pipe::pipe()?;
+        Ok(StopBell { read, write })
+    }
+
+    /// Wakes every thread waiting on the bell, now and later.
+    pub fn ring(&self) {
+        // One byte that nobody reads: the pipe stays readable.
+        let _ = rustix::io::write(&self.write, b"!");
+    }
+
+    /// The end to poll for the ring (readable once rung).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.read.as_raw_fd()
+    }
+
+    /// Waits at most `timeout` for a message on `socket`, or the bell.
+    fn recv(
+        &self,
+        socket: &zmq::Socket,
+        frames: &mut Vec<zmq::Message>,
+        timeout: Duration,
+    ) -> Result<Recv<()>, common::Error> {
+        use std::os::fd::AsRawFd;
+        // Try first: when messages are flowing this avoids a poll each.
+        match sockets::recv_frames_now(socket, frames)? {
+            Recv::Timeout => {}
+            done => return Ok(done),
+        }
+        let mut items = [
+            socket.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(self.read.as_raw_fd(), zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, timeout.as_millis().min(i64::MAX as u128) as i64) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(zmq::Error::ETERM) => return Ok(Recv::Stopped),
+            Err(e) => return Err(common::Error::zmq("polling", e)),
+        }
+        if items[0].is_readable() {
+            sockets::recv_frames_now(socket, frames)
+        } else {
+            Ok(Recv::Timeout)
+        }
+    }
+}
+
+/// How soon a thread tries again to reach a ventilator that is not there
+/// (libzmq's default is 100 ms): a worker waiting for the next batch gets
+/// its first task within a few tens of milliseconds of the ventilator's
+/// start. A worker of many threads tries less often, so that it makes no
+/// more than about 400 attempts a second while no ventilator is up.
+pub(crate) fn reconnect_interval(threads: u32) -> i32 {
+    (20.0f64).max(f64::from(threads + 1) * 2.5) as i32
+}
+
 /// One executor thread and what it needs to make its sockets.
 pub(crate) struct Executor<H> {
     /// The thread's index in the worker (CREDIT names it).
@@ -100,6 +171,10 @@ pub(crate) struct Executor<H> {
     pub ctx: zmq::Context,
     /// Raised on END, KILL or a signal.
     pub stop: Shutdown,
+    /// Rung when `stop` is raised.
+    pub bell: Arc<StopBell>,
+    /// The worker's `--threads` (for [`reconnect_interval`]).
+    pub threads: u32,
     pub handler: Arc<H>,
     /// Opened when the main thread has said HELLO.
     pub hello: Arc<Gate>,
@@ -113,18 +188,18 @@ pub(crate) struct Executor<H> {
 
 /// A task waiting in a thread's own queue (credit dispatch may send several
 /// at once).
-struct Queued {
-    batch: u64,
-    task: Item<TaskBody>,
+pub(crate) struct Queued {
+    pub batch: u64,
+    pub task: Item<TaskBody>,
 }
 
 /// A task that ran.
-struct Ran {
+pub(crate) struct Ran {
     /// The ventilator's clock when it sent the task (0 when unread).
-    sent_us: u64,
-    started: Instant,
-    finished: Instant,
-    outcome: Outcome,
+    pub sent_us: u64,
+    pub started: Instant,
+    pub finished: Instant,
+    pub outcome: Outcome,
 }
 
 impl<H: Handler> Executor<H> {
@@ -148,6 +223,25 @@ impl<H: Handler> Executor<H> {
         &self,
         ready: &mpsc::Sender<Result<(), common::Error>>,
     ) -> Result<Counts, common::Error> {
+        self.serve_with(ready, 1, |tasks, results, handshakes, refusals| {
+            self.work(tasks, results, handshakes, refusals)
+        })
+    }
+
+    /// Connects the thread's sockets, waits for the handshake, says
+    /// `threads` threads are ready on `ready`, waits for HELLO, then runs
+    /// `work` on the sockets.
+    pub(crate) fn serve_with(
+        &self,
+        ready: &mpsc::Sender<Result<(), common::Error>>,
+        threads: u32,
+        work: impl FnOnce(
+            &zmq::Socket,
+            &zmq::Socket,
+            &Monitor,
+            Option<&mut sockets::Refusals>,
+        ) -> Result<Counts, common::Error>,
+    ) -> Result<Counts, common::Error> {
         // DEALER (credit) or PULL (push): tasks from the ventilator, one
         // connection per thread.
         let kind = if self.credit_mode() {
@@ -156,6 +250,9 @@ impl<H: Handler> Executor<H> {
             zmq::PULL
         };
         let tasks = sockets::socket(&self.ctx, kind, "tasks", &self.tuning)?;
+        tasks
+            .set_reconnect_ivl(reconnect_interval(self.threads))
+            .map_err(|e| common::Error::zmq("setting the reconnect interval", e))?;
         let monitor = Monitor::connections(&self.ctx, &tasks)?;
         self.task_endpoint.attach_secured(
             &tasks,
@@ -165,6 +262,9 @@ impl<H: Handler> Executor<H> {
         )?;
         // PUSH: results to the sink.
         let results = sockets::socket(&self.ctx, zmq::PUSH, "results", &self.tuning)?;
+        results
+            .set_reconnect_ivl(reconnect_interval(self.threads))
+            .map_err(|e| common::Error::zmq("setting the reconnect interval", e))?;
         self.result_endpoint.attach_secured(
             &results,
             Action::Connect,
@@ -201,7 +301,9 @@ impl<H: Handler> Executor<H> {
         monitor.stop(&tasks);
         let counts = match shook {
             Ok(true) => {
-                let _ = ready.send(Ok(()));
+                for _ in 0..threads {
+                    let _ = ready.send(Ok(()));
+                }
                 if !self.classic && !self.wait_for_hello() {
                     Ok(Counts::default())
                 } else {
@@ -209,7 +311,7 @@ impl<H: Handler> Executor<H> {
                     // ventilator (a standing pool's next batch) hears this
                     // thread's credit at once.
                     let handshakes = Monitor::handshakes(&self.ctx, &tasks)?;
-                    let counts = self.work(&tasks, &results, &handshakes, sink_refusals.as_mut());
+                    let counts = work(&tasks, &results, &handshakes, sink_refusals.as_mut());
                     handshakes.stop(&tasks);
                     counts
                 }
@@ -279,6 +381,10 @@ impl<H: Handler> Executor<H> {
         if let Some(m) = &self.metrics {
             drops.count_into(m.dropped.clone());
         }
+        // When the last task ended, if this thread went straight on from it
+        // to the next (no wait, no send that may block in between): the
+        // next one's clock starts there.
+        let mut went_on: Option<Instant> = None;
         while !self.stop.is_triggered() {
             // With tasks queued, the socket is left alone: each look costs
             // a system call, and the queue has work. With results held
@@ -289,8 +395,11 @@ impl<H: Handler> Executor<H> {
             } else if !pack.is_empty() {
                 sockets::recv_frames_now(tasks, &mut frames)?
             } else {
-                sockets::recv_frames(tasks, &mut frames, STOP_POLL)?
+                self.bell.recv(tasks, &mut frames, STOP_POLL)?
             };
+            if !matches!(got, Recv::Timeout) {
+                went_on = None;
+            }
             match got {
                 Recv::Message(()) => {
                     let n = self.take(&frames, &mut queue, &mut drops, results, &mut counts)?;
@@ -303,23 +412,12 @@ impl<H: Handler> Executor<H> {
                     if !pack.flush(results, &self.stop)? {
                         break;
                     }
-                    if let Some(r) = sink_refusals.as_deref_mut() {
-                        r.check()?;
-                    }
-                    let mut reconnected = false;
-                    while let Recv::Message(_) = handshakes.next_event(Duration::ZERO)? {
-                        reconnected = true;
-                    }
-                    let ask = credit.as_mut().and_then(|c| {
-                        if reconnected {
-                            Some(c.reconnected(Instant::now()))
-                        } else {
-                            c.idle(Instant::now())
-                        }
-                    });
-                    if let Some(ask) = ask {
-                        self.ask(tasks, ask);
-                    }
+                    self.idle(
+                        tasks,
+                        credit.as_mut(),
+                        handshakes,
+                        sink_refusals.as_deref_mut(),
+                    )?;
                     continue;
                 }
                 Recv::Timeout => {}
@@ -331,15 +429,18 @@ impl<H: Handler> Executor<H> {
             if let Some(o) = &mut observer {
                 o.busy();
             }
-            if pack.holds_other_batch(batch) && !pack.flush(results, &self.stop)? {
-                break;
+            if pack.holds_other_batch(batch) {
+                went_on = None;
+                if !pack.flush(results, &self.stop)? {
+                    break;
+                }
             }
             let Ran {
                 sent_us,
                 started,
                 finished,
                 mut outcome,
-            } = self.run_task(batch, &task);
+            } = self.run_task_from(batch, &task, went_on.take());
             if outcome.status != Status::Ok && self.stop.is_triggered() {
                 // Cut short because the worker is stopping (a signal, KILL):
                 // that is no result of the task's. It is not reported, so
@@ -379,23 +480,66 @@ impl<H: Handler> Executor<H> {
             };
             body.clear();
             protocol::encode_result(&mut body, &result);
-            if !pack.fits(body.len()) && !pack.flush(results, &self.stop)? {
-                break;
+            let mut sent = false;
+            if !pack.fits(body.len()) {
+                sent = true;
+                if !pack.flush(results, &self.stop)? {
+                    break;
+                }
             }
             pack.add(batch, task.task, task.attempt, &body, finished);
-            if pack.due(duration, finished) && !pack.flush(results, &self.stop)? {
-                break;
+            if pack.due(duration, finished) {
+                sent = true;
+                if !pack.flush(results, &self.stop)? {
+                    break;
+                }
             }
+            went_on = (!sent).then_some(finished);
         }
         // Results of finished tasks still go out (the socket lingers).
         pack.flush(results, &Shutdown::new()).ok();
+        // Nothing on the task socket is worth waiting for: a CREDIT queued
+        // for a ventilator that is gone would hold the worker's exit for
+        // the whole linger.
+        let _ = tasks.set_linger(0);
         counts.dropped = drops.total();
         Ok(counts)
     }
 
+    /// What an idle thread (or dispatcher) looks at: a refusal by the sink
+    /// is named; a new ventilator (a standing pool's next batch) hears at
+    /// once what it can take, and any ventilator again once a second.
+    pub(crate) fn idle(
+        &self,
+        tasks: &zmq::Socket,
+        credit: Option<&mut Credit>,
+        handshakes: &Monitor,
+        sink_refusals: Option<&mut sockets::Refusals>,
+    ) -> Result<(), common::Error> {
+        if let Some(r) = sink_refusals {
+            r.check()?;
+        }
+        let mut reconnected = false;
+        while let Recv::Message(_) = handshakes.next_event(Duration::ZERO)? {
+            reconnected = true;
+        }
+        let now = Instant::now();
+        let ask = credit.and_then(|c| {
+            if reconnected {
+                Some(c.reconnected(now))
+            } else {
+                c.idle(now)
+            }
+        });
+        if let Some(ask) = ask {
+            self.ask(tasks, ask);
+        }
+        Ok(())
+    }
+
     /// Sends a CREDIT to the ventilator; dropped rather than queued when it
     /// is away (the idle reset says it again).
-    fn ask(&self, tasks: &zmq::Socket, ask: Ask) {
+    pub(crate) fn ask(&self, tasks: &zmq::Socket, ask: Ask) {
         let head = Header {
             kind: Kind::Credit,
             attempt: u32::from(ask.exact),
@@ -409,7 +553,7 @@ impl<H: Handler> Executor<H> {
 
     /// Reads one message from the task socket into the queue; returns how
     /// many tasks it held. Classic tasks run at once.
-    fn take(
+    pub(crate) fn take(
         &self,
         frames: &[zmq::Message],
         queue: &mut VecDeque<Queued>,
@@ -441,8 +585,10 @@ impl<H: Handler> Executor<H> {
             frames
         };
         match Message::decode(frames) {
-            // Several tasks at once come only with credit.
-            Ok(Message::Tasks { batch, tasks }) if self.credit_mode() || tasks.len() == 1 => {
+            // Several tasks at once: as much as a thread's credit allows,
+            // or in push dispatch a pack of quick tasks (this worker says
+            // in HELLO that it takes them).
+            Ok(Message::Tasks { batch, tasks }) => {
                 let n = tasks.len() as u32;
                 if let Some(h) = &self.held {
                     for t in &tasks {
@@ -471,7 +617,7 @@ impl<H: Handler> Executor<H> {
 
     /// The most a result message may carry: the sockets' message size limit,
     /// less room for the header.
-    fn max_body(&self) -> usize {
+    pub(crate) fn max_body(&self) -> usize {
         usize::try_from(self.tuning.max_msg_size)
             .unwrap_or(usize::MAX)
             .saturating_sub(64)
@@ -480,16 +626,29 @@ impl<H: Handler> Executor<H> {
 
     /// Runs one task through the handler; a body that could not be read, or
     /// a handler that panics, becomes an error outcome.
-    fn run_task(&self, batch: u64, task: &Item<TaskBody>) -> Ran {
+    #[inline]
+    pub(crate) fn run_task(&self, batch: u64, task: &Item<TaskBody>) -> Ran {
+        self.run_task_from(batch, task, None)
+    }
+
+    /// [`Self::run_task`], starting the task's clock at `started` when the
+    /// thread goes straight on from the task that ended then (one reading
+    /// of the clock a task, not two: at the no-op rate each is felt).
+    pub(crate) fn run_task_from(
+        &self,
+        batch: u64,
+        task: &Item<TaskBody>,
+        started: Option<Instant>,
+    ) -> Ran {
         self.activity.begin();
-        let ran = self.run_handler(batch, task);
+        let ran = self.run_handler(batch, task, started);
         self.activity.end(ran.finished);
         ran
     }
 
-    /// [`Self::run_task`] without the bookkeeping.
-    fn run_handler(&self, batch: u64, task: &Item<TaskBody>) -> Ran {
-        let started = Instant::now();
+    /// [`Self::run_task_from`] without the bookkeeping.
+    fn run_handler(&self, batch: u64, task: &Item<TaskBody>, started: Option<Instant>) -> Ran {
+        let started = started.unwrap_or_else(Instant::now);
         let body = match &task.body {
             Ok(body) => body,
             Err(e) => {
@@ -510,7 +669,12 @@ impl<H: Handler> Executor<H> {
             attempt: task.attempt,
             stop: &self.stop,
         };
-        let outcome = match catch_unwind(AssertUnwindSafe(|| self.handler.run(&info, &body.work))) {
+        // A data task that names a kind of its own goes by that name.
+        let run = || match &body.name {
+            Some(kind) => self.handler.run_named(&info, kind, &body.work),
+            None => self.handler.run(&info, &body.work),
+        };
+        let outcome = match catch_unwind(AssertUnwindSafe(run)) {
             Ok(o) => o,
             Err(panic) => Outcome::failed(
                 Status::Panicked,
@@ -612,6 +776,36 @@ mod tests {
             "woken, not timed out"
         );
         assert!(gate.wait(Duration::ZERO), "it stays open");
+    }
+
+    #[test]
+    fn the_stop_bell_wakes_a_thread_waiting_for_work_at_once_and_stays_rung() {
+        let ctx = zmq::Context::new();
+        let bell = Arc::new(StopBell::new().unwrap());
+        let waiter = {
+            let (ctx, bell) = (ctx.clone(), Arc::clone(&bell));
+            std::thread::spawn(move || {
+                // A task socket with no ventilator: nothing will come.
+                let tasks = ctx.socket(zmq::PULL).unwrap();
+                tasks.set_linger(0).unwrap();
+                tasks.bind("inproc://no-ventilator").unwrap();
+                let mut frames = Vec::new();
+                let t = Instant::now();
+                let got = bell.recv(&tasks, &mut frames, Duration::from_secs(60));
+                (matches!(got, Ok(Recv::Timeout)), t.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        bell.ring();
+        let (woken, waited) = waiter.join().unwrap();
+        assert!(woken);
+        assert!(waited < Duration::from_secs(30), "not woken: {waited:?}");
+        // Rung, it stays rung: a later wait returns at once too.
+        let tasks = ctx.socket(zmq::PULL).unwrap();
+        tasks.set_linger(0).unwrap();
+        let t = Instant::now();
+        let _ = bell.recv(&tasks, &mut Vec::new(), Duration::from_secs(60));
+        assert!(t.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

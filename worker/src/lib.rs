@@ -8,14 +8,18 @@
 //! ```
 //!
 //! A worker *connects* (workers come and go; the ventilator and the sink stay
-//! and bind). Each of its `--threads N` threads owns one task socket to the
-//! ventilator and one PUSH socket to the sink, so one process with N threads is
-//! N peers of the ventilator: the guide's multithreaded worker without a
-//! shared queue in the middle. The main thread subscribes to the sink's
-//! control PUB and stops everything on END or KILL.
+//! and bind). It runs tasks on `--threads N` threads. In push dispatch each
+//! thread owns one PULL from the ventilator and one PUSH to the sink, so one
+//! process with N threads is N peers of the PUSH, which deals round-robin
+//! among them: the guide's multithreaded worker. In credit dispatch a
+//! worker of several threads keeps one DEALER and one PUSH for all of them,
+//! on a dispatcher thread, and its threads share a queue (see `shared.rs`):
+//! a task and its result then cost no wake-up of the ventilator and the
+//! sink of their own. The main thread subscribes to the sink's control PUB
+//! and stops everything on END or KILL.
 //!
-//! **Credit dispatch** (`--dispatch credit`, the default): each thread's
-//! DEALER tells the ventilator's ROUTER how many tasks it can take (CREDIT),
+//! **Credit dispatch** (`--dispatch credit`, the default): the DEALER tells
+//! the ventilator's ROUTER how many tasks it can take (CREDIT),
 //! and asks again as it finishes them. A thread asks for one task at a time
 //! while tasks are long, so the least busy worker gets the next one; when
 //! tasks are short (under a millisecond) it asks for up to `--prefetch` more,
@@ -69,6 +73,20 @@
 //!
 //! `examples/uppercase.rs` is the same as a whole program.
 //!
+//! # Task kinds
+//!
+//! A worker serves the kinds it declares: `--kinds exec,primes`, or its
+//! handler's [`Handler::kinds`] (the flag wins). It says them in its HELLO
+//! and HEARTBEAT, and in credit dispatch the ventilator deals it only
+//! tasks of those kinds. One that declares nothing serves the built-in
+//! kinds (`noop`, `sleep`, `primes`, `exec`, `data`), as every worker did
+//! before kinds. A data task may name a kind of its own
+//! (`{"kind":"data","type":"A","data":...}`); it reaches the handler
+//! through [`Handler::run_named`], which by default is [`Handler::run`].
+//! A task of a kind the worker did not declare (push dispatch cannot
+//! choose) is answered `rejected`, never run. `examples/two_kinds.rs` runs
+//! two kinds of workers, the second kind after the first.
+//!
 //! # Layout
 //!
 //! The worker has two kinds of thread, and each file is one of their
@@ -88,11 +106,15 @@
 //!   through the handler (a panic becomes `panicked`, an unreadable body
 //!   `rejected`), fitting results to `--max-msg-size`; and the `Gate` on
 //!   which the threads wait for HELLO.
+//! - `shared.rs`: credit dispatch with several threads: one connection for
+//!   all, kept by a dispatcher thread, and the `Board` the threads share
+//!   (tasks in, results out, a wake-up pipe).
 //! - `handshake.rs`: how a thread waits for the ventilator: the ZMTP
 //!   handshake seen through the socket monitor, and the warning when a peer
 //!   never completes it (the other `--dispatch`).
 //! - `credit.rs`: where credit dispatch lives on the worker's side: how many
-//!   tasks a thread asks for (about a millisecond of work, one at a time
+//!   tasks a thread (or the dispatcher, for all) asks for (about a
+//!   millisecond of work, one at a time
 //!   for long tasks, the round-trip rule, the caps, batching, the idle
 //!   reset), as arithmetic without sockets.
 //! - `idle.rs`: how long no task has run, for `--idle-exit` (a pilot gives
@@ -105,6 +127,12 @@
 //!   than a millisecond, never past the size limit, one batch a message).
 //! - [`builtin`]: the built-in task kinds, `exec` with timeouts and process
 //!   groups.
+//! - `serving.rs`: the kinds a worker declared, kept at its door: a task
+//!   of another kind is `rejected`, not run.
+//! - `exec.rs`: running one `exec` command on the executor thread itself:
+//!   spawned by `posix_spawn`, its pipes (stdout, stderr, and stdin when
+//!   the task gives one) and a pidfd of the shell in one `poll`, no thread
+//!   per command.
 //! - `metrics.rs`: `--metrics`: tasks run by status and busy threads, told
 //!   by each executor thread; served by [`common::metrics`] until
 //!   [`run_with`] returns.
@@ -126,6 +154,7 @@
 pub mod builtin;
 mod classic;
 mod credit;
+mod exec;
 mod executor;
 mod handshake;
 mod held;
@@ -133,6 +162,8 @@ mod idle;
 mod main_thread;
 mod metrics;
 mod pack;
+mod serving;
+mod shared;
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -144,7 +175,7 @@ use common::{Action, Endpoints, Shutdown};
 
 pub use builtin::Builtin;
 
-use executor::{Counts, Executor, Gate};
+use executor::{Counts, Executor, Gate, StopBell};
 use idle::Activity;
 use main_thread::MainThread;
 
@@ -187,7 +218,9 @@ pub struct Config {
     /// for one at a time.
     #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub prefetch: u32,
-    /// Tasks run at once, each in its own thread with its own sockets.
+    /// Tasks run at once, each in its own thread (in credit dispatch the
+    /// threads share one connection to the ventilator and one to the sink;
+    /// in push dispatch each has its own).
     #[arg(long, env = "ZPIPE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
     /// How often to tell the sink (and, in credit dispatch, the ventilator)
@@ -201,6 +234,14 @@ pub struct Config {
     /// Bytes of stdout and of stderr kept per `exec` task.
     #[arg(long, env = "ZPIPE_MAX_OUTPUT", default_value_t = 64 * 1024)]
     pub max_output: usize,
+    /// The task kinds this worker serves, comma-separated (`exec,primes`;
+    /// a data task's own kind, `"type"`, needs a handler of your own). In
+    /// credit dispatch the ventilator deals it only these; a task of
+    /// another kind is answered `rejected`, never run. Without it: its
+    /// handler's kinds, else the built-in ones (noop, sleep, primes, exec,
+    /// data).
+    #[arg(long, env = "ZPIPE_KINDS", value_name = "KIND,...")]
+    pub kinds: Option<common::kinds::KindList>,
     /// High-water mark, message size limit, ZMTP heartbeats and security:
     /// the flags every role takes.
     #[command(flatten)]
@@ -270,6 +311,23 @@ pub struct TaskInfo<'a> {
 pub trait Handler: Send + Sync {
     /// Runs one task; a panic becomes a `panicked` result.
     fn run(&self, task: &TaskInfo<'_>, work: &Work) -> Outcome;
+
+    /// The task kinds this handler serves (see [`common::kinds`]), said in
+    /// the worker's HELLO so that the ventilator deals it only those;
+    /// `None` (the default): the built-in kinds. The worker's `--kinds`
+    /// wins over it.
+    fn kinds(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Runs a data task that names a kind of its own (`"type"`: `kind`).
+    /// By default the same as [`Handler::run`]: a handler that serves one
+    /// such kind need not look; one that serves several tells them apart
+    /// here.
+    fn run_named(&self, task: &TaskInfo<'_>, kind: &str, work: &Work) -> Outcome {
+        let _ = kind;
+        self.run(task, work)
+    }
 }
 
 impl<F> Handler for F
@@ -313,6 +371,17 @@ pub struct Report {
 
 /// Runs a worker with the built-in task kinds until END, KILL or `shutdown`.
 pub fn run(config: &Config, ctx: &zmq::Context, shutdown: &Shutdown) -> Result<Report, Error> {
+    if let Some(list) = &config.kinds
+        && let Some(own) = list
+            .0
+            .iter()
+            .find(|k| !common::kinds::BUILTIN.contains(&k.as_str()))
+    {
+        return Err(Error::Usage(format!(
+            "--kinds {own}: this worker runs the built-in kinds only ({}); a kind of your own needs a handler of your own (worker::run_with)",
+            common::kinds::BUILTIN.join(", ")
+        )));
+    }
     let builtin = Builtin {
         exec_timeout: config.exec_timeout,
         max_output: config.max_output,
@@ -332,13 +401,31 @@ pub fn run_with<H: Handler + 'static>(
             || config.result_endpoint.any_bind(Action::Connect))
     {
         return Err(Error::Usage(
-            "a worker with --threads > 1 connects one socket per thread, so its task and result endpoints cannot bind (@): put a streamer in front, or use --threads 1".into(),
+            "a worker with --threads > 1 connects its threads' sockets (one per thread in push dispatch), so its task and result endpoints cannot bind (@): put a streamer in front, or use --threads 1".into(),
         ));
     }
     if config.serve && config.classic {
         return Err(Error::Usage(
             "--serve waits for batch after batch, and the guide's wire format (--classic) has no batches: any control message means kill".into(),
         ));
+    }
+    if config.classic && config.kinds.is_some() {
+        return Err(Error::Usage(
+            "--classic speaks the guide's wire format, which has no task kinds: drop --kinds"
+                .into(),
+        ));
+    }
+    let kinds = match &config.kinds {
+        Some(list) => Some(list.0.clone()),
+        None => handler.kinds(),
+    };
+    if let Some(list) = &kinds {
+        if list.is_empty() {
+            return Err(Error::Usage("the handler serves no task kind".into()));
+        }
+        for k in list {
+            common::kinds::check_name(k).map_err(Error::Usage)?;
+        }
     }
     if config.classic && config.metrics.metrics.is_some() {
         return Err(Error::Usage(
@@ -369,6 +456,8 @@ pub fn run_with<H: Handler + 'static>(
         // libzmq's -1 is no limit.
         max_msg_size: u64::try_from(tuning.max_msg_size).ok(),
         held: None,
+        kinds: kinds.clone(),
+        packs: true,
     };
     let name = info.name();
     // A PUSH cannot tell who holds what: the worker says it.
@@ -381,51 +470,100 @@ pub fn run_with<H: Handler + 'static>(
 
     // The threads' own stop flag: raised on END/KILL as well as on signals.
     let stop = Shutdown::new();
-    let handler = Arc::new(handler);
+    if let Some(list) = &kinds {
+        log::info!("worker {name} serves task kinds {}", list.join(", "));
+    }
+    let handler = Arc::new(serving::Serving {
+        inner: handler,
+        kinds,
+    });
+    let bell =
+        Arc::new(StopBell::new().map_err(|e| Error::Usage(format!("cannot make a pipe: {e}")))?);
     // Opened once HELLO is out: a thread asks for work only then, so the
     // sink knows this worker before its first result.
     let hello = Arc::new(Gate::default());
     let activity = Arc::new(Activity::new(std::time::Instant::now()));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), common::Error>>();
+    // Credit dispatch with several threads: one connection for all, kept
+    // by a dispatcher thread (see `shared.rs`); else a pair per thread.
+    let board = if dispatch == Dispatch::Credit && config.threads > 1 && !config.classic {
+        Some(Arc::new(shared::Board::new()?))
+    } else {
+        None
+    };
+    let executor = |index: usize| Executor {
+        index,
+        worker: worker_id,
+        classic: config.classic,
+        dispatch,
+        prefetch: config.prefetch,
+        task_endpoint: config.task_endpoint.clone(),
+        result_endpoint: config.result_endpoint.clone(),
+        tuning: tuning.clone(),
+        ctx: ctx.clone(),
+        stop: stop.clone(),
+        bell: Arc::clone(&bell),
+        threads: config.threads,
+        handler: Arc::clone(&handler),
+        hello: Arc::clone(&hello),
+        activity: Arc::clone(&activity),
+        held: held.clone(),
+        metrics: metrics.cloned(),
+    };
     let mut threads = Vec::new();
+    let mut start = |name: String, body: Box<dyn FnOnce() -> Counts + Send>| {
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(body)
+            .map(|t| threads.push(t))
+    };
+    let mut spawned = Ok(());
+    if let Some(board) = &board {
+        let (exec, board_d, ready) = (executor(0), Arc::clone(board), ready_tx.clone());
+        let n = config.threads;
+        spawned = start(
+            "worker-dispatch".into(),
+            Box::new(move || exec.run_dispatcher(n, board_d, ready)),
+        );
+    }
     for index in 0..config.threads as usize {
-        let exec = Executor {
-            index,
-            worker: worker_id,
-            classic: config.classic,
-            dispatch,
-            prefetch: config.prefetch,
-            task_endpoint: config.task_endpoint.clone(),
-            result_endpoint: config.result_endpoint.clone(),
-            tuning: tuning.clone(),
-            ctx: ctx.clone(),
-            stop: stop.clone(),
-            handler: Arc::clone(&handler),
-            hello: Arc::clone(&hello),
-            activity: Arc::clone(&activity),
-            held: held.clone(),
-            metrics: metrics.cloned(),
-        };
-        let ready = ready_tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("worker-{index}"))
-            .spawn(move || exec.run(ready));
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                stop.trigger();
-                join(threads);
-                return Err(Error::Usage(format!("cannot start a thread: {e}")));
-            }
+        if spawned.is_err() {
+            break;
         }
+        let exec = executor(index);
+        spawned = match &board {
+            Some(board) => {
+                let board = Arc::clone(board);
+                start(
+                    format!("worker-{index}"),
+                    Box::new(move || exec.work_shared(&board)),
+                )
+            }
+            None => {
+                let ready = ready_tx.clone();
+                start(format!("worker-{index}"), Box::new(move || exec.run(ready)))
+            }
+        };
+    }
+    let stop_all = || {
+        stop.trigger();
+        bell.ring();
+        if let Some(board) = &board {
+            board.stop();
+        }
+    };
+    if let Err(e) = spawned {
+        stop_all();
+        join(threads);
+        return Err(Error::Usage(format!("cannot start a thread: {e}")));
     }
     drop(ready_tx);
 
     let stopped = main.run(shutdown, &stop, &ready_rx, &hello, &activity);
-    stop.trigger();
+    stop_all();
     let counts = join(threads);
     let stopped_by = stopped?;
-    main.bye();
+    main.bye(stopped_by);
     let report = Report {
         worker: worker_id,
         tasks: counts.tasks,

@@ -196,9 +196,19 @@ pub(crate) struct MainThread {
     /// DEALER (credit dispatch): HELLO, HEARTBEAT and BYE to the
     /// ventilator, which answers each HEARTBEAT.
     vent: Option<zmq::Socket>,
-    /// Completed handshakes of `vent`: a new ventilator (a standing pool's
-    /// next batch) is told HELLO at once, not at the next heartbeat.
+    /// Connections of `vent`: a new ventilator (a standing pool's next
+    /// batch) is told HELLO at once, not at the next heartbeat; and a BYE
+    /// for a ventilator that is gone is not waited for.
     vent_handshakes: Option<Monitor>,
+    /// Whether `vent` is connected to a ventilator now (see [`follow`]).
+    vent_up: Option<bool>,
+    /// Connections of `status`: a BYE for a sink that is not there (gone,
+    /// or refusing this worker's security) is not waited for.
+    sink_handshakes: Option<Monitor>,
+    /// Whether `status` is connected to a sink now (see [`follow`]): a
+    /// BYE waits unless it is known not to be (`None`: a sink may be in the
+    /// middle of its handshake with HELLO queued for it).
+    sink_up: Option<bool>,
     info: WorkerInfo,
     classic: bool,
     /// `--serve`: END ends a batch, not the worker.
@@ -223,25 +233,38 @@ impl MainThread {
         held: Option<Arc<Held>>,
     ) -> Result<MainThread, Error> {
         let security = tuning.security.as_deref();
+        // The sink may start a moment after the worker: its sockets try
+        // again as soon as the task sockets do (libzmq waits 100 ms), so
+        // that HELLO and the subscription to END do not lag behind the
+        // first results.
+        let again = crate::executor::reconnect_interval(1);
         let control = sockets::socket(ctx, zmq::SUB, "control", tuning)?;
         control
             .set_subscribe(b"")
             .map_err(|e| common::Error::zmq("subscribing", e))?;
+        control
+            .set_reconnect_ivl(again)
+            .map_err(|e| common::Error::zmq("setting the reconnect interval", e))?;
         config
             .control_endpoint
             .attach_secured(&control, Action::Connect, "control", security)?;
-        let status = if config.classic {
-            None
+        let (status, sink_handshakes) = if config.classic {
+            (None, None)
         } else {
             let s = sockets::socket(ctx, zmq::PUSH, "results", tuning)?;
+            s.set_reconnect_ivl(again)
+                .map_err(|e| common::Error::zmq("setting the reconnect interval", e))?;
+            let handshakes = Monitor::connections(ctx, &s)?;
             config
                 .result_endpoint
                 .attach_secured(&s, Action::Connect, "results", security)?;
-            Some(s)
+            (Some(s), Some(handshakes))
         };
         let (vent, vent_handshakes) = if info.dispatch == protocol::Dispatch::Credit {
             let s = sockets::socket(ctx, zmq::DEALER, "heartbeats", tuning)?;
-            let handshakes = Monitor::handshakes(ctx, &s)?;
+            s.set_reconnect_ivl(crate::executor::reconnect_interval(config.threads))
+                .map_err(|e| common::Error::zmq("setting the reconnect interval", e))?;
+            let handshakes = Monitor::connections(ctx, &s)?;
             config
                 .task_endpoint
                 .attach_secured(&s, Action::Connect, "heartbeats", security)?;
@@ -254,6 +277,9 @@ impl MainThread {
             status,
             vent,
             vent_handshakes,
+            vent_up: None,
+            sink_handshakes,
+            sink_up: None,
             info,
             classic: config.classic,
             serve: config.serve,
@@ -320,9 +346,14 @@ impl MainThread {
             while let Some(event) = presence.due(Instant::now()) {
                 self.on_event(event, stop, hello);
             }
-            if presence.said_hello() && self.new_ventilator()? {
+            // The monitors are read on every turn, HELLO or not: libzmq
+            // sends their events with a blocking send, so events left
+            // unread (a peer refusing every reconnection) would in time
+            // stall the I/O thread.
+            if self.new_ventilator()? && presence.said_hello() {
                 self.say(Kind::Hello, stop);
             }
+            self.watch_sink()?;
             if let Some(limit) = self.idle_exit
                 && activity.idle_for(Instant::now()) >= limit
             {
@@ -374,19 +405,19 @@ impl MainThread {
         }
     }
 
-    /// HELLO or HEARTBEAT to the sink and (credit dispatch) the ventilator.
     /// Whether the ventilator's socket completed a handshake since the
     /// last look (the first one included: a second HELLO is harmless).
-    fn new_ventilator(&self) -> Result<bool, Error> {
-        let mut new = false;
-        if let Some(m) = &self.vent_handshakes {
-            while let Recv::Message(_) = m.next_event(Duration::ZERO)? {
-                new = true;
-            }
-        }
-        Ok(new)
+    fn new_ventilator(&mut self) -> Result<bool, Error> {
+        follow(self.vent_handshakes.as_ref(), &mut self.vent_up)
     }
 
+    /// Follows whether the status socket is connected to a sink.
+    fn watch_sink(&mut self) -> Result<(), Error> {
+        follow(self.sink_handshakes.as_ref(), &mut self.sink_up).map(drop)
+    }
+
+    /// HELLO, HEARTBEAT or BYE to the sink and (credit dispatch) the
+    /// ventilator.
     fn say(&self, kind: Kind, stop: &Shutdown) {
         if let Some(s) = &self.status {
             match (&self.held, kind) {
@@ -407,8 +438,38 @@ impl MainThread {
 
     /// BYE to the sink and the ventilator: the worker is leaving (its
     /// threads are done, their results sent).
-    pub fn bye(&self) {
-        self.say(Kind::Bye, &Shutdown::new());
+    /// `why`: the reason the worker stops.
+    pub fn bye(&mut self, why: StopReason) {
+        // After END the ventilator is gone or going (the sink told it DONE
+        // with our END) and needs no BYE: the batch is complete. Otherwise
+        // (a signal, KILL, idle) the BYE is what makes it send our tasks
+        // again at once.
+        let vent = self.vent.take_if(|_| why == StopReason::End);
+        // A BYE to a peer that is not there (gone, or refusing this
+        // worker's security) would wait in its socket for a connection
+        // that may never come, and the linger would hold the worker's exit
+        // for nothing: it is waited for only while the peer is connected.
+        // A sink away is not waited for either (the stop flag given to the
+        // send is raised already).
+        let _ = self.watch_sink();
+        let sink_away = Shutdown::new();
+        if self.sink_up == Some(false) {
+            sink_away.trigger();
+            if let Some(s) = &self.status {
+                let _ = s.set_linger(0);
+            }
+        }
+        self.say(Kind::Bye, &sink_away);
+        self.vent = vent;
+        let _ = self.new_ventilator();
+        if let Some(v) = &self.vent
+            && (why == StopReason::End || self.vent_up != Some(true))
+        {
+            let _ = v.set_linger(0);
+        }
+        // The control socket sends nothing but its subscription: nothing
+        // there is worth waiting for.
+        let _ = self.control.set_linger(0);
     }
 
     /// Counts every drop from now on in `counter` too (`--metrics`).
@@ -428,7 +489,35 @@ impl Drop for MainThread {
         if let (Some(m), Some(v)) = (self.vent_handshakes.take(), &self.vent) {
             m.stop(v);
         }
+        if let (Some(m), Some(s)) = (self.sink_handshakes.take(), &self.status) {
+            m.stop(s);
+        }
     }
+}
+
+/// Reads what `monitor` saw of its socket's connections since the last look
+/// into `up`: `Some(true)` once a handshake succeeds, `Some(false)` after a
+/// disconnection or a failed handshake (`None` until either). Returns
+/// whether a handshake succeeded meanwhile.
+fn follow(monitor: Option<&Monitor>, up: &mut Option<bool>) -> Result<bool, Error> {
+    use zmq::SocketEvent as E;
+    let mut new = false;
+    if let Some(m) = monitor {
+        while let Recv::Message(event) = m.next_event(Duration::ZERO)? {
+            match event {
+                E::HANDSHAKE_SUCCEEDED => {
+                    new = true;
+                    *up = Some(true);
+                }
+                E::DISCONNECTED
+                | E::HANDSHAKE_FAILED_AUTH
+                | E::HANDSHAKE_FAILED_PROTOCOL
+                | E::HANDSHAKE_FAILED_NO_DETAIL => *up = Some(false),
+                _ => {}
+            }
+        }
+    }
+    Ok(new)
 }
 
 /// HELLO, HEARTBEAT or BYE to the sink, waiting at most half a second (or

@@ -100,13 +100,15 @@ impl Lab {
             &workers_s,
             "--heartbeat",
             BEAT,
-            "--task-timeout",
-            "4s",
             // Push: few enough tasks out at once that a late joiner gets
             // some (the default would deal this whole batch at once).
             "--window",
             "40",
         ];
+        // A lease of 4 s, unless the test gives its own.
+        if !extra.contains(&"--task-timeout") {
+            args.extend_from_slice(&["--task-timeout", "4s"]);
+        }
         args.extend_from_slice(extra);
         let vent_cfg = ventilator::Config::parse_from(args);
         let v = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
@@ -376,6 +378,7 @@ fn a_poison_task_is_given_up(mode: &'static str) {
         plan[20] = Work::Exec {
             command: "kill -9 $PPID; sleep 5".into(),
             timeout_ms: None,
+            stdin: None,
         };
         let mut lab = Lab::with(mode, plan, 3, false, &["--retries", "1"]);
         for _ in 0..3 {
@@ -417,9 +420,20 @@ fn push_two_of_four_workers_killed_charge_only_what_they_held() {
             .map(|t| Work::Exec {
                 command: format!("echo {t} $PPID >> {}; sleep 0.15", log.display()),
                 timeout_ms: None,
+                stdin: None,
             })
             .collect();
-        let mut lab = Lab::with("push", plan, 4, false, &["--retries", "1"]);
+        // Leases long enough that no task runs out of its own merely by
+        // waiting in a live worker's queue (the window's 40 tasks over the
+        // two left are 3 s of work, more on a loaded machine): what is
+        // charged here is only what the lost workers held.
+        let mut lab = Lab::with(
+            "push",
+            plan,
+            4,
+            false,
+            &["--retries", "1", "--task-timeout", "15s"],
+        );
         for _ in 0..4 {
             lab.worker();
         }

@@ -133,6 +133,7 @@ fn every_role_counts_a_batch_and_its_metrics_pass_promtool() {
         tasks.push(Work::Exec {
             command: "exit 3".into(),
             timeout_ms: None,
+            stdin: None,
         });
         tasks.push(Work::Sleep { ms: 4000 });
         let hex = format!(
