@@ -27,7 +27,8 @@
 #       `xargs -P2 -I{} sh -c '{}'`, 1000 x `sleep 0.01` on 10 slots against
 #       `xargs -P10`; zpipe is one worker of 2 (10) threads with the sink,
 #       both already waiting, timed from the ventilator's start to its exit
-#       (every result written); each figure a ratio to xargs in its run
+#       (every result written); each figure a ratio to xargs in its run;
+#       the sleeps also against `xargs -P10 -n1 sleep`, no shell at all
 #   (i) a 1-task batch, sink and worker already waiting: from the
 #       ventilator's start to the task running, and to every process of
 #       the batch having exited
@@ -362,18 +363,28 @@ exec_zpipe() {
     wait_all "$s" "$w"
 }
 
-# exec_row LABEL INPUT SLOTS: zpipe, xargs and GNU parallel on the same
-# commands, interleaved run by run.
+# exec_row LABEL INPUT SLOTS [PROGRAM ARGS-INPUT]: zpipe, xargs and GNU
+# parallel on the same commands, interleaved run by run; with PROGRAM, also
+# xargs starting PROGRAM with each line of ARGS-INPUT directly, no shell
+# (the floor: one fork and exec a task; zpipe starts a command of plain
+# words so too, see worker/src/exec.rs).
 exec_row() {
-    local label=$1 input=$2 slots=$3
-    local xs=() zs=() ps=() rz=() rp=()
+    local label=$1 input=$2 slots=$3 program=${4:-} args=${5:-}
+    local xs=() zs=() ps=() rz=() rp=() ds=() rd=()
     for i in $(seq "$RUNS"); do
-        local t0 x z p=
+        local t0 x z p= d=
         t0=$(now)
         xargs -P"$slots" -I{} sh -c '{}' <"$input"
         x=$(since "$t0")
         z=$(exec_zpipe "$input" "$slots")
         xs+=("$x"); zs+=("$z"); rz+=("$(python3 -c "print($z / $x)")")
+        if [ -n "$program" ]; then
+            t0=$(now)
+            xargs -P"$slots" -n1 "$program" <"$args"
+            d=$(since "$t0")
+            ds+=("$d"); rd+=("$(python3 -c "print($z / $d)")")
+            printf '  run %d: xargs without a shell %.0f ms (zpipe %.2f x it)\n' "$i" "$d" "${rd[-1]}"
+        fi
         if command -v parallel >/dev/null; then
             t0=$(now)
             parallel --will-cite -j"$slots" <"$input"
@@ -393,6 +404,10 @@ exec_row() {
         printf '; GNU parallel not installed'
     fi
     printf ' (medians of per-run ratios)\n'
+    if [ ${#ds[@]} -gt 0 ]; then
+        printf '      xargs -P%d -n1 %s (no shell) %6.0f ms; zpipe %.2f x it\n' \
+            "$slots" "$program" "$(median "${ds[@]}")" "$(median "${rd[@]}")"
+    fi
 }
 
 # exit_times VENTILATOR-ARGS...: starts the ventilator; prints when the task
@@ -451,9 +466,10 @@ exec_section() {
     echo "Exec tasks against xargs (and GNU parallel), the same commands in the same run"
     printf 'true\n%.0s' $(seq 2000) >"$TMP/true.txt"
     printf 'sleep 0.01\n%.0s' $(seq 1000) >"$TMP/sleep.txt"
+    printf '0.01\n%.0s' $(seq 1000) >"$TMP/sleep-args.txt"
     exec_row "2000 x true, 2 slots" "$TMP/true.txt" 2
     echo "      target: zpipe <= 1.15 x xargs -P2"
-    exec_row "1000 x sleep 0.01, 10 slots" "$TMP/sleep.txt" 10
+    exec_row "1000 x sleep 0.01, 10 slots" "$TMP/sleep.txt" 10 sleep "$TMP/sleep-args.txt"
     echo "      target: zpipe <= 1.05 x xargs -P10"
     echo
     echo "A batch that ends when its work ends (1 task, sink and worker already waiting)"

@@ -27,7 +27,9 @@ pub enum Work {
         /// One past the last number tried.
         to: u64,
     },
-    /// Run a shell command (`sh -c`), capturing exit code, stdout and stderr.
+    /// Run a shell command (`sh -c`; a command of plain words is started
+    /// directly, as the shell would start it), capturing exit code, stdout
+    /// and stderr.
     Exec {
         /// The command line, given to `sh -c` as it is.
         command: String,

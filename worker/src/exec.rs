@@ -3,7 +3,12 @@
 //! The command is `/bin/sh -c COMMAND`, spawned by `posix_spawn` (std's
 //! `Command` uses it when no `pre_exec` hook asks for a fork; its
 //! `process_group(0)` is a spawn attribute, so the command still gets a
-//! process group of its own). Then one `poll` waits on everything at once:
+//! process group of its own). A command of plain words, in which the shell
+//! would do nothing but split it at blanks and start the program
+//! (`sleep 0.01`, `gzip -9 data/part-3`), is started directly instead:
+//! the same program with the same arguments, without the shell's own start
+//! before it, which is most of what a short command costs (see
+//! [`plain_words`]). Then one `poll` waits on everything at once:
 //!
 //! - the command's stdout and stderr pipes, read as they fill and kept up
 //!   to `--max-output` bytes each (the rest is read and dropped, so the
@@ -31,7 +36,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Shutdown;
@@ -139,9 +144,57 @@ pub(crate) fn run(spec: &Spec<'_>, stop: &Shutdown) -> Outcome {
 
 /// [`run`]; with `use_pidfd` false, as on a kernel without pidfds.
 fn run_watching(spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(spec.command)
+    let direct = plain_words(spec.command);
+    let child = match direct.and_then(|words| command(spec, words).spawn().ok()) {
+        Some(c) => c,
+        // Anything the shell would read, or a program that cannot be
+        // started directly (not found, not executable, a script without
+        // `#!`): the shell says why, as it would have.
+        None => match command(spec, vec!["/bin/sh", "-c", spec.command]).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::failed(Status::Failed, format!("cannot start /bin/sh: {e}"));
+            }
+        },
+    };
+    watch(child, spec, stop, use_pidfd)
+}
+
+/// Built-in commands and reserved words of the POSIX shell (dash's list):
+/// a command that begins with one goes to the shell, since a program of
+/// that name (if any) may behave differently, or not exist.
+const SHELL_OWN: &[&str] = &[
+    ".", ":", "[", "alias", "bg", "break", "case", "cd", "chdir", "command", "continue", "do",
+    "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "false", "fc", "fg",
+    "fi", "for", "getopts", "hash", "if", "in", "jobs", "kill", "local", "printf", "pwd", "read",
+    "readonly", "return", "set", "shift", "test", "then", "times", "trap", "true", "type",
+    "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+];
+
+/// The words of a command in which the shell would find nothing to do but
+/// split it at blanks and run the program the first word names: plain words
+/// of letters, digits and `_ . / , : + @ % -` (and `=` after the first
+/// word), the first neither a built-in nor a reserved word. Such a command
+/// is started directly, the very program with the very arguments `sh -c`
+/// would start, saving the shell's own start (the larger part of a short
+/// command's cost). `None` for anything else: quotes, `$`, globs, `~`,
+/// redirections, `;`, `|`, `&`, `#`, a newline, an assignment.
+fn plain_words(command: &str) -> Option<Vec<&str>> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./,:+@%-=".contains(c);
+    let words: Vec<&str> = command
+        .split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let first = words.first()?;
+    let all_plain = words.iter().all(|w| w.chars().all(plain));
+    (all_plain && !first.contains('=') && !SHELL_OWN.contains(first)).then_some(words)
+}
+
+/// A command of its program and arguments, with the task's environment, its
+/// pipes and a process group of its own.
+fn command(spec: &Spec<'_>, argv: Vec<&str>) -> Command {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
         .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
@@ -151,10 +204,11 @@ fn run_watching(spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::failed(Status::Failed, format!("cannot start /bin/sh: {e}")),
-    };
+    cmd
+}
+
+/// Waits for a started command (see the module's doc).
+fn watch(mut child: Child, spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
     let started = Instant::now();
     let pid = Pid::from_child(&child);
     let pgid = nix::unistd::Pid::from_raw(pid.as_raw_nonzero().get());
@@ -383,6 +437,93 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             max_output: 1 << 20,
         }
+    }
+
+    #[test]
+    fn only_a_command_the_shell_would_merely_split_is_started_directly() {
+        assert_eq!(plain_words("sleep 0.01"), Some(vec!["sleep", "0.01"]));
+        assert_eq!(
+            plain_words("  gzip\t-9 data/part-3.txt  "),
+            Some(vec!["gzip", "-9", "data/part-3.txt"])
+        );
+        assert_eq!(
+            plain_words("dd if=/dev/zero of=x bs=1k count=1"),
+            Some(vec!["dd", "if=/dev/zero", "of=x", "bs=1k", "count=1"])
+        );
+        for shell in [
+            "",
+            "   ",
+            "true",
+            "echo hi",
+            "cd /tmp",
+            "exit 3",
+            "if",
+            "FOO=1 env",
+            "ls *.txt",
+            "ls ~",
+            "echo $HOME",
+            "cat 'a b'",
+            "cat \"a\"",
+            "cat a\\ b",
+            "ls; ls",
+            "ls | wc",
+            "ls > x",
+            "sleep 1 &",
+            "ls # note",
+            "ls\nls",
+            "ls {a,b}",
+            "ls (x)",
+            "ls !x",
+            "ls `x`",
+        ] {
+            assert_eq!(plain_words(shell), None, "{shell:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_command_runs_as_under_the_shell_and_what_cannot_start_goes_to_it() {
+        let stop = Shutdown::new();
+        let dir = tempfile::tempdir().unwrap();
+        // The same exit status, and the same output, as `sh -c` gives.
+        let o = run(&spec("ls /nonexistent-zpipe", None, 5000), &stop);
+        let sh = run(&spec("ls /nonexistent-zpipe;", None, 5000), &stop);
+        assert_eq!((o.status, o.exit_code), (sh.status, sh.exit_code));
+        assert_eq!(o.error, sh.error);
+        // Not found: the shell says so, with its exit code 127.
+        let o = run(&spec("no-such-program-zpipe x", None, 5000), &stop);
+        assert_eq!((o.status, o.exit_code), (Status::Failed, Some(127)));
+        assert!(
+            String::from_utf8_lossy(&o.error).contains("not found"),
+            "{:?}",
+            String::from_utf8_lossy(&o.error)
+        );
+        // A script without `#!` is run by the shell, as `sh -c` runs it.
+        let script = dir.path().join("script");
+        std::fs::write(&script, "echo from the script\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let o = run(&spec(script.to_str().unwrap(), None, 5000), &stop);
+        assert_eq!(
+            (o.status, &o.output[..]),
+            (Status::Ok, &b"from the script\n"[..])
+        );
+        // Not executable: 126, as the shell gives.
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let o = run(&spec(script.to_str().unwrap(), None, 5000), &stop);
+        assert_eq!((o.status, o.exit_code), (Status::Failed, Some(126)));
+        // The command's environment and process group are the same: the
+        // group is killed on a timeout.
+        let t = Instant::now();
+        let o = run(&spec("sleep 30", None, 150), &stop);
+        assert_eq!(o.status, Status::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let o = Spec {
+            env: &[("ZPIPE_TEST", "x".into())],
+            ..spec("env", None, 5000)
+        };
+        let o = run(&o, &stop);
+        assert!(String::from_utf8_lossy(&o.output).contains("ZPIPE_TEST=x\n"));
     }
 
     #[test]
