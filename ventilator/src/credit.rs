@@ -131,7 +131,8 @@ pub struct Roster {
     /// Threads with credit, in the order they are to be served.
     eligible: VecDeque<ThreadId>,
     workers: HashMap<u64, Worker>,
-    /// Most credit a thread may hold: the high-water mark.
+    /// Most credit a thread may hold: what the high-water mark's number of
+    /// messages carries when each is a full pack.
     cap: u32,
     /// `--heartbeat`: the least period a worker is allowed.
     heartbeat: Duration,
@@ -153,15 +154,20 @@ fn kind_bits(batch: &[String], said: Option<&[String]>) -> u64 {
 }
 
 impl Roster {
-    /// An empty roster: credit capped at `hwm`; a worker silent for
-    /// `liveness` of its heartbeats (at least `heartbeat`) is dead.
+    /// An empty roster: credit capped at `hwm` messages of [`MAX_PACK`]
+    /// tasks (a worker keeps what it asks for within `hwm` messages of the
+    /// size its messages have had, so a pipe always takes what its thread
+    /// asked for); a worker silent for `liveness` of its heartbeats (at
+    /// least `heartbeat`) is dead.
     pub fn new(hwm: i32, heartbeat: Duration, liveness: u32) -> Roster {
         Roster {
             threads: Vec::new(),
             by_name: HashMap::new(),
             eligible: VecDeque::new(),
             workers: HashMap::new(),
-            cap: u32::try_from(hwm.max(1)).unwrap_or(1000),
+            cap: u32::try_from(hwm.max(1))
+                .unwrap_or(1000)
+                .saturating_mul(MAX_PACK),
             heartbeat,
             liveness,
             kinds: Vec::new(),
@@ -738,11 +744,12 @@ mod tests {
         assert_eq!(queue(&mut r), vec![(0, 7)], "added, queued once");
         r.credit(credit(1, 0, 2, true), &route("a"), t);
         assert_eq!(queue(&mut r), vec![(0, 2)], "exact: an idle thread");
-        r.credit(credit(1, 0, 8, false), &route("a"), t);
-        r.credit(credit(1, 0, 8, false), &route("a"), t);
-        assert_eq!(queue(&mut r), vec![(0, 10)], "capped");
+        // Capped at the high-water mark's 10 messages of full packs.
+        r.credit(credit(1, 0, 8000, false), &route("a"), t);
+        r.credit(credit(1, 0, 8000, false), &route("a"), t);
+        assert_eq!(queue(&mut r), vec![(0, 10 * MAX_PACK)], "capped");
         r.credit(credit(1, 0, u64::MAX, true), &route("a"), t);
-        assert_eq!(queue(&mut r), vec![(0, 10)]);
+        assert_eq!(queue(&mut r), vec![(0, 10 * MAX_PACK)]);
         r.credit(credit(1, 0, 0, true), &route("a"), t);
         assert_eq!(queue(&mut r), vec![], "no credit, not queued");
     }

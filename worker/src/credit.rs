@@ -12,7 +12,11 @@
 //! - when waiting for the next task (the round trip it measured while idle)
 //!   costs more than 2 % of a task ([`ROUND_TRIP_SHARE`]), it asks for one
 //!   task ahead, so a slow link does not leave it idle between long tasks;
-//! - `--prefetch` and the high-water mark cap what it holds;
+//! - `--prefetch` caps what it holds, and so does the high-water mark, in
+//!   messages: as many tasks as that many messages carry, at the size the
+//!   ventilator's messages have had (one task each to begin with, up to a
+//!   pack of 1024), so the ventilator's pipe to it can always take what it
+//!   asked for;
 //! - while plenty is queued it asks in batches (once half its window is
 //!   free), so a flood of tiny tasks is not a CREDIT each; when its queue
 //!   runs dry it asks at once;
@@ -30,6 +34,13 @@ use std::time::{Duration, Instant};
 /// a CREDIT is hidden behind short tasks, too little to matter for
 /// scheduling long ones.
 pub(crate) const PREFETCH_WORK_US: f64 = 1000.0;
+/// The shortest task time (µs) the window is reckoned from: a no-op
+/// measures less than the bookkeeping around it. A millisecond of such
+/// tasks is 10 000 of them, `--prefetch`'s default: the round trip of a
+/// CREDIT then comes once per thousands of tasks, not once per hundreds,
+/// and it is the round trip's wake-ups of both processes, not the tasks,
+/// that cost the most CPU at that rate.
+const SHORTEST_TASK_US: f64 = 0.1;
 /// A thread that waits for its next task longer than this share of the
 /// task's own time asks for one task ahead.
 pub(crate) const ROUND_TRIP_SHARE: f64 = 0.02;
@@ -62,8 +73,12 @@ pub(crate) struct Credit {
     threads: u32,
     /// `--prefetch`: the most tasks asked for beyond the one running.
     prefetch: u32,
-    /// The high-water mark: more could not be queued on the way anyway.
+    /// The high-water mark, in messages: more could not be queued on the
+    /// way.
     hwm: u32,
+    /// Tasks a message has carried (exponentially weighted): the window
+    /// stays within `hwm` messages of this size.
+    pack: f64,
     /// Tasks asked for that have not arrived yet.
     expected: u32,
     /// Tasks it wants to hold (running, queued or coming): 1 + what it
@@ -105,6 +120,7 @@ impl Credit {
             threads: threads.max(1),
             prefetch,
             hwm,
+            pack: 1.0,
             expected: first,
             window: first,
             per_thread: 1,
@@ -130,6 +146,7 @@ impl Credit {
             self.round_trip_us = Some(moving_average(self.round_trip_us, us));
         }
         self.expected = self.expected.saturating_sub(tasks);
+        self.pack = moving_average(Some(self.pack), f64::from(tasks.max(1)));
     }
 
     /// A task that ran for `took` finished at `now`, with `queued` tasks
@@ -150,7 +167,7 @@ impl Credit {
         // ahead only if waiting for the next costs more than a sliver of
         // the task itself; else none, so the next task goes to whoever is
         // free first.
-        let mut extra = (PREFETCH_WORK_US / average.max(1.0)) as u32;
+        let mut extra = (PREFETCH_WORK_US / average.max(SHORTEST_TASK_US)) as u32;
         if self
             .round_trip_us
             .is_some_and(|rt| rt > average * ROUND_TRIP_SHARE)
@@ -163,11 +180,16 @@ impl Credit {
             // millisecond while busy: enough ahead to cover both.
             let gap = SHARED_GAP_US + self.round_trip_us.unwrap_or(0.0);
             if gap > average * ROUND_TRIP_SHARE {
-                extra = extra.max((gap / average.max(1.0)).ceil() as u32);
+                extra = extra.max((gap / average.max(SHORTEST_TASK_US)).ceil() as u32);
             }
         }
         self.per_thread = 1 + extra.min(self.prefetch);
-        self.window = self.per_thread.saturating_mul(self.threads).min(self.hwm);
+        // At most `hwm` messages on the way, of the size they have had.
+        let in_hwm = (f64::from(self.hwm) * self.pack).min(f64::from(u32::MAX)) as u32;
+        self.window = self
+            .per_thread
+            .saturating_mul(self.threads)
+            .min(in_hwm.max(self.hwm));
     }
 
     /// The CREDIT to send now, if it is time to ask, with `queued` tasks
@@ -294,6 +316,33 @@ mod tests {
             assert_eq!(c.window(), window, "round trip {round_trip:?}");
             assert_eq!(next, ask(window));
         }
+    }
+
+    #[test]
+    fn sub_microsecond_tasks_fill_a_window_of_as_many_messages_as_the_hwm_as_packs_grow() {
+        let nanos = Duration::from_nanos(50);
+        let (mut c, _, mut t) = after_first(10_000, 1000, nanos);
+        // One task a message so far: no more than 1000 messages' worth.
+        assert_eq!(c.window(), 1000);
+        // Packs of 1000 come: the same 1000 messages hold ten times the
+        // tasks, and the window grows to a millisecond of them (at least
+        // 0.1 µs each), --prefetch's 10 000 ahead.
+        for _ in 0..20 {
+            c.arrived(1000, || t);
+            t += nanos;
+            c.finished(nanos, 0, t);
+        }
+        assert_eq!(c.window(), 10_001);
+        let (mut c, _, t) = after_first(100_000, 2, nanos);
+        for _ in 0..20 {
+            c.arrived(1000, || t);
+            c.finished(nanos, 0, t);
+        }
+        assert!(
+            (1900..=2000).contains(&c.window()),
+            "two messages of about 1000: {}",
+            c.window()
+        );
     }
 
     #[test]

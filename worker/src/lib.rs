@@ -214,9 +214,10 @@ pub struct Config {
     #[arg(long, env = "ZPIPE_DISPATCH", value_enum, default_value = "credit")]
     pub dispatch: Dispatch,
     /// Credit dispatch: the most tasks a thread asks for beyond the one it
-    /// runs, when tasks are short (under a millisecond); long tasks are asked
-    /// for one at a time.
-    #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    /// runs, when tasks are short (it asks for about a millisecond of work:
+    /// 10 000 tasks of 0.1 µs, 10 of 100 µs); long tasks are asked for one
+    /// at a time.
+    #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub prefetch: u32,
     /// Tasks run at once, each in its own thread (in credit dispatch the
     /// threads share one connection to the ventilator and one to the sink;
