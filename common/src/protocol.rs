@@ -38,7 +38,7 @@
 //! | 13 | WORKER_LOST | sink → ventilator | ROUTER → DEALER | JSON [`WorkerInfo`] |
 //! | 14 | BYE | worker → sink | PUSH → PULL | JSON [`WorkerInfo`]: the worker is leaving; also ventilator → sink (DEALER → ROUTER, payload `{}`): DONE reached it, the sink may stop repeating DONE |
 //! | 15 | RESULTS | worker → sink | PUSH → PULL | several results of one batch (below); the header's `task` field holds their count |
-//! | 16 | TASKS | ventilator → worker | ROUTER → DEALER, or PUSH → PULL | several tasks in one message, as records like RESULTS'; the header's `task` field holds their count. Credit: for one worker thread with credit for them. Push: a pack of tasks quicker than a millisecond, only while every ready worker says `"packs": true` in its HELLO |
+//! | 16 | TASKS | ventilator → worker | ROUTER → DEALER, or PUSH → PULL | several tasks in one message, as records like RESULTS'; the header's `task` field holds their count, and its `attempt` the most credit the ventilator lets one thread (or one connection) hold: a worker asks for more than its own `--hwm` only when this says it may (0, from ventilators before it: it may not). Credit: for one worker thread with credit for them. Push: a pack of tasks quicker than a millisecond, only while every ready worker says `"packs": true` in its HELLO |
 //! | 17 | GIVEN_UP | ventilator → sink | DEALER → ROUTER | the reason, UTF-8: the ventilator's verdict on task `task` (its last attempt `attempt`): lost once too often (`--retries`), or a task it waited for failed; the sink records it as a failed result from "ventilator" |
 //!
 //! HELLO, HEARTBEAT and BYE also go from a worker to the ventilator in credit
@@ -270,7 +270,8 @@ pub struct Header {
     /// What the message is, and so what its payload holds.
     pub kind: Kind,
     /// Which delivery of the task this is, 1 for the first; CREDIT: 1 when
-    /// the count is exact; ACK: 1 for a snapshot part; else 0.
+    /// the count is exact; TASKS: the most credit a thread may hold (0:
+    /// its worker's `--hwm`); ACK: 1 for a snapshot part; else 0.
     pub attempt: u32,
     /// The batch id, a fingerprint of its tasks (0 where a message concerns
     /// no batch).

@@ -17,8 +17,10 @@
 //! dead, and what its threads held goes out again at once.
 //!
 //! [`Roster`] is the bookkeeping, without the socket: credit (exact or
-//! additive, never above the high-water mark, so a thread's pipe can take
-//! what it asked for), routes, liveness. It answers with [`Event`]s for the
+//! additive, never above `--hwm` messages' worth of full packs, a cap each
+//! TASKS header states; a worker keeps within `--hwm` messages of the size
+//! its messages have had, so a thread's pipe can take what it asked for),
+//! routes, liveness. It answers with [`Event`]s for the
 //! loop to apply to the ledger, which knows who holds what. [`Dealer`] is
 //! the hot path that sends, through a [`Packer`].
 //!
@@ -275,6 +277,11 @@ impl Roster {
         event
     }
 
+    /// The most credit a thread may hold.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
     /// HELLO or HEARTBEAT from a worker: it is alive, and ready.
     pub fn heard(&mut self, info: &WorkerInfo, now: Instant) {
         let w = self.greeted(info, now);
@@ -512,7 +519,7 @@ pub struct Dealer {
     beat: [u8; protocol::HEADER_LEN],
     /// The message being built.
     packer: Packer,
-    /// The last round stopped at a full pipe: wait until it can take more.
+    /// The last round stopped at a full pipe: it is tried again shortly.
     blocked: bool,
     /// The last round ended with tasks ready that no thread with credit
     /// serves: wait for news (credit, a HELLO, an ACK) rather than spin.
@@ -523,11 +530,14 @@ pub struct Dealer {
 }
 
 impl Dealer {
-    /// A dealer of `batch`.
-    pub fn new(batch: u64) -> Dealer {
+    /// A dealer of `batch`, whose TASKS tell each worker the roster's cap
+    /// on a thread's credit (see [`Roster::cap`]).
+    pub fn new(batch: u64, credit_cap: u32) -> Dealer {
+        let mut packer = Packer::new(batch);
+        packer.credit_cap = credit_cap;
         Dealer {
             beat: Header::bare(Kind::Heartbeat, batch).encode(),
-            packer: Packer::new(batch),
+            packer,
             blocked: false,
             stuck: false,
             passed: Vec::new(),

@@ -50,10 +50,12 @@
 //! ventilator, `--resume`) recognises the batch; whenever the sink is new,
 //! it tells us everything it holds and we send the rest.
 //!
-//! **High-water mark.** A thread's credit never exceeds `--hwm`; a pipe that
-//! is full all the same (threads behind one queue device share one) or a
-//! full PUSH is retried when it can take more, while acks and heartbeats keep
-//! flowing.
+//! **High-water mark.** A thread's credit never exceeds `--hwm` messages'
+//! worth of full packs (and a worker asks for no more than `--hwm` messages
+//! of the size it has been sent); a pipe that is full all the same (threads
+//! behind one queue device share one, or packs came smaller) is tried again
+//! a millisecond later, and a full PUSH when it can take more, while acks
+//! and heartbeats keep flowing.
 //!
 //! **Shutdown.** The [`Shutdown`] flag (SIGINT, SIGTERM) stops the loop
 //! within 100 ms; sockets close with linger 0, since nothing queued matters
@@ -423,9 +425,10 @@ impl<'a> Batch<'a> {
             Dispatch::Credit => {
                 let mut roster = Roster::new(config.sockets.hwm, config.heartbeat, config.liveness);
                 roster.set_kinds(ledger.kind_names());
+                let cap = roster.cap();
                 Dealing::Credit {
                     roster: Box::new(roster),
-                    dealer: Dealer::new(batch),
+                    dealer: Dealer::new(batch, cap),
                 }
             }
             Dispatch::Push => Dealing::Push(Push::new(batch, config.window)),
@@ -803,14 +806,17 @@ impl<'a> Batch<'a> {
         let (timeout, tasks_events) = match &self.dealing {
             Dealing::Credit { roster, dealer } => {
                 let now = ready && roster.has_eligible() && !dealer.blocked() && !dealer.stuck();
-                (
-                    if now { 0 } else { 20 },
-                    if dealer.blocked() {
-                        zmq::POLLIN | zmq::POLLOUT
-                    } else {
-                        zmq::POLLIN
-                    },
-                )
+                // A full pipe is tried again after a millisecond: POLLOUT
+                // would not do, as a ROUTER is writable while any of its
+                // pipes has room, and the loop would spin.
+                let timeout = if now {
+                    0
+                } else if dealer.blocked() {
+                    1
+                } else {
+                    20
+                };
+                (timeout, zmq::POLLIN)
             }
             Dealing::Push(push) => {
                 let can_deal = ready && push.window_open(self.ledger.out());

@@ -33,6 +33,9 @@ pub struct Packer {
     /// The tasks of the message being built, reused.
     pub tasks: Vec<u64>,
     clock: Coarse,
+    /// Said in each TASKS header: the most credit a thread may hold (0: a
+    /// worker keeps to its own high-water mark).
+    pub credit_cap: u32,
 }
 
 impl Packer {
@@ -46,6 +49,7 @@ impl Packer {
             // 32 tasks sent in one go leave within microseconds of each
             // other; each dealing round reads the clock afresh.
             clock: Coarse::new(32),
+            credit_cap: 0,
         }
     }
 
@@ -99,7 +103,7 @@ impl Packer {
                 return Some(
                     Header {
                         kind: Kind::Tasks,
-                        attempt: 0,
+                        attempt: self.credit_cap,
                         batch: self.batch,
                         task: self.tasks.len() as u64,
                     }

@@ -12,11 +12,15 @@
 //! - when waiting for the next task (the round trip it measured while idle)
 //!   costs more than 2 % of a task ([`ROUND_TRIP_SHARE`]), it asks for one
 //!   task ahead, so a slow link does not leave it idle between long tasks;
-//! - `--prefetch` caps what it holds, and so does the high-water mark, in
-//!   messages: as many tasks as that many messages carry, at the size the
-//!   ventilator's messages have had (one task each to begin with, up to a
-//!   pack of 1024), so the ventilator's pipe to it can always take what it
-//!   asked for;
+//! - `--prefetch` caps what it holds (threads that share one connection:
+//!   what they hold together, beyond one task each), and so does the
+//!   high-water mark, in messages: as many tasks as that many messages
+//!   carry, at the size the ventilator's messages have had (one task each
+//!   to begin with, up to a pack of 1024), so the ventilator's pipe to it
+//!   can take what it asked for. Beyond `--hwm` tasks only when the
+//!   ventilator's TASKS say it allows that much credit (a ventilator from
+//!   before that cuts a thread's credit to its own `--hwm`, and a thread
+//!   that asked for more would wait for tasks that never come);
 //! - while plenty is queued it asks in batches (once half its window is
 //!   free), so a flood of tiny tasks is not a CREDIT each; when its queue
 //!   runs dry it asks at once;
@@ -79,6 +83,9 @@ pub(crate) struct Credit {
     /// Tasks a message has carried (exponentially weighted): the window
     /// stays within `hwm` messages of this size.
     pack: f64,
+    /// The most credit the ventilator lets a thread hold, as its TASKS say;
+    /// 0 until they say it (then the window stays within `hwm` tasks).
+    allowed: u32,
     /// Tasks asked for that have not arrived yet.
     expected: u32,
     /// Tasks it wants to hold (running, queued or coming): 1 + what it
@@ -121,6 +128,7 @@ impl Credit {
             prefetch,
             hwm,
             pack: 1.0,
+            allowed: 0,
             expected: first,
             window: first,
             per_thread: 1,
@@ -138,9 +146,14 @@ impl Credit {
         )
     }
 
-    /// A message with `tasks` tasks arrived. `now` is read only when this
-    /// ends a round trip being measured (the hot path reads no clock).
-    pub fn arrived(&mut self, tasks: u32, now: impl FnOnce() -> Instant) {
+    /// A message with `tasks` tasks arrived, whose header said the
+    /// ventilator allows `allowed` credit (0: not said). `now` is read only
+    /// when this ends a round trip being measured (the hot path reads no
+    /// clock).
+    pub fn arrived(&mut self, tasks: u32, allowed: u32, now: impl FnOnce() -> Instant) {
+        if allowed > 0 {
+            self.allowed = allowed;
+        }
         if let Some(since) = self.idle_since.take() {
             let us = now().saturating_duration_since(since).as_secs_f64() * 1e6;
             self.round_trip_us = Some(moving_average(self.round_trip_us, us));
@@ -184,12 +197,19 @@ impl Credit {
             }
         }
         self.per_thread = 1 + extra.min(self.prefetch);
-        // At most `hwm` messages on the way, of the size they have had.
-        let in_hwm = (f64::from(self.hwm) * self.pack).min(f64::from(u32::MAX)) as u32;
-        self.window = self
-            .per_thread
-            .saturating_mul(self.threads)
-            .min(in_hwm.max(self.hwm));
+        // At most `hwm` messages on the way, of the size they have had,
+        // and no more than the ventilator allows; threads that share a
+        // connection hold --prefetch together, beyond one task each.
+        let most = if self.allowed == 0 {
+            self.hwm
+        } else {
+            let in_hwm = (f64::from(self.hwm) * self.pack).min(f64::from(u32::MAX)) as u32;
+            in_hwm
+                .max(self.hwm)
+                .min(self.allowed)
+                .min(self.prefetch.saturating_add(self.threads).max(self.hwm))
+        };
+        self.window = self.per_thread.saturating_mul(self.threads).min(most);
     }
 
     /// The CREDIT to send now, if it is time to ask, with `queued` tasks
@@ -278,7 +298,7 @@ mod tests {
                 exact: true
             }
         );
-        c.arrived(1, || unreachable!("no round trip is measured yet"));
+        c.arrived(1, 0, || unreachable!("no round trip is measured yet"));
         let done = t0 + took;
         let next = c.finished(took, 0, done);
         (c, next, done)
@@ -300,7 +320,7 @@ mod tests {
         assert_eq!(c.window(), 1);
         assert_eq!(next, ask(1), "idle: one more at once");
         // Holding one (it arrived and waits in the queue): nothing more.
-        c.arrived(1, || done);
+        c.arrived(1, 0, || done);
         assert_eq!(c.finished(100 * MS, 1, done + 100 * MS), None);
         assert_eq!(c.window(), 1);
     }
@@ -311,38 +331,48 @@ mod tests {
             let (mut c, next, done) = after_first(1000, 1000, 100 * MS);
             assert_eq!(next, ask(1));
             // It asked while holding nothing: the wait is measured.
-            c.arrived(1, || done + round_trip);
+            c.arrived(1, 0, || done + round_trip);
             let next = c.finished(100 * MS, 0, done + round_trip + 100 * MS);
             assert_eq!(c.window(), window, "round trip {round_trip:?}");
             assert_eq!(next, ask(window));
         }
     }
 
-    #[test]
-    fn sub_microsecond_tasks_fill_a_window_of_as_many_messages_as_the_hwm_as_packs_grow() {
+    /// A thread of 50 ns tasks, sent packs of 1000 with TASKS headers
+    /// that allow `allowed`: its window after twenty of them.
+    fn window_after_packs(prefetch: u32, hwm: i32, threads: u32, allowed: u32) -> u32 {
         let nanos = Duration::from_nanos(50);
-        let (mut c, _, mut t) = after_first(10_000, 1000, nanos);
-        // One task a message so far: no more than 1000 messages' worth.
-        assert_eq!(c.window(), 1000);
-        // Packs of 1000 come: the same 1000 messages hold ten times the
-        // tasks, and the window grows to a millisecond of them (at least
-        // 0.1 µs each), --prefetch's 10 000 ahead.
+        let mut t = Instant::now();
+        let (mut c, _) = Credit::for_threads(threads, prefetch, hwm, t);
         for _ in 0..20 {
-            c.arrived(1000, || t);
+            c.arrived(1000, allowed, || t);
             t += nanos;
             c.finished(nanos, 0, t);
         }
-        assert_eq!(c.window(), 10_001);
-        let (mut c, _, t) = after_first(100_000, 2, nanos);
-        for _ in 0..20 {
-            c.arrived(1000, || t);
-            c.finished(nanos, 0, t);
-        }
-        assert!(
-            (1900..=2000).contains(&c.window()),
-            "two messages of about 1000: {}",
-            c.window()
-        );
+        c.window()
+    }
+
+    #[test]
+    fn sub_microsecond_tasks_fill_a_window_of_as_many_messages_as_the_hwm_as_packs_grow() {
+        let nanos = Duration::from_nanos(50);
+        let (c, _, _) = after_first(10_000, 1000, nanos);
+        // One task a message so far: no more than 1000 messages' worth.
+        assert_eq!(c.window(), 1000);
+        // Packs of 1000 come, from a ventilator that allows it: the same
+        // 1000 messages hold ten times the tasks, and the window grows to
+        // a millisecond of them (at least 0.1 µs each), --prefetch's
+        // 10 000 ahead.
+        assert_eq!(window_after_packs(10_000, 1000, 1, 1_024_000), 10_001);
+        // Two messages of about 1000.
+        let two = window_after_packs(100_000, 2, 1, 1_024_000);
+        assert!((1900..=2000).contains(&two), "{two}");
+        // No more than the ventilator allows.
+        assert_eq!(window_after_packs(10_000, 1000, 1, 5120), 5120);
+        // A ventilator that does not say (one from before): its own --hwm
+        // cuts a thread's credit there, so no more is asked for.
+        assert_eq!(window_after_packs(10_000, 1000, 1, 0), 1000);
+        // Threads that share a connection hold --prefetch together.
+        assert_eq!(window_after_packs(10_000, 1000, 64, 1_024_000), 10_064);
     }
 
     #[test]
@@ -353,7 +383,7 @@ mod tests {
         assert_eq!(after_first(1000, 0, US).0.window(), 1, "hwm 0 is 1");
         // --prefetch 0: one at a time, even when the round trip is long.
         let (mut c, _, done) = after_first(0, 1000, 100 * MS);
-        c.arrived(1, || done + 50 * MS);
+        c.arrived(1, 0, || done + 50 * MS);
         c.finished(100 * MS, 0, done + 150 * MS);
         assert_eq!(c.window(), 1);
     }
@@ -362,7 +392,7 @@ mod tests {
     fn it_asks_in_batches_while_plenty_is_queued_and_at_once_when_dry() {
         let (mut c, next, t) = after_first(1000, 1000, 10 * US);
         assert_eq!(next, ask(101));
-        c.arrived(101, || t + MS);
+        c.arrived(101, 0, || t + MS);
         // 100 queued, then 51: less than half the window free, no CREDIT.
         assert_eq!(c.finished(10 * US, 100, t), None);
         assert_eq!(c.finished(10 * US, 51, t), None);
@@ -370,7 +400,7 @@ mod tests {
         assert_eq!(c.finished(10 * US, 50, t), ask(51));
         // Those 51 are expected now: nothing more until they come.
         assert_eq!(c.finished(10 * US, 0, t), None);
-        c.arrived(51, || unreachable!("it was not idle when it asked"));
+        c.arrived(51, 0, || unreachable!("it was not idle when it asked"));
         // The queue ran dry: ask for the whole window at once.
         assert_eq!(c.finished(10 * US, 0, t), ask(101));
     }
@@ -387,7 +417,7 @@ mod tests {
         assert_eq!(c.idle(t0 + SECOND), exactly_one);
         assert_eq!(c.idle(t0 + SECOND + 500 * MS), None, "once a second");
         // After short tasks the window is larger, and the reset says so.
-        c.arrived(1, || t0);
+        c.arrived(1, 0, || t0);
         let t1 = t0 + 2 * SECOND;
         assert_eq!(c.finished(10 * US, 0, t1), ask(101));
         assert_eq!(c.idle(t1 + SECOND / 2), None);
@@ -406,7 +436,7 @@ mod tests {
     fn more_tasks_than_asked_for_do_not_wrap_the_count() {
         let t0 = Instant::now();
         let (mut c, _) = Credit::start(1000, 1000, t0);
-        c.arrived(5, || t0);
+        c.arrived(5, 0, || t0);
         assert_eq!(c.finished(100 * MS, 0, t0), ask(1));
     }
 
@@ -415,7 +445,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut c, _) = Credit::start(1000, 1000, t0);
         // A batch of tiny tasks: the thread learns to ask for many.
-        c.arrived(1, || t0);
+        c.arrived(1, 0, || t0);
         for _ in 0..20 {
             c.finished(US, 0, t0);
         }

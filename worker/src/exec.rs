@@ -8,7 +8,13 @@
 //! (`sleep 0.01`, `gzip -9 data/part-3`), is started directly instead:
 //! the same program with the same arguments, without the shell's own start
 //! before it, which is most of what a short command costs (see
-//! [`plain_words`]). Then one `poll` waits on everything at once:
+//! [`plain_words`]). It gets what the shell would hand on: the exit code
+//! 128 + N when a signal N kills it, `PWD` set to the working directory,
+//! no variables whose names the shell would not take. What differs is that
+//! it leads its process group itself (under the shell it is a member), so
+//! a program that calls `setsid()` without forking first is refused it:
+//! any shell syntax (a trailing `;`) starts it through the shell. Then one
+//! `poll` waits on everything at once:
 //!
 //! - the command's stdout and stderr pipes, read as they fill and kept up
 //!   to `--max-output` bytes each (the rest is read and dropped, so the
@@ -37,6 +43,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::Shutdown;
@@ -144,20 +151,82 @@ pub(crate) fn run(spec: &Spec<'_>, stop: &Shutdown) -> Outcome {
 
 /// [`run`]; with `use_pidfd` false, as on a kernel without pidfds.
 fn run_watching(spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
-    let direct = plain_words(spec.command);
-    let child = match direct.and_then(|words| command(spec, words).spawn().ok()) {
-        Some(c) => c,
+    let mut first_error = None;
+    let words = plain_words(spec.command).filter(|_| shell_env().path_set);
+    let direct = words.and_then(|words| {
+        let mut cmd = command(spec, words);
+        as_the_shell_would(&mut cmd);
+        cmd.spawn().map_err(|e| first_error = Some(e)).ok()
+    });
+    let (child, direct) = match direct {
+        Some(c) => (c, true),
         // Anything the shell would read, or a program that cannot be
         // started directly (not found, not executable, a script without
         // `#!`): the shell says why, as it would have.
         None => match command(spec, vec!["/bin/sh", "-c", spec.command]).spawn() {
-            Ok(c) => c,
+            Ok(c) => (c, false),
             Err(e) => {
-                return Outcome::failed(Status::Failed, format!("cannot start /bin/sh: {e}"));
+                let before = first_error.map_or(String::new(), |f| format!("{f}; "));
+                return Outcome::failed(
+                    Status::Failed,
+                    format!("cannot start the command: {before}nor /bin/sh: {e}"),
+                );
             }
         },
     };
-    watch(child, spec, stop, use_pidfd)
+    watch(child, spec, stop, use_pidfd, direct)
+}
+
+/// What the shell would change in the environment it hands on, to be done
+/// to a command started without it: `PWD` set to the working directory
+/// (when missing or wrong), and variables whose names are not shell names
+/// (`a.b`, exported bash functions) left out. And whether `PATH` is set at
+/// all: without it the shell and the C library search different
+/// directories, so every command goes to the shell. Reckoned once.
+struct ShellEnv {
+    pwd: Option<std::path::PathBuf>,
+    drop: Vec<std::ffi::OsString>,
+    path_set: bool,
+}
+
+fn shell_env() -> &'static ShellEnv {
+    static ENV: OnceLock<ShellEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let cwd = std::env::current_dir().ok();
+        let pwd_right = std::env::var_os("PWD")
+            .zip(cwd.as_ref())
+            .is_some_and(|(pwd, cwd)| std::fs::canonicalize(pwd).ok().as_ref() == Some(cwd));
+        let drop = std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| !shell_name(&name.to_string_lossy()))
+            .collect();
+        ShellEnv {
+            pwd: cwd.filter(|_| !pwd_right),
+            drop,
+            path_set: std::env::var_os("PATH").is_some(),
+        }
+    })
+}
+
+/// A name the shell takes for a variable: a letter or `_`, then letters,
+/// digits and `_`.
+fn shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// [`ShellEnv`]'s changes, made to `cmd`.
+fn as_the_shell_would(cmd: &mut Command) {
+    let env = shell_env();
+    if let Some(pwd) = &env.pwd {
+        cmd.env("PWD", pwd);
+    }
+    for name in &env.drop {
+        cmd.env_remove(name);
+    }
 }
 
 /// Built-in commands and reserved words of the POSIX shell (dash's list):
@@ -208,7 +277,14 @@ fn command(spec: &Spec<'_>, argv: Vec<&str>) -> Command {
 }
 
 /// Waits for a started command (see the module's doc).
-fn watch(mut child: Child, spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
+/// `direct`: the command was started without the shell.
+fn watch(
+    mut child: Child,
+    spec: &Spec<'_>,
+    stop: &Shutdown,
+    use_pidfd: bool,
+    direct: bool,
+) -> Outcome {
     let started = Instant::now();
     let pid = Pid::from_child(&child);
     let pgid = nix::unistd::Pid::from_raw(pid.as_raw_nonzero().get());
@@ -353,7 +429,15 @@ fn watch(mut child: Child, spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) ->
         }
     }
     let status = status.unwrap_or_else(|| Err(std::io::Error::other("no exit status")));
-    outcome(status, killed, started, out, err, spec.max_output, stop)
+    outcome(
+        status,
+        killed,
+        started,
+        (out, err),
+        spec.max_output,
+        stop,
+        direct,
+    )
 }
 
 /// The result of a command that ended.
@@ -361,10 +445,10 @@ fn outcome(
     status: std::io::Result<ExitStatus>,
     killed: Option<&str>,
     started: Instant,
-    out: Capture,
-    err: Capture,
+    (out, err): (Capture, Capture),
     max_output: usize,
     stop: &Shutdown,
+    direct: bool,
 ) -> Outcome {
     let output = out.kept;
     let mut error = err.kept;
@@ -407,7 +491,10 @@ fn outcome(
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
-                (Status::Failed, None)
+                // The shell reports a program that a signal killed as the
+                // exit code 128 + the signal's number: so does a program
+                // started without it (the line above says which signal).
+                (Status::Failed, direct.then_some(128 + signal))
             }
         },
         (Err(e), None) => {
@@ -512,6 +599,26 @@ mod tests {
             .unwrap();
         let o = run(&spec(script.to_str().unwrap(), None, 5000), &stop);
         assert_eq!((o.status, o.exit_code), (Status::Failed, Some(126)));
+        // Killed by a signal: the shell's exit code, 128 + its number.
+        std::fs::write(&script, "#!/bin/sh\nkill -KILL $$\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = script.to_str().unwrap();
+        let o = run(&spec(path, None, 5000), &stop);
+        let sh = run(&spec(&format!("{path};"), None, 5000), &stop);
+        assert_eq!((o.status, o.exit_code), (Status::Failed, Some(137)));
+        assert_eq!((sh.status, sh.exit_code), (Status::Failed, Some(137)));
+        // The environment the shell would hand on: PWD is the working
+        // directory, whatever the worker's own says.
+        let o = run(&spec("printenv PWD", None, 5000), &stop);
+        let sh = run(&spec("printenv PWD;", None, 5000), &stop);
+        assert_eq!(o.output, sh.output);
+        assert_eq!(
+            String::from_utf8_lossy(&o.output).trim_end(),
+            std::env::current_dir().unwrap().to_str().unwrap()
+        );
+        assert!(shell_name("ZPIPE_TASK_ID") && shell_name("_x1"));
+        assert!(!shell_name("a.b") && !shell_name("1x") && !shell_name("BASH_FUNC_f%%"));
         // The command's environment and process group are the same: the
         // group is killed on a timeout.
         let t = Instant::now();

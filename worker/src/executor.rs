@@ -402,9 +402,10 @@ impl<H: Handler> Executor<H> {
             }
             match got {
                 Recv::Message(()) => {
-                    let n = self.take(&frames, &mut queue, &mut drops, results, &mut counts)?;
+                    let (n, cap) =
+                        self.take(&frames, &mut queue, &mut drops, results, &mut counts)?;
                     if let Some(credit) = &mut credit {
-                        credit.arrived(n, Instant::now);
+                        credit.arrived(n, cap, Instant::now);
                     }
                 }
                 Recv::Timeout if queue.is_empty() => {
@@ -552,7 +553,8 @@ impl<H: Handler> Executor<H> {
     }
 
     /// Reads one message from the task socket into the queue; returns how
-    /// many tasks it held. Classic tasks run at once.
+    /// many tasks it held, and the most credit its TASKS header says a
+    /// thread may hold (0: not said). Classic tasks run at once.
     pub(crate) fn take(
         &self,
         frames: &[zmq::Message],
@@ -560,14 +562,14 @@ impl<H: Handler> Executor<H> {
         drops: &mut Drops,
         results: &zmq::Socket,
         counts: &mut Counts,
-    ) -> Result<u32, common::Error> {
+    ) -> Result<(u32, u32), common::Error> {
         if self.classic {
             if self.classic_task(frames, drops) {
                 counts.tasks += 1;
                 // taskwork: the result is an empty message.
                 sockets::send_frames(results, &[b""], || !self.stop.is_triggered())?;
             }
-            return Ok(0);
+            return Ok((0, 0));
         }
         let frames = if self.credit_mode() {
             match protocol::split_envelope(frames) {
@@ -578,7 +580,7 @@ impl<H: Handler> Executor<H> {
                         "no envelope",
                         "a message without a leading empty frame",
                     );
-                    return Ok(0);
+                    return Ok((0, 0));
                 }
             }
         } else {
@@ -590,13 +592,20 @@ impl<H: Handler> Executor<H> {
             // in HELLO that it takes them).
             Ok(Message::Tasks { batch, tasks }) => {
                 let n = tasks.len() as u32;
+                let cap = protocol::Header::decode(&frames[0]).map_or(0, |h| {
+                    if h.kind == protocol::Kind::Tasks {
+                        h.attempt
+                    } else {
+                        0
+                    }
+                });
                 if let Some(h) = &self.held {
                     for t in &tasks {
                         h.took(self.index, batch, t.task);
                     }
                 }
                 queue.extend(tasks.into_iter().map(|task| Queued { batch, task }));
-                Ok(n)
+                Ok((n, cap))
             }
             // The ventilator's answer to our heartbeat goes to the main
             // thread's socket; nothing else is expected here.
@@ -606,11 +615,11 @@ impl<H: Handler> Executor<H> {
                     "unexpected kind",
                     format_args!("{:?} on the task socket", other.kind()),
                 );
-                Ok(0)
+                Ok((0, 0))
             }
             Err(e) => {
                 drops.note("tasks", e.label(), &e);
-                Ok(0)
+                Ok((0, 0))
             }
         }
     }

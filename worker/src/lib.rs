@@ -214,7 +214,8 @@ pub struct Config {
     #[arg(long, env = "ZPIPE_DISPATCH", value_enum, default_value = "credit")]
     pub dispatch: Dispatch,
     /// Credit dispatch: the most tasks a thread asks for beyond the one it
-    /// runs, when tasks are short (it asks for about a millisecond of work:
+    /// runs (threads that share one connection: all of them together),
+    /// when tasks are short (it asks for about a millisecond of work:
     /// 10 000 tasks of 0.1 µs, 10 of 100 µs); long tasks are asked for one
     /// at a time.
     #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]

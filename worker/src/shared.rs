@@ -308,8 +308,9 @@ impl<H: Handler> Executor<H> {
             // Tasks in: all that came, to the board at once.
             while !stopping && let Recv::Message(()) = sockets::recv_frames_now(tasks, &mut frames)?
             {
-                let n = self.take(&frames, &mut arrived, &mut drops, results, &mut counts)?;
-                credit.arrived(n, Instant::now);
+                let (n, cap) =
+                    self.take(&frames, &mut arrived, &mut drops, results, &mut counts)?;
+                credit.arrived(n, cap, Instant::now);
             }
             if !arrived.is_empty() {
                 board.deal(arrived.drain(..));
