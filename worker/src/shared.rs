@@ -19,9 +19,9 @@
 //! - the dispatcher asks for the worker as a whole: each thread's window
 //!   (one task, and as many ahead as about a millisecond of work, see
 //!   `credit.rs`), added up, so the ventilator still deals by what the
-//!   worker can take; the tasks come as TASKS of up to 64 and wait in the
+//!   worker can take; the tasks come as TASKS of up to 1024 and wait in the
 //!   shared queue, where the first free thread takes the next;
-//! - results wait on the board and leave together, as RESULTS of up to 64,
+//! - results wait on the board and leave together, as RESULTS of up to 1024,
 //!   at most a millisecond after their task ended (the dispatcher looks at
 //!   the board every millisecond while the worker is busy), or at once when
 //!   a thread finds nothing left to run (it wakes the dispatcher);
