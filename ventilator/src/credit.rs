@@ -654,7 +654,8 @@ impl Dealer {
                         zmq::Error::EHOSTUNREACH => roster.unreachable(id),
                         zmq::Error::EAGAIN | zmq::Error::EINTR => {
                             // A full pipe (several threads behind one queue
-                            // device share one): wait until it can take more.
+                            // device share one, or packs came smaller than the
+                            // worker reckoned): tried again in a millisecond.
                             roster.last_again(id);
                             self.blocked = true;
                             break;

@@ -12,9 +12,10 @@
 //! - when waiting for the next task (the round trip it measured while idle)
 //!   costs more than 2 % of a task ([`ROUND_TRIP_SHARE`]), it asks for one
 //!   task ahead, so a slow link does not leave it idle between long tasks;
-//! - `--prefetch` caps what it holds (threads that share one connection:
-//!   what they hold together, beyond one task each), and so does the
-//!   high-water mark, in messages: as many tasks as that many messages
+//! - `--prefetch` caps what it holds (threads that share one connection,
+//!   each with its own window: beyond `--hwm` tasks, what they hold
+//!   together, beyond one task each), and so does the high-water mark, in
+//!   messages: as many tasks as that many messages
 //!   carry, at the size the ventilator's messages have had (one task each
 //!   to begin with, up to a pack of 1024), so the ventilator's pipe to it
 //!   can take what it asked for. Beyond `--hwm` tasks only when the
@@ -146,12 +147,13 @@ impl Credit {
         )
     }
 
-    /// A message with `tasks` tasks arrived, whose header said the
-    /// ventilator allows `allowed` credit (0: not said). `now` is read only
+    /// A message with `tasks` tasks arrived; a TASKS message's header said
+    /// the ventilator allows `allowed` credit (0: not said, a ventilator
+    /// from before; `None`: a TASK, which does not say). `now` is read only
     /// when this ends a round trip being measured (the hot path reads no
     /// clock).
-    pub fn arrived(&mut self, tasks: u32, allowed: u32, now: impl FnOnce() -> Instant) {
-        if allowed > 0 {
+    pub fn arrived(&mut self, tasks: u32, allowed: Option<u32>, now: impl FnOnce() -> Instant) {
+        if let Some(allowed) = allowed {
             self.allowed = allowed;
         }
         if let Some(since) = self.idle_since.take() {
@@ -298,7 +300,7 @@ mod tests {
                 exact: true
             }
         );
-        c.arrived(1, 0, || unreachable!("no round trip is measured yet"));
+        c.arrived(1, None, || unreachable!("no round trip is measured yet"));
         let done = t0 + took;
         let next = c.finished(took, 0, done);
         (c, next, done)
@@ -320,7 +322,7 @@ mod tests {
         assert_eq!(c.window(), 1);
         assert_eq!(next, ask(1), "idle: one more at once");
         // Holding one (it arrived and waits in the queue): nothing more.
-        c.arrived(1, 0, || done);
+        c.arrived(1, None, || done);
         assert_eq!(c.finished(100 * MS, 1, done + 100 * MS), None);
         assert_eq!(c.window(), 1);
     }
@@ -331,7 +333,7 @@ mod tests {
             let (mut c, next, done) = after_first(1000, 1000, 100 * MS);
             assert_eq!(next, ask(1));
             // It asked while holding nothing: the wait is measured.
-            c.arrived(1, 0, || done + round_trip);
+            c.arrived(1, None, || done + round_trip);
             let next = c.finished(100 * MS, 0, done + round_trip + 100 * MS);
             assert_eq!(c.window(), window, "round trip {round_trip:?}");
             assert_eq!(next, ask(window));
@@ -345,7 +347,7 @@ mod tests {
         let mut t = Instant::now();
         let (mut c, _) = Credit::for_threads(threads, prefetch, hwm, t);
         for _ in 0..20 {
-            c.arrived(1000, allowed, || t);
+            c.arrived(1000, Some(allowed), || t);
             t += nanos;
             c.finished(nanos, 0, t);
         }
@@ -373,6 +375,20 @@ mod tests {
         assert_eq!(window_after_packs(10_000, 1000, 1, 0), 1000);
         // Threads that share a connection hold --prefetch together.
         assert_eq!(window_after_packs(10_000, 1000, 64, 1_024_000), 10_064);
+        // A ventilator from before, after one that allowed more (a standing
+        // pool's next batch): back within --hwm; a TASK says nothing.
+        let t = Instant::now();
+        let (mut c, _) = Credit::start(10_000, 1000, t);
+        for allowed in [1_024_000, 1_024_000, 1_024_000] {
+            c.arrived(1000, Some(allowed), || t);
+            c.finished(nanos, 0, t);
+        }
+        c.arrived(1, None, || t);
+        c.finished(nanos, 0, t);
+        assert!(c.window() > 1000, "{}", c.window());
+        c.arrived(1000, Some(0), || t);
+        c.finished(nanos, 0, t);
+        assert_eq!(c.window(), 1000);
     }
 
     #[test]
@@ -383,7 +399,7 @@ mod tests {
         assert_eq!(after_first(1000, 0, US).0.window(), 1, "hwm 0 is 1");
         // --prefetch 0: one at a time, even when the round trip is long.
         let (mut c, _, done) = after_first(0, 1000, 100 * MS);
-        c.arrived(1, 0, || done + 50 * MS);
+        c.arrived(1, None, || done + 50 * MS);
         c.finished(100 * MS, 0, done + 150 * MS);
         assert_eq!(c.window(), 1);
     }
@@ -392,7 +408,7 @@ mod tests {
     fn it_asks_in_batches_while_plenty_is_queued_and_at_once_when_dry() {
         let (mut c, next, t) = after_first(1000, 1000, 10 * US);
         assert_eq!(next, ask(101));
-        c.arrived(101, 0, || t + MS);
+        c.arrived(101, None, || t + MS);
         // 100 queued, then 51: less than half the window free, no CREDIT.
         assert_eq!(c.finished(10 * US, 100, t), None);
         assert_eq!(c.finished(10 * US, 51, t), None);
@@ -400,7 +416,7 @@ mod tests {
         assert_eq!(c.finished(10 * US, 50, t), ask(51));
         // Those 51 are expected now: nothing more until they come.
         assert_eq!(c.finished(10 * US, 0, t), None);
-        c.arrived(51, 0, || unreachable!("it was not idle when it asked"));
+        c.arrived(51, None, || unreachable!("it was not idle when it asked"));
         // The queue ran dry: ask for the whole window at once.
         assert_eq!(c.finished(10 * US, 0, t), ask(101));
     }
@@ -417,7 +433,7 @@ mod tests {
         assert_eq!(c.idle(t0 + SECOND), exactly_one);
         assert_eq!(c.idle(t0 + SECOND + 500 * MS), None, "once a second");
         // After short tasks the window is larger, and the reset says so.
-        c.arrived(1, 0, || t0);
+        c.arrived(1, None, || t0);
         let t1 = t0 + 2 * SECOND;
         assert_eq!(c.finished(10 * US, 0, t1), ask(101));
         assert_eq!(c.idle(t1 + SECOND / 2), None);
@@ -436,7 +452,7 @@ mod tests {
     fn more_tasks_than_asked_for_do_not_wrap_the_count() {
         let t0 = Instant::now();
         let (mut c, _) = Credit::start(1000, 1000, t0);
-        c.arrived(5, 0, || t0);
+        c.arrived(5, None, || t0);
         assert_eq!(c.finished(100 * MS, 0, t0), ask(1));
     }
 
@@ -445,7 +461,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut c, _) = Credit::start(1000, 1000, t0);
         // A batch of tiny tasks: the thread learns to ask for many.
-        c.arrived(1, 0, || t0);
+        c.arrived(1, None, || t0);
         for _ in 0..20 {
             c.finished(US, 0, t0);
         }

@@ -9,8 +9,8 @@
 //! the same program with the same arguments, without the shell's own start
 //! before it, which is most of what a short command costs (see
 //! [`plain_words`]). It gets what the shell would hand on: the exit code
-//! 128 + N when a signal N kills it, `PWD` set to the working directory,
-//! no variables whose names the shell would not take. What differs is that
+//! 128 + N when a signal N kills it (as Debian's `/bin/sh`, dash, reports a
+//! command it forked), `PWD` set to the working directory. What differs is that
 //! it leads its process group itself (under the shell it is a member), so
 //! a program that calls `setsid()` without forking first is refused it:
 //! any shell syntax (a trailing `;`) starts it through the shell. Then one
@@ -179,13 +179,14 @@ fn run_watching(spec: &Spec<'_>, stop: &Shutdown, use_pidfd: bool) -> Outcome {
 
 /// What the shell would change in the environment it hands on, to be done
 /// to a command started without it: `PWD` set to the working directory
-/// (when missing or wrong), and variables whose names are not shell names
-/// (`a.b`, exported bash functions) left out. And whether `PATH` is set at
-/// all: without it the shell and the C library search different
-/// directories, so every command goes to the shell. Reckoned once.
+/// when missing or wrong (a worker started by systemd has none). And
+/// whether `PATH` is set at all: without it the shell and the C library
+/// search different directories, so every command goes to the shell.
+/// Reckoned once. (Variables whose names are no shell names, such as an
+/// exported bash function, are handed on: bash as `/bin/sh` hands them on
+/// too, and environment modules need them.)
 struct ShellEnv {
     pwd: Option<std::path::PathBuf>,
-    drop: Vec<std::ffi::OsString>,
     path_set: bool,
 }
 
@@ -196,36 +197,17 @@ fn shell_env() -> &'static ShellEnv {
         let pwd_right = std::env::var_os("PWD")
             .zip(cwd.as_ref())
             .is_some_and(|(pwd, cwd)| std::fs::canonicalize(pwd).ok().as_ref() == Some(cwd));
-        let drop = std::env::vars_os()
-            .map(|(name, _)| name)
-            .filter(|name| !shell_name(&name.to_string_lossy()))
-            .collect();
         ShellEnv {
             pwd: cwd.filter(|_| !pwd_right),
-            drop,
             path_set: std::env::var_os("PATH").is_some(),
         }
     })
 }
 
-/// A name the shell takes for a variable: a letter or `_`, then letters,
-/// digits and `_`.
-fn shell_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
 /// [`ShellEnv`]'s changes, made to `cmd`.
 fn as_the_shell_would(cmd: &mut Command) {
-    let env = shell_env();
-    if let Some(pwd) = &env.pwd {
+    if let Some(pwd) = &shell_env().pwd {
         cmd.env("PWD", pwd);
-    }
-    for name in &env.drop {
-        cmd.env_remove(name);
     }
 }
 
@@ -617,8 +599,6 @@ mod tests {
             String::from_utf8_lossy(&o.output).trim_end(),
             std::env::current_dir().unwrap().to_str().unwrap()
         );
-        assert!(shell_name("ZPIPE_TASK_ID") && shell_name("_x1"));
-        assert!(!shell_name("a.b") && !shell_name("1x") && !shell_name("BASH_FUNC_f%%"));
         // The command's environment and process group are the same: the
         // group is killed on a timeout.
         let t = Instant::now();

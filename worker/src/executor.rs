@@ -553,8 +553,9 @@ impl<H: Handler> Executor<H> {
     }
 
     /// Reads one message from the task socket into the queue; returns how
-    /// many tasks it held, and the most credit its TASKS header says a
-    /// thread may hold (0: not said). Classic tasks run at once.
+    /// many tasks it held, and the most credit a TASKS header says a thread
+    /// may hold (`Some(0)`: a ventilator from before, which does not say;
+    /// `None`: not a TASKS). Classic tasks run at once.
     pub(crate) fn take(
         &self,
         frames: &[zmq::Message],
@@ -562,14 +563,14 @@ impl<H: Handler> Executor<H> {
         drops: &mut Drops,
         results: &zmq::Socket,
         counts: &mut Counts,
-    ) -> Result<(u32, u32), common::Error> {
+    ) -> Result<(u32, Option<u32>), common::Error> {
         if self.classic {
             if self.classic_task(frames, drops) {
                 counts.tasks += 1;
                 // taskwork: the result is an empty message.
                 sockets::send_frames(results, &[b""], || !self.stop.is_triggered())?;
             }
-            return Ok((0, 0));
+            return Ok((0, None));
         }
         let frames = if self.credit_mode() {
             match protocol::split_envelope(frames) {
@@ -580,7 +581,7 @@ impl<H: Handler> Executor<H> {
                         "no envelope",
                         "a message without a leading empty frame",
                     );
-                    return Ok((0, 0));
+                    return Ok((0, None));
                 }
             }
         } else {
@@ -592,13 +593,10 @@ impl<H: Handler> Executor<H> {
             // in HELLO that it takes them).
             Ok(Message::Tasks { batch, tasks }) => {
                 let n = tasks.len() as u32;
-                let cap = protocol::Header::decode(&frames[0]).map_or(0, |h| {
-                    if h.kind == protocol::Kind::Tasks {
-                        h.attempt
-                    } else {
-                        0
-                    }
-                });
+                let cap = protocol::Header::decode(&frames[0])
+                    .ok()
+                    .filter(|h| h.kind == protocol::Kind::Tasks)
+                    .map(|h| h.attempt);
                 if let Some(h) = &self.held {
                     for t in &tasks {
                         h.took(self.index, batch, t.task);
@@ -615,11 +613,11 @@ impl<H: Handler> Executor<H> {
                     "unexpected kind",
                     format_args!("{:?} on the task socket", other.kind()),
                 );
-                Ok((0, 0))
+                Ok((0, None))
             }
             Err(e) => {
                 drops.note("tasks", e.label(), &e);
-                Ok((0, 0))
+                Ok((0, None))
             }
         }
     }

@@ -214,10 +214,10 @@ pub struct Config {
     #[arg(long, env = "ZPIPE_DISPATCH", value_enum, default_value = "credit")]
     pub dispatch: Dispatch,
     /// Credit dispatch: the most tasks a thread asks for beyond the one it
-    /// runs (threads that share one connection: all of them together),
-    /// when tasks are short (it asks for about a millisecond of work:
+    /// runs, when tasks are short (it asks for about a millisecond of work:
     /// 10 000 tasks of 0.1 µs, 10 of 100 µs); long tasks are asked for one
-    /// at a time.
+    /// at a time. A worker's threads share one connection: once they ask
+    /// beyond `--hwm` tasks, they ask for no more than this together.
     #[arg(long, env = "ZPIPE_PREFETCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub prefetch: u32,
     /// Tasks run at once, each in its own thread (in credit dispatch the
