@@ -14,6 +14,8 @@ use common::testing::{SINK_ON_FREE_PORTS, time_bomb};
 use common::work::Work;
 use sink::{Collected, Collector, Report, TaskResult};
 
+mod support;
+
 /// Runs `tasks` through a sink (flags `sink_flags`, results into
 /// `output`), a ventilator (`vent_flags`) and two built-in workers of two
 /// threads, all in this process; the sink's results go to `collector`.
@@ -39,44 +41,8 @@ fn pipeline<C: Collector>(
     .unwrap();
     let collecting = std::thread::spawn(move || s.run_with(&Shutdown::new(), out, collector));
 
-    let mut args = vec![
-        "ventilator",
-        "--task-endpoint",
-        "tcp://127.0.0.1:*",
-        "--feedback-endpoint",
-        &bound.feedback[0],
-        "--workers",
-        "2",
-    ];
-    args.extend_from_slice(vent_flags);
-    let vent = ventilator::Ventilator::bind(&ventilator::Config::parse_from(args), &ctx).unwrap();
-    let tasks_at = vent.bound()[0].clone();
-    let v = std::thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let cfg = worker::Config::parse_from([
-                "worker",
-                "--task-endpoint",
-                &tasks_at,
-                "--result-endpoint",
-                &bound.results[0],
-                "--control-endpoint",
-                &bound.control[0],
-                "--threads",
-                "2",
-                "--heartbeat",
-                "200ms",
-            ]);
-            let ctx = ctx.clone();
-            std::thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
-        })
-        .collect();
-    let collected = collecting.join().unwrap().unwrap();
-    v.join().unwrap().unwrap();
-    for w in workers {
-        w.join().unwrap().unwrap();
-    }
-    collected
+    support::feed(&ctx, &bound, tasks, vent_flags, &["--heartbeat", "200ms"]);
+    collecting.join().unwrap().unwrap()
 }
 
 /// Counts what it sees per task, and adds up the primes counted.

@@ -12,6 +12,8 @@ use common::Shutdown;
 use common::testing::time_bomb;
 use common::work::Work;
 
+mod support;
+
 fn sink(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sink"))
         .args(args)
@@ -46,39 +48,7 @@ fn run_batch(results: &Path, tasks: Vec<Work>) -> sink::Report {
     let at = collector.bound().clone();
     let out = sink::open_output(results).unwrap();
     let s = thread::spawn(move || collector.run(&Shutdown::new(), out));
-    let vent_cfg = ventilator::Config::parse_from([
-        "ventilator",
-        "--task-endpoint",
-        any,
-        "--feedback-endpoint",
-        &at.feedback[0],
-        "--workers",
-        "2",
-    ]);
-    let vent = ventilator::Ventilator::bind(&vent_cfg, &ctx).unwrap();
-    let tasks_at = vent.bound()[0].clone();
-    let v = thread::spawn(move || vent.run(&tasks, &Shutdown::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let cfg = worker::Config::parse_from([
-                "worker",
-                "--task-endpoint",
-                &tasks_at,
-                "--result-endpoint",
-                &at.results[0],
-                "--control-endpoint",
-                &at.control[0],
-                "--threads",
-                "2",
-            ]);
-            let ctx = ctx.clone();
-            thread::spawn(move || worker::run(&cfg, &ctx, &Shutdown::new()))
-        })
-        .collect();
-    v.join().unwrap().unwrap();
-    for w in workers {
-        w.join().unwrap().unwrap();
-    }
+    support::feed(&ctx, &at, tasks, &[], &[]);
     s.join().unwrap().unwrap()
 }
 
